@@ -1,0 +1,36 @@
+# Set-up and everyday commands. Each target creates the virtual environment it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch lies on this machine's disk; asking for it first keeps pip from
+# pulling a multi-gigabyte CUDA build when the package's own `torch>=2.1` is resolved.
+TORCH ?= torch==2.13.0
+DEMO_DIR ?= demo
+
+.PHONY: help venv demo test lint clean
+
+help:
+	@echo "make demo   build the demo face bank and its preview sheet in $(DEMO_DIR)/"
+	@echo "make test   lint and run the test suite"
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	mkdir -p $(DEMO_DIR)
+	$(BIN)/feratt faces builtin:demo --out $(DEMO_DIR)/bank.h5 --preview $(DEMO_DIR)/faces.png
+
+lint: venv
+	$(BIN)/ruff check feratt tests bench
+
+test: lint
+	$(BIN)/python -m pytest -q -n 2
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,43 @@
+"""Atomic file writes: write to a temporary name beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `target` that replaces it only if the block succeeds."""
+    target = Path(target)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `target` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def check_writable(target: str | os.PathLike[str]) -> None:
+    """Raise OSError unless a file can be created at `target` (its folder exists and is writable)."""
+    target = Path(target)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a folder")
+    parent = target.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"folder {parent} does not exist")
+    with tempfile.NamedTemporaryFile(dir=parent, prefix=".feratt-write-check."):
+        pass

@@ -1,0 +1,52 @@
+"""The canonical expression classes and the name aliases every reader accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from feratt.errors import FerattError
+
+#: One class order for every data set; a data set lacking some classes keeps this order without them.
+CANONICAL_CLASSES: tuple[str, ...] = (
+    "neutral",
+    "anger",
+    "contempt",
+    "disgust",
+    "fear",
+    "happy",
+    "sadness",
+    "surprise",
+)
+
+#: Spellings found in circulated copies of the data sets, mapped to the canonical names.
+CLASS_ALIASES: dict[str, str] = {
+    "neutral": "neutral",
+    "anger": "anger",
+    "angry": "anger",
+    "contempt": "contempt",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "happy": "happy",
+    "happiness": "happy",
+    "sad": "sadness",
+    "sadness": "sadness",
+    "surprise": "surprise",
+    "surprised": "surprise",
+}
+
+
+def canonical_name(name: str) -> str:
+    """Return the canonical class name for `name`, or raise FerattError listing the valid ones."""
+    key = name.strip().lower()
+    if key not in CLASS_ALIASES:
+        valid = ", ".join(sorted(CLASS_ALIASES))
+        raise FerattError(f"unknown class name {name!r}; valid names: {valid}")
+    return CLASS_ALIASES[key]
+
+
+def ordered_classes(names: Iterable[str]) -> tuple[str, ...]:
+    """Return the canonical names among `names` in canonical order."""
+    present = {canonical_name(n) for n in names}
+    return tuple(c for c in CANONICAL_CLASSES if c in present)
