@@ -23,41 +23,117 @@ def main() -> None:
 
 @main.command()
 @click.argument("source")
-@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False),
-              help="Face bank to write (HDF5).")
-@click.option("--format", "fmt", type=click.Choice(FACE_FORMATS), default="auto", show_default=True,
-              help="Layout of SOURCE; 'auto' detects it. SOURCE 'builtin:demo' needs none.")
-@click.option("--size", type=click.IntRange(32, 1024), default=160, show_default=True,
-              help="Side of the square face crops, in pixels.")
-@click.option("--margin", type=click.FloatRange(0, 2), default=0.2, show_default=True,
-              help="Padding around the mask's box, as a fraction of its longer side "
-                   "(of the inner-eye distance with landmarks).")
-@click.option("--masks", "masks_root", type=click.Path(exists=True, file_okay=False),
-              help="Folder of mask images mirroring the image tree; they take precedence.")
-@click.option("--forehead", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Raise a landmark mask over the forehead by this fraction of the brow-to-chin height.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for the CK+ neutral choice and the demo faces.")
-@click.option("--neutral-subjects", type=click.IntRange(0), default=33, show_default=True,
-              help="CK+: subjects whose first frame forms the neutral class.")
-@click.option("--last-frames", type=click.IntRange(1), default=1, show_default=True,
-              help="CK+: frames taken from the end of each labelled sequence.")
+@click.option(
+    "--out", "-o", "out", required=True, type=click.Path(dir_okay=False), help="Face bank to write (HDF5)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FACE_FORMATS),
+    default="auto",
+    show_default=True,
+    help="Layout of SOURCE; 'auto' detects it. SOURCE 'builtin:demo' needs none.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(32, 1024),
+    default=160,
+    show_default=True,
+    help="Side of the square face crops, in pixels.",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(0, 2),
+    default=0.2,
+    show_default=True,
+    help="Padding around the mask's box, as a fraction of its longer side "
+    "(of the inner-eye distance with landmarks).",
+)
+@click.option(
+    "--masks",
+    "masks_root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of mask images mirroring the image tree; they take precedence.",
+)
+@click.option(
+    "--forehead",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Raise a landmark mask over the forehead by this fraction of the brow-to-chin height.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for the CK+ neutral choice and the demo faces.",
+)
+@click.option(
+    "--neutral-subjects",
+    type=click.IntRange(0),
+    default=33,
+    show_default=True,
+    help="CK+: subjects whose first frame forms the neutral class.",
+)
+@click.option(
+    "--last-frames",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="CK+: frames taken from the end of each labelled sequence.",
+)
 @click.option("--no-neutral", is_flag=True, help="CK+: leave neutral out (7 classes).")
-@click.option("--bu-intensity", type=click.IntRange(1, 4), default=4, show_default=True,
-              help="BU-3DFE: expression intensity to use.")
-@click.option("--subject-regex", default=r"^([^_.\-]+)", show_default=True,
-              help="folders: regular expression whose first group is the subject id in a file name.")
-@click.option("--demo-subjects", type=click.IntRange(1, 999), default=24, show_default=True,
-              help="builtin:demo: number of synthetic subjects.")
-@click.option("--demo-per-class", type=click.IntRange(1), default=2, show_default=True,
-              help="builtin:demo: faces per subject and class.")
-@click.option("--jobs", "-j", type=int, default=-1, show_default=True,
-              help="Parallel workers (-1: all cores).")
+@click.option(
+    "--bu-intensity",
+    type=click.IntRange(1, 4),
+    default=4,
+    show_default=True,
+    help="BU-3DFE: expression intensity to use.",
+)
+@click.option(
+    "--subject-regex",
+    default=r"^([^_.\-]+)",
+    show_default=True,
+    help="folders: regular expression whose first group is the subject id in a file name.",
+)
+@click.option(
+    "--demo-subjects",
+    type=click.IntRange(1, 999),
+    default=24,
+    show_default=True,
+    help="builtin:demo: number of synthetic subjects.",
+)
+@click.option(
+    "--demo-per-class",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="builtin:demo: faces per subject and class.",
+)
+@click.option(
+    "--jobs", "-j", type=int, default=-1, show_default=True, help="Parallel workers (-1: all cores)."
+)
 @click.option("--preview", type=click.Path(dir_okay=False), help="Write a contact sheet PNG here.")
-def faces(source: str, out: str, fmt: str, size: int, margin: float, masks_root: str | None,
-          forehead: float, seed: int, neutral_subjects: int, last_frames: int, no_neutral: bool,
-          bu_intensity: int, subject_regex: str, demo_subjects: int, demo_per_class: int, jobs: int,
-          preview: str | None) -> None:
+def faces(
+    source: str,
+    out: str,
+    fmt: str,
+    size: int,
+    margin: float,
+    masks_root: str | None,
+    forehead: float,
+    seed: int,
+    neutral_subjects: int,
+    last_frames: int,
+    no_neutral: bool,
+    bu_intensity: int,
+    subject_regex: str,
+    demo_subjects: int,
+    demo_per_class: int,
+    jobs: int,
+    preview: str | None,
+) -> None:
     """Read a face data set (or builtin:demo), mask and crop every face, and write a face bank."""
     from feratt.atomic import check_writable
     from feratt.datasets.bank import BankOptions, build_faces, read_bank, write_bank
@@ -72,9 +148,14 @@ def faces(source: str, out: str, fmt: str, size: int, margin: float, masks_root:
             except OSError as exc:
                 raise click.BadParameter(f"cannot write {path}: {exc}", param_hint=option) from None
     reader_options = ReaderOptions(
-        seed=seed, neutral_subjects=neutral_subjects, last_frames=last_frames,
-        include_neutral=not no_neutral, bu_intensity=bu_intensity, subject_regex=subject_regex,
-        demo_subjects=demo_subjects, demo_per_class=demo_per_class,
+        seed=seed,
+        neutral_subjects=neutral_subjects,
+        last_frames=last_frames,
+        include_neutral=not no_neutral,
+        bu_intensity=bu_intensity,
+        subject_regex=subject_regex,
+        demo_subjects=demo_subjects,
+        demo_per_class=demo_per_class,
     )
     bank_options = BankOptions(size=size, margin=margin, forehead=forehead, masks_root=masks_root, seed=seed)
     try:

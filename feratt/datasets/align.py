@@ -75,14 +75,21 @@ def warp_image(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
     if scale < 0.5:
         # Bilinear sampling aliases when it skips pixels: blur to the output's sampling rate first.
         image = cv2.GaussianBlur(image, (0, 0), (1 / scale - 1) / 2)
-    return cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        image, affine, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def warp_mask(mask: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
     """Warp a boolean mask, resampled as coverage and cut at one half so its outline stays smooth."""
-    coverage = cv2.warpAffine(mask.astype(np.float32), affine, (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    coverage = cv2.warpAffine(
+        mask.astype(np.float32),
+        affine,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     return coverage >= 0.5
 
 

@@ -64,7 +64,9 @@ def _find_mask_file(masks_root: str, relpath: str) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def load_record(entry: FaceEntry, classes: tuple[str, ...], options: BankOptions) -> tuple[FaceRecord, list[Skipped]]:
+def load_record(
+    entry: FaceEntry, classes: tuple[str, ...], options: BankOptions
+) -> tuple[FaceRecord, list[Skipped]]:
     """Read one entry's pixels, landmarks and mask file; raise BadInputFile if the image is unusable."""
     notes: list[Skipped] = []
     if entry.source.startswith(DEMO_SOURCE):
@@ -94,8 +96,9 @@ def load_record(entry: FaceEntry, classes: tuple[str, ...], options: BankOptions
         mask = to_grey(mask_image) >= 128
         if not mask.any():
             raise BadInputFile(entry.source, f"mask {mask_file} is empty")
-    record = FaceRecord(image, entry.label, classes[entry.label], entry.subject, entry.source, mask,
-                        landmarks, conversion)
+    record = FaceRecord(
+        image, entry.label, classes[entry.label], entry.subject, entry.source, mask, landmarks, conversion
+    )
     return record, notes
 
 
@@ -170,7 +173,9 @@ class BankSummary:
         return sum(self.per_class.values())
 
 
-def _update_digest(digest, image: np.ndarray, mask: np.ndarray, label: int, subject: str, source: str) -> None:
+def _update_digest(
+    digest: Any, image: np.ndarray, mask: np.ndarray, label: int, subject: str, source: str
+) -> None:
     digest.update(image.tobytes())
     digest.update(mask.tobytes())
     digest.update(np.int16(label).tobytes())
@@ -179,8 +184,9 @@ def _update_digest(digest, image: np.ndarray, mask: np.ndarray, label: int, subj
 
 
 def _string_dataset(group: h5py.Group, name: str, values: list[str]) -> None:
-    group.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype(),
-                         track_times=False)
+    group.create_dataset(
+        name, data=np.array(values, dtype=object), dtype=h5py.string_dtype(), track_times=False
+    )
 
 
 def _image_attrs(dataset: h5py.Dataset, subclass: str) -> None:
@@ -208,15 +214,31 @@ def write_bank(
     per_subject: dict[str, int] = {}
     per_method: dict[str, int] = {}
     conversions: dict[str, int] = {}
-    meta: dict[str, list[Any]] = {k: [] for k in ("labels", "subjects", "sources", "methods", "grey",
-                                                  "conversions")}
+    meta: dict[str, list[Any]] = {
+        k: [] for k in ("labels", "subjects", "sources", "methods", "grey", "conversions")
+    }
     with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="v110") as h5:
-        chunked = {"chunks": True, "compression": "gzip", "compression_opts": 4, "shuffle": True,
-                   "track_times": False}
-        images = h5.create_dataset("images", (0, size, size, 3), np.uint8, maxshape=(None, size, size, 3),
-                                   **{**chunked, "chunks": (1, size, size, 3)})
-        masks = h5.create_dataset("masks", (0, size, size), np.uint8, maxshape=(None, size, size),
-                                  **{**chunked, "chunks": (1, size, size)})
+        chunked = {
+            "chunks": True,
+            "compression": "gzip",
+            "compression_opts": 4,
+            "shuffle": True,
+            "track_times": False,
+        }
+        images = h5.create_dataset(
+            "images",
+            (0, size, size, 3),
+            np.uint8,
+            maxshape=(None, size, size, 3),
+            **{**chunked, "chunks": (1, size, size, 3)},
+        )
+        masks = h5.create_dataset(
+            "masks",
+            (0, size, size),
+            np.uint8,
+            maxshape=(None, size, size),
+            **{**chunked, "chunks": (1, size, size)},
+        )
         for result in results:
             skipped.extend(result.skipped)
             face = result.face
@@ -269,8 +291,15 @@ def write_bank(
         }
         for key, value in attrs.items():
             h5.attrs[key] = value
-    return BankSummary(listing.classes, per_class, dict(sorted(per_subject.items())),
-                       dict(sorted(per_method.items())), conversions, skipped, checksum)
+    return BankSummary(
+        listing.classes,
+        per_class,
+        dict(sorted(per_subject.items())),
+        dict(sorted(per_method.items())),
+        conversions,
+        skipped,
+        checksum,
+    )
 
 
 @dataclass
@@ -295,7 +324,9 @@ def bank_checksum(bank: FaceBank) -> str:
     """Recompute the content checksum that `write_bank` stores."""
     digest = hashlib.sha256(json.dumps(list(bank.classes)).encode())
     for i in range(len(bank)):
-        _update_digest(digest, bank.images[i], bank.masks[i], bank.labels[i], bank.subjects[i], bank.sources[i])
+        _update_digest(
+            digest, bank.images[i], bank.masks[i], int(bank.labels[i]), bank.subjects[i], bank.sources[i]
+        )
     return digest.hexdigest()
 
 
@@ -316,8 +347,10 @@ def read_bank(path: str | Path, verify: bool = True) -> FaceBank:
                 methods=decode("methods"),
                 classes=tuple(json.loads(h5.attrs["class_names"])),
                 attrs=dict(h5.attrs),
-                skipped=[Skipped(p, r) for p, r in zip(decode("skipped/path"), decode("skipped/reason"),
-                                                       strict=True)],
+                skipped=[
+                    Skipped(p, r)
+                    for p, r in zip(decode("skipped/path"), decode("skipped/reason"), strict=True)
+                ],
             )
     except OSError as exc:
         raise FerattError(f"cannot read face bank {path}: {exc}") from None

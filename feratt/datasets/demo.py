@@ -75,16 +75,33 @@ class Expression:
 #: Prototype geometry of each class, following the action units that define the expressions.
 EXPRESSION_PROTOTYPES: dict[str, Expression] = {
     "neutral": Expression(),
-    "anger": Expression(mouth_curve=-0.25, mouth_stretch=0.85, brow_raise=-0.7, brow_inner_tilt=-1.0,
-                        eye_open=0.65),
-    "disgust": Expression(mouth_curve=-0.55, mouth_open=0.12, mouth_stretch=0.95, brow_raise=-0.45,
-                          brow_inner_tilt=-0.35, eye_open=0.55, upper_lip_raise=1.0, nose_wrinkle=1.0),
-    "fear": Expression(mouth_curve=-0.25, mouth_open=0.45, mouth_stretch=1.25, brow_raise=0.75,
-                       brow_inner_tilt=0.8, eye_open=1.5),
-    "happy": Expression(mouth_curve=1.0, mouth_open=0.35, mouth_stretch=1.25, brow_raise=0.1,
-                        eye_open=0.7, teeth=1.0),
-    "sadness": Expression(mouth_curve=-0.85, mouth_stretch=0.9, brow_raise=0.15, brow_inner_tilt=1.0,
-                          eye_open=0.7),
+    "anger": Expression(
+        mouth_curve=-0.25, mouth_stretch=0.85, brow_raise=-0.7, brow_inner_tilt=-1.0, eye_open=0.65
+    ),
+    "disgust": Expression(
+        mouth_curve=-0.55,
+        mouth_open=0.12,
+        mouth_stretch=0.95,
+        brow_raise=-0.45,
+        brow_inner_tilt=-0.35,
+        eye_open=0.55,
+        upper_lip_raise=1.0,
+        nose_wrinkle=1.0,
+    ),
+    "fear": Expression(
+        mouth_curve=-0.25,
+        mouth_open=0.45,
+        mouth_stretch=1.25,
+        brow_raise=0.75,
+        brow_inner_tilt=0.8,
+        eye_open=1.5,
+    ),
+    "happy": Expression(
+        mouth_curve=1.0, mouth_open=0.35, mouth_stretch=1.25, brow_raise=0.1, eye_open=0.7, teeth=1.0
+    ),
+    "sadness": Expression(
+        mouth_curve=-0.85, mouth_stretch=0.9, brow_raise=0.15, brow_inner_tilt=1.0, eye_open=0.7
+    ),
     "surprise": Expression(mouth_open=1.0, mouth_stretch=0.65, brow_raise=1.0, eye_open=1.6),
 }
 
@@ -179,8 +196,9 @@ class _Canvas:
 
     def line(self, points: np.ndarray, colour, thickness: float) -> None:
         width = max(1, round(thickness * self.unit))
-        cv2.polylines(self.rgb, [self.px(points)], False, tuple(float(c) for c in colour), width,
-                      cv2.LINE_AA, _SHIFT)
+        cv2.polylines(
+            self.rgb, [self.px(points)], False, tuple(float(c) for c in colour), width, cv2.LINE_AA, _SHIFT
+        )
 
 
 def _face_outline(style: SubjectStyle) -> np.ndarray:
@@ -269,13 +287,13 @@ def _draw_mouth(canvas: _Canvas, style: SubjectStyle, expr: Expression) -> None:
     lower_mid = np.array([0, y + opening + 0.02 + 0.12 * expr.mouth_curve])
     upper = _bezier(left, upper_mid, right)
     lower = _bezier(right, lower_mid, left)
-    upper_lip_top = _bezier(left, upper_mid - [0, 0.07], right)
-    lower_lip_bottom = _bezier(right, lower_mid + [0, 0.08], left)
+    upper_lip_top = _bezier(left, upper_mid - np.array([0, 0.07]), right)
+    lower_lip_bottom = _bezier(right, lower_mid + np.array([0, 0.08]), left)
     canvas.fill(np.concatenate([upper_lip_top, lower_lip_bottom]), lip)
     if opening > 0.03:
         canvas.fill(np.concatenate([upper, lower]), (45, 15, 20))
         if expr.teeth > 0.3:
-            teeth_bottom = _bezier(right, upper_mid + [0, opening * 0.55], left)
+            teeth_bottom = _bezier(right, upper_mid + np.array([0, opening * 0.55]), left)
             canvas.fill(np.concatenate([upper, teeth_bottom]), (235, 232, 220))
     else:
         canvas.line(_bezier(left, (upper_mid + lower_mid) / 2, right), lip * 0.5, 0.03)
@@ -298,11 +316,15 @@ def draw_face(
 
     _draw_hair_back(canvas, style, aspect)
     clothes = np.asarray(style.clothes)
-    canvas.fill(np.array([[-0.42, 0.6 * aspect], [0.42, 0.6 * aspect], [0.46, 2.5], [-0.46, 2.5]]),
-                skin * 0.62, head=0)  # neck, in shadow under the jaw
+    canvas.fill(
+        np.array([[-0.42, 0.6 * aspect], [0.42, 0.6 * aspect], [0.46, 2.5], [-0.46, 2.5]]),
+        skin * 0.62,
+        head=0,
+    )  # neck, in shadow under the jaw
     canvas.fill(_ellipse(0, 2.3, 1.9, 0.85), clothes, head=0)  # shoulders
-    canvas.fill(np.array([[-0.5, 0.8 * aspect], [0.5, 0.8 * aspect], [0.6, 2.0], [-0.6, 2.0]]),
-                clothes, head=0)  # a high collar
+    canvas.fill(
+        np.array([[-0.5, 0.8 * aspect], [0.5, 0.8 * aspect], [0.6, 2.0], [-0.6, 2.0]]), clothes, head=0
+    )  # a high collar
     for side in (-1, 1):
         canvas.fill(_ellipse(side * 0.97, 0.0, 0.13, 0.22), skin * 0.9, head=255)
     canvas.fill(outline, skin, head=255)

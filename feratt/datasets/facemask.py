@@ -85,7 +85,33 @@ def detect_faces(image: np.ndarray) -> list[FaceBox]:
     boxes = [
         FaceBox(d["c"] / scale, d["r"] / scale, d["width"] / scale, d["height"] / scale) for d in detections
     ]
-    return sorted(boxes, key=lambda b: (-b.width * b.height, b.y, b.x))
+    return merge_overlapping(boxes)
+
+
+def _iou(a: FaceBox, b: FaceBox) -> float:
+    width = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
+    height = min(a.y + a.height, b.y + b.height) - max(a.y, b.y)
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return inter / (a.width * a.height + b.width * b.height - inter)
+
+
+def merge_overlapping(boxes: list[FaceBox], threshold: float = 0.3) -> list[FaceBox]:
+    """Average detections that overlap into one box each; the best supported, largest face first."""
+    clusters: list[list[FaceBox]] = []
+    for box in sorted(boxes, key=lambda b: (-b.width * b.height, b.y, b.x)):
+        home = next((c for c in clusters if _iou(c[0], box) >= threshold), None)
+        if home is None:
+            clusters.append([box])
+        else:
+            home.append(box)
+    merged = [
+        (len(c), FaceBox(*np.mean([[b.x, b.y, b.width, b.height] for b in c], axis=0).tolist()))
+        for c in clusters
+    ]
+    merged.sort(key=lambda item: (-item[0], -item[1].width * item[1].height))
+    return [box for _, box in merged]
 
 
 def head_prior(box: FaceBox) -> Ellipse:

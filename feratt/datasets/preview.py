@@ -30,8 +30,9 @@ def face_tile(image: np.ndarray, mask: np.ndarray, caption: str, tile: int) -> n
     """One face resized to `tile`, its mask outlined in green, with a caption underneath."""
     face = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
     small_mask = cv2.resize(mask, (tile, tile), interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours((small_mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_NONE)
+    contours, _ = cv2.findContours(
+        (small_mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+    )
     cv2.drawContours(face, contours, -1, (0, 255, 0), 1, cv2.LINE_AA)
     out = np.full((tile + _CAPTION_HEIGHT, tile, 3), 255, np.uint8)
     out[:tile] = face
