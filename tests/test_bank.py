@@ -159,3 +159,17 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
     with pytest.raises(FerattError, match="none of the 1 faces"):
         _write(tmp_path / "bank.h5", listing)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    from feratt.atomic import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "x.bin", b"abc")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.bin").read_bytes() == b"abc"
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
