@@ -153,7 +153,9 @@ def build_faces(
 
     tasks = (delayed(build_face)(entry, listing.classes, options) for entry in listing.entries)
     results = Parallel(n_jobs=jobs, return_as="generator", batch_size=4)(tasks)
-    yield from tqdm(results, total=len(listing.entries), desc="faces", unit="face", disable=not progress)
+    yield from tqdm(
+        results, total=len(listing.entries), desc="faces", unit="face", disable=None if progress else True
+    )
 
 
 @dataclass
@@ -330,6 +332,10 @@ def bank_checksum(bank: FaceBank) -> str:
     return digest.hexdigest()
 
 
+def _strings(dataset: h5py.Dataset) -> list[str]:
+    return list(dataset.asstr()[()])
+
+
 def read_bank(path: str | Path, verify: bool = True) -> FaceBank:
     """Read a face bank; with `verify`, check its content checksum."""
     path = Path(path)
@@ -337,19 +343,18 @@ def read_bank(path: str | Path, verify: bool = True) -> FaceBank:
         with h5py.File(path, "r") as h5:
             if h5.attrs.get("kind") != "feratt-face-bank":
                 raise FerattError(f"{path} is not a feratt face bank")
-            decode = lambda name: [s.decode() if isinstance(s, bytes) else s for s in h5[name][()]]  # noqa: E731
             bank = FaceBank(
                 images=h5["images"][()],
                 masks=h5["masks"][()],
                 labels=h5["labels"][()],
-                subjects=decode("subjects"),
-                sources=decode("sources"),
-                methods=decode("methods"),
+                subjects=_strings(h5["subjects"]),
+                sources=_strings(h5["sources"]),
+                methods=_strings(h5["methods"]),
                 classes=tuple(json.loads(h5.attrs["class_names"])),
                 attrs=dict(h5.attrs),
                 skipped=[
                     Skipped(p, r)
-                    for p, r in zip(decode("skipped/path"), decode("skipped/reason"), strict=True)
+                    for p, r in zip(_strings(h5["skipped/path"]), _strings(h5["skipped/reason"]), strict=True)
                 ],
             )
     except OSError as exc:
