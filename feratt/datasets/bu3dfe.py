@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from feratt.datasets.classes import CANONICAL_CLASSES
+from feratt.datasets.classes import SEVEN_CLASSES
 from feratt.datasets.generic import finish_listing, require_folder, visible_children
 from feratt.datasets.imageio import is_image_file
 from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions, Skipped
@@ -23,7 +23,7 @@ BU3DFE_EXPRESSION_CODES: dict[str, str] = {
 }
 
 #: BU-3DFE has no contempt: the canonical order without it, whichever classes occur.
-BU3DFE_CLASSES: tuple[str, ...] = tuple(c for c in CANONICAL_CLASSES if c != "contempt")
+BU3DFE_CLASSES: tuple[str, ...] = SEVEN_CLASSES
 
 #: A subject folder: F0001-F0056 (female), M0001-M0044 (male).
 BU3DFE_SUBJECT = re.compile(r"[FM]\d{4}")

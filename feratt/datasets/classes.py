@@ -18,6 +18,9 @@ CANONICAL_CLASSES: tuple[str, ...] = (
     "surprise",
 )
 
+#: The seven basic expressions and neutral, without contempt: BU-3DFE, JAFFE and the demo set.
+SEVEN_CLASSES: tuple[str, ...] = tuple(c for c in CANONICAL_CLASSES if c != "contempt")
+
 #: Spellings found in circulated copies of the data sets, mapped to the canonical names.
 CLASS_ALIASES: dict[str, str] = {
     "neutral": "neutral",

@@ -7,12 +7,13 @@ from dataclasses import asdict, dataclass, replace
 import cv2
 import numpy as np
 
+from feratt.datasets.classes import SEVEN_CLASSES
 from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions
 
 DEMO_SOURCE = "builtin:demo"
 DEMO_SIZE = 160
 #: The demo set has no contempt: canonical order minus contempt, as BU-3DFE and JAFFE.
-DEMO_CLASSES: tuple[str, ...] = ("neutral", "anger", "disgust", "fear", "happy", "sadness", "surprise")
+DEMO_CLASSES: tuple[str, ...] = SEVEN_CLASSES
 
 _SUPERSAMPLE = 2
 _SHIFT = 4  # cv2 drawing keeps 4 fractional bits of each coordinate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from feratt.datasets.classes import CANONICAL_CLASSES
+from feratt.datasets.classes import SEVEN_CLASSES
 from feratt.datasets.generic import finish_listing, require_folder, visible_children
 from feratt.datasets.imageio import is_image_file
 from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions, Skipped
@@ -23,7 +23,7 @@ JAFFE_CODES: dict[str, str] = {
 }
 
 #: JAFFE has no contempt: the canonical order without it, whichever classes occur.
-JAFFE_CLASSES: tuple[str, ...] = tuple(c for c in CANONICAL_CLASSES if c != "contempt")
+JAFFE_CLASSES: tuple[str, ...] = SEVEN_CLASSES
 
 #: A JAFFE file stem: subject, expression, pose index, image number (KA.AN1.39).
 JAFFE_NAME = re.compile(r"([A-Z]{2})\.([A-Z]{2})(\d+)\.(\d+)", re.IGNORECASE)
