@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from feratt import __version__
+from feratt.atomic import check_writable
+from feratt.errors import FerattError
 
 FACE_FORMATS = ("auto", "ckplus", "ckplus-folders", "bu3dfe", "jaffe", "folders", "csv")
 
@@ -135,11 +139,9 @@ def faces(
     preview: str | None,
 ) -> None:
     """Read a face data set (or builtin:demo), mask and crop every face, and write a face bank."""
-    from feratt.atomic import check_writable
     from feratt.datasets.bank import BankOptions, build_faces, read_bank, write_bank
     from feratt.datasets.records import ReaderOptions
     from feratt.datasets.sources import list_faces
-    from feratt.errors import FerattError
 
     for option, path in (("--out", out), ("--preview", preview)):
         if path is not None:
@@ -173,6 +175,300 @@ def faces(
 
             atomic_write_bytes(preview, encode_png(contact_sheet(read_bank(out, verify=False))))
             click.echo(f"wrote {preview}")
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _range(text: str, option: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise click.BadParameter(
+            f"takes LOW:HIGH, such as 0.3:1.0; got {text!r}", param_hint=option
+        ) from None
+    if low > high:
+        raise click.BadParameter(f"LOW must not exceed HIGH; got {text!r}", param_hint=option)
+    return low, high
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+@main.command()
+@click.argument("bank", default="builtin:demo")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--coco-annotations", type=click.Path(dir_okay=False), help="COCO instances JSON.")
+@click.option("--coco-images", type=click.Path(file_okay=False), help="Folder of the COCO images.")
+@click.option(
+    "--exclude-categories",
+    default="person",
+    show_default=True,
+    help="COCO categories whose images are left out (comma-separated).",
+)
+@click.option("--include-categories", default="", help="Keep only images with these COCO categories.")
+@click.option(
+    "--min-side",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Drop backgrounds whose shorter side is smaller, in pixels.",
+)
+@click.option(
+    "--backgrounds",
+    "background_dir",
+    type=click.Path(file_okay=False),
+    help="A plain folder of background images instead of COCO.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(16, 1024),
+    default=128,
+    show_default=True,
+    help="Side of the square samples.",
+)
+@click.option("--per-face", type=click.IntRange(1), help="Samples per face [default: 10].")
+@click.option("--total", type=click.IntRange(1), help="Samples in all, spread over the faces.")
+@click.option(
+    "--balance",
+    type=click.Choice(["classes", "faces"]),
+    default="classes",
+    show_default=True,
+    help="With --total: equal samples per class, or per face.",
+)
+@click.option(
+    "--shard-size", type=click.IntRange(1), default=1000, show_default=True, help="Samples per shard."
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["train", "eval"]),
+    default="train",
+    show_default=True,
+    help="The authors' training (30/0.2/0.1) or evaluation (45/0.3/0.2) geometry ranges.",
+)
+@click.option("--scale", type=click.FloatRange(0, 0.9), help="Scale range: 1 +- this.")
+@click.option("--flip-p", type=click.FloatRange(0, 1), help="Horizontal flip probability.")
+@click.option("--rotation", type=click.FloatRange(0, 180), help="Rotation range, +- degrees.")
+@click.option("--translation", type=click.FloatRange(0, 1), help="Translation range, +- fraction of size.")
+@click.option("--warp", type=click.FloatRange(0, 0.5), help="Affine warp: corner jitter, fraction of size.")
+@click.option("--perspective", type=click.FloatRange(0, 0.5), help="Perspective corner jitter instead.")
+@click.option(
+    "--background-scale",
+    default="0.3:1.0",
+    show_default=True,
+    help="Background crop side, as a range of fractions of the photo's shorter side.",
+)
+@click.option("--no-luminance", is_flag=True, help="Turn luminance matching off.")
+@click.option("--feather", type=click.FloatRange(0, 64), help="Alpha edge width in pixels; 0 = hard cut.")
+@click.option("--grey", is_flag=True, help="Grey images copied to 3 channels, as the authors did.")
+@click.option("--no-colour", is_flag=True, help="Turn every colour augmentation off.")
+@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True)
+@click.option(
+    "--compression-level", type=click.IntRange(1, 9), default=4, show_default=True, help="gzip level."
+)
+@click.option(
+    "--crops-per-background",
+    type=click.IntRange(1),
+    default=16,
+    show_default=True,
+    help="Samples that share one decoded background photo (each with its own crop).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", "-j", type=int, default=-1, show_default=True, help="Parallel workers (-1: all).")
+@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True)
+@click.option("--scheduler", help="Dask scheduler address, with --backend dask.")
+@click.option("--part", help="Render only part I of K of the plan (I/K), for job arrays.")
+@click.option("--overwrite", is_flag=True, help="Replace a render of another configuration in --out.")
+def render(bank: str, out: str, **options) -> None:
+    """Composite the faces of BANK onto background photos into sharded HDF5 (default: the demo set)."""
+    try:
+        _render(bank, Path(out), **options)
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _render_config(options: dict):
+    from dataclasses import replace
+
+    from feratt.renderer.config import PRESETS
+
+    config = PRESETS[options["preset"]]
+    geometry = {k: options[k] for k in ("scale", "flip_p", "rotation", "translation", "warp", "perspective")}
+    geometry = {k: v for k, v in geometry.items() if v is not None}
+    colour = config.colour
+    if options["no_colour"]:
+        colour = replace(colour, brightness_p=0.0, contrast_p=0.0, gamma_p=0.0, blur_p=0.0, noise_p=0.0)
+    changes = {
+        "size": options["size"],
+        "geometry": replace(config.geometry, **geometry),
+        "colour": colour,
+        "luminance": not options["no_luminance"],
+        "grey": options["grey"],
+        "background_scale": _range(options["background_scale"], "--background-scale"),
+        "balance": options["balance"],
+    }
+    if options["feather"] is not None:
+        changes["feather"] = options["feather"]
+    return replace(config, **changes)
+
+
+def _backgrounds(options: dict):
+    from feratt.cache import cache_dir
+    from feratt.renderer import backgrounds
+
+    coco = options["coco_annotations"], options["coco_images"]
+    if any(coco) and not all(coco):
+        raise click.UsageError("--coco-annotations and --coco-images go together")
+    if all(coco) and options["background_dir"]:
+        raise click.UsageError("give COCO or --backgrounds, not both")
+    if all(coco):
+        return backgrounds.coco_backgrounds(
+            coco[0],
+            coco[1],
+            exclude_categories=_names(options["exclude_categories"]),
+            include_categories=_names(options["include_categories"]),
+            min_side=options["min_side"],
+        )
+    if options["background_dir"]:
+        return backgrounds.folder_backgrounds(options["background_dir"], min_side=options["min_side"])
+    return backgrounds.embedded_backgrounds(str(cache_dir() / "backgrounds"))
+
+
+def _render(bank: str, out: Path, **options) -> None:
+    import numpy as np
+    from tqdm import tqdm
+
+    from feratt.cache import cache_dir
+    from feratt.datasets.bank import ensure_demo_bank, read_bank
+    from feratt.manifests.plan import face_counts, make_plan, select_part
+    from feratt.renderer.render import build_run, parse_part, prepare_out
+    from feratt.renderer.render import render as run_render
+
+    part, parts = parse_part(options["part"])
+    if options["backend"] == "dask" and not options["scheduler"]:
+        raise click.UsageError("--backend dask needs --scheduler ADDRESS")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out / ".feratt-check")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write to {out}: {exc}", param_hint="--out") from None
+    config = _render_config(options)
+    if bank == "builtin:demo":
+        bank_path = ensure_demo_bank(cache_dir() / f"demo-bank-{options['seed']}.h5", seed=options["seed"])
+    else:
+        bank_path = Path(bank)
+        if not bank_path.is_file():
+            raise FerattError(f"face bank not found: {bank}")
+    face_bank = read_bank(bank_path)
+    if len(face_bank) == 0:
+        raise FerattError(f"face bank {bank_path} holds no faces")
+    background_set = _backgrounds(options)
+    for line in background_set.report_lines():
+        click.echo(line)
+    per_face = options["per_face"] if options["per_face"] or options["total"] else 10
+    counts = face_counts(
+        face_bank.labels,
+        len(face_bank.classes),
+        per_face=per_face,
+        total=options["total"],
+        balance=options["balance"],
+        seed=options["seed"],
+    )
+    tasks = make_plan(face_bank.subjects, counts, options["shard_size"])
+    plan = {
+        "per_face": per_face,
+        "total": options["total"],
+        "balance": options["balance"],
+        "shard_size": options["shard_size"],
+    }
+    job, run = build_run(
+        out=out,
+        bank_path=str(bank_path),
+        bank_sha256=face_bank.attrs["content_sha256"],
+        classes=face_bank.classes,
+        tasks=tasks,
+        backgrounds=background_set,
+        config=config,
+        seed=options["seed"],
+        plan=plan,
+        compression=options["compression"],
+        level=options["compression_level"],
+        crops_per_background=options["crops_per_background"],
+    )
+    prepare_out(out, run, options["overwrite"])
+    mine = select_part(tasks, part, parts)
+    total = int(np.sum([len(t) for t in mine]))
+    click.echo(
+        f"plan: {int(counts.sum())} samples of {len(face_bank)} faces in {len(tasks)} shards, "
+        f"{len(set(face_bank.subjects))} subjects"
+        + (f"; part {part}/{parts}: {len(mine)} shards" if parts > 1 else "")
+    )
+    with tqdm(total=total, unit="sample", desc="render", disable=None) as bar:
+        summary = run_render(
+            job,
+            run,
+            mine,
+            jobs=options["jobs"],
+            backend=options["backend"],
+            scheduler=options["scheduler"],
+            progress=bar.update,
+        )
+    click.echo(
+        f"rendered {summary.rendered_samples} samples in {summary.rendered_shards} shards "
+        f"({summary.samples_per_second:.0f} samples/s); kept {summary.reused_shards} complete shards"
+    )
+    if summary.missing:
+        click.echo(
+            f"{len(summary.missing)} shards of the plan are not rendered yet; "
+            f"after all parts finish, run: feratt index {out}"
+        )
+    else:
+        click.echo(f"wrote {out / 'index.json'}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+def index(out: str) -> None:
+    """Rebuild OUT/index.json and the manifests after every part of a render has finished."""
+    from feratt.manifests import catalog
+
+    try:
+        run = catalog.read_json(Path(out) / catalog.RUN_FILE)
+        missing = catalog.finalize(Path(out), run)
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+    if missing:
+        names = ", ".join(t.relpath for t in missing[:5])
+        raise UserError(f"{len(missing)} shards are missing or incomplete, such as {names}")
+    click.echo(f"wrote {Path(out) / catalog.INDEX_FILE}")
+
+
+@main.command()
+@click.argument("target", type=click.Path())
+@click.option("--verify", "check", is_flag=True, help="Recheck every sha256 and the schema.")
+@click.option("--sheet", type=click.Path(dir_okay=False), help="Write a contact sheet of samples here.")
+@click.option(
+    "--samples", type=click.IntRange(1, 400), default=24, show_default=True, help="Samples on the sheet."
+)
+def inspect(target: str, check: bool, sheet: str | None, samples: int) -> None:
+    """Describe a render folder or one shard; optionally verify it and draw a sheet of samples."""
+    from feratt.atomic import atomic_write_bytes
+    from feratt.datasets.preview import encode_png
+    from feratt.manifests import inspect as inspection
+
+    try:
+        for line in inspection.describe(Path(target)):
+            click.echo(line)
+        if sheet:
+            atomic_write_bytes(sheet, encode_png(inspection.sample_sheet(Path(target), samples)))
+            click.echo(f"wrote {sheet}")
+        if check:
+            problems = inspection.verify(Path(target))
+            for problem in problems:
+                click.echo(f"problem: {problem}")
+            if problems:
+                raise UserError(f"verification failed: {len(problems)} problems")
+            click.echo("verified: every checksum and the schema match")
     except FerattError as exc:
         raise UserError(str(exc)) from None
 

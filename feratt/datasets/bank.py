@@ -21,6 +21,7 @@ from feratt.datasets.facemask import compute_mask, to_grey, to_rgb
 from feratt.datasets.imageio import IMAGE_EXTENSIONS, read_image, read_landmarks
 from feratt.datasets.records import FaceEntry, FaceListing, FaceRecord, Skipped
 from feratt.errors import BadInputFile, FerattError
+from feratt.hdf5 import read_strings, set_image_attrs, write_strings
 
 BANK_SCHEMA_VERSION = 1
 
@@ -185,23 +186,6 @@ def _update_digest(
     digest.update(source.encode() + b"\0")
 
 
-def _string_dataset(group: h5py.Group, name: str, values: list[str]) -> None:
-    group.create_dataset(
-        name, data=np.array(values, dtype=object), dtype=h5py.string_dtype(), track_times=False
-    )
-
-
-def _image_attrs(dataset: h5py.Dataset, subclass: str) -> None:
-    # HDF5 Image spec attributes: HDFView and h5web show these datasets as pictures.
-    dataset.attrs["CLASS"] = np.bytes_("IMAGE")
-    dataset.attrs["IMAGE_VERSION"] = np.bytes_("1.2")
-    dataset.attrs["IMAGE_SUBCLASS"] = np.bytes_(subclass)
-    if subclass == "IMAGE_TRUECOLOR":
-        dataset.attrs["INTERLACE_MODE"] = np.bytes_("INTERLACE_PIXEL")
-    else:
-        dataset.attrs["IMAGE_WHITE_IS_ZERO"] = np.uint8(0)
-
-
 def write_bank(
     path: str | Path,
     listing: FaceListing,
@@ -265,15 +249,15 @@ def write_bank(
                 conversions[face.conversion] = conversions.get(face.conversion, 0) + 1
         if images.shape[0] == 0:
             raise FerattError(f"none of the {len(listing.entries)} faces in {listing.root} could be read")
-        _image_attrs(images, "IMAGE_TRUECOLOR")
-        _image_attrs(masks, "IMAGE_GRAYSCALE")
+        set_image_attrs(images, truecolor=True)
+        set_image_attrs(masks, truecolor=False)
         h5.create_dataset("labels", data=np.asarray(meta["labels"], np.int16), track_times=False)
         h5.create_dataset("grey", data=np.asarray(meta["grey"], bool), track_times=False)
         for name in ("subjects", "sources", "methods", "conversions"):
-            _string_dataset(h5, name, meta[name])
+            write_strings(h5, name, meta[name])
         skipped_group = h5.create_group("skipped", track_order=True)
-        _string_dataset(skipped_group, "path", [s.path for s in skipped])
-        _string_dataset(skipped_group, "reason", [s.reason for s in skipped])
+        write_strings(skipped_group, "path", [s.path for s in skipped])
+        write_strings(skipped_group, "reason", [s.reason for s in skipped])
         checksum = digest.hexdigest()
         attrs = {
             "schema_version": BANK_SCHEMA_VERSION,
@@ -332,10 +316,6 @@ def bank_checksum(bank: FaceBank) -> str:
     return digest.hexdigest()
 
 
-def _strings(dataset: h5py.Dataset) -> list[str]:
-    return list(dataset.asstr()[()])
-
-
 def read_bank(path: str | Path, verify: bool = True) -> FaceBank:
     """Read a face bank; with `verify`, check its content checksum."""
     path = Path(path)
@@ -347,14 +327,16 @@ def read_bank(path: str | Path, verify: bool = True) -> FaceBank:
                 images=h5["images"][()],
                 masks=h5["masks"][()],
                 labels=h5["labels"][()],
-                subjects=_strings(h5["subjects"]),
-                sources=_strings(h5["sources"]),
-                methods=_strings(h5["methods"]),
+                subjects=read_strings(h5["subjects"]),
+                sources=read_strings(h5["sources"]),
+                methods=read_strings(h5["methods"]),
                 classes=tuple(json.loads(h5.attrs["class_names"])),
                 attrs=dict(h5.attrs),
                 skipped=[
                     Skipped(p, r)
-                    for p, r in zip(_strings(h5["skipped/path"]), _strings(h5["skipped/reason"]), strict=True)
+                    for p, r in zip(
+                        read_strings(h5["skipped/path"]), read_strings(h5["skipped/reason"]), strict=True
+                    )
                 ],
             )
     except OSError as exc:
@@ -362,3 +344,21 @@ def read_bank(path: str | Path, verify: bool = True) -> FaceBank:
     if verify and bank_checksum(bank) != bank.attrs["content_sha256"]:
         raise FerattError(f"face bank {path} is corrupt: its content does not match its checksum")
     return bank
+
+
+def ensure_demo_bank(path: Path, seed: int = 0, jobs: int = -1) -> Path:
+    """Build the default demo face bank at `path` unless a valid one is already there."""
+    from feratt.datasets.demo import list_demo
+    from feratt.datasets.records import ReaderOptions
+
+    if path.is_file():
+        try:
+            read_bank(path)
+            return path
+        except FerattError:
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listing = list_demo(ReaderOptions(seed=seed))
+    options = BankOptions(seed=seed)
+    write_bank(path, listing, build_faces(listing, options, jobs=jobs), options)
+    return path

@@ -1,0 +1,327 @@
+"""The render run: plan shards, render each as a pure function of the seed, write, resume, finalize."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from feratt import __version__
+from feratt.errors import BadInputFile, FerattError
+from feratt.manifests import catalog
+from feratt.manifests.plan import ShardTask
+from feratt.manifests.shards import SHARD_KIND, SHARD_SCHEMA_VERSION, ShardData, write_shard
+from feratt.renderer.backgrounds import apply_crop, decode_background, sample_crop
+from feratt.renderer.config import RenderConfig
+from feratt.renderer.sample import PARAM_FIELDS, params_to_vector, render_sample, sample_params
+
+_SHARD_STREAM = 0x5A4D  # separates the shard-level random stream from the per-sample ones
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """Everything a worker needs to render any shard of the plan; small enough to send to a cluster."""
+
+    out: str
+    bank: str
+    bank_sha256: str
+    classes: tuple[str, ...]
+    background_ids: tuple[str, ...]
+    background_paths: tuple[str, ...]
+    config: RenderConfig
+    seed: int
+    compression: str
+    level: int
+    crops_per_background: int
+    config_sha256: str
+
+
+def _load_faces(bank: str, indices: tuple[int, ...]) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    # Opened here, inside the worker: an HDF5 handle must never cross a fork.
+    wanted = sorted(set(indices))
+    with h5py.File(bank, "r") as h5:
+        images = h5["images"][wanted]
+        masks = h5["masks"][wanted]
+    return dict(zip(wanted, images, strict=True)), dict(zip(wanted, masks, strict=True))
+
+
+def _backgrounds_for_shard(
+    job: RenderJob, count: int, rng: np.random.Generator
+) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
+    """Decode `count` randomly chosen backgrounds once each; an undecodable one gives way to the next."""
+    chosen: list[tuple[str, np.ndarray]] = []
+    skipped: list[tuple[str, str]] = []
+    total = len(job.background_paths)
+    for pick in rng.integers(total, size=count):
+        for step in range(total):
+            index = (int(pick) + step) % total
+            try:
+                chosen.append((job.background_ids[index], decode_background(job.background_paths[index])))
+                break
+            except BadInputFile as exc:
+                skipped.append((exc.path, exc.reason))
+        else:
+            raise FerattError("no background image could be decoded")
+    return chosen, skipped
+
+
+def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[tuple[str, str]]]:
+    """Render one shard's samples; the content depends only on the seed and the shard's place in the plan."""
+    config = job.config
+    faces, masks = _load_faces(job.bank, task.faces)
+    with h5py.File(job.bank, "r") as h5:
+        labels = h5["labels"][()]
+    shard_rng = np.random.default_rng([job.seed, _SHARD_STREAM, task.first_sample])
+    n = len(task)
+    backgrounds, skipped = _backgrounds_for_shard(job, math.ceil(n / job.crops_per_background), shard_rng)
+    size = config.size
+    data = ShardData(
+        images=np.empty((n, size, size, 3), np.uint8),
+        masks=np.empty((n, size, size), np.uint8),
+        faces=np.empty((n, size, size, 3), np.uint8),
+        labels=np.empty(n, np.int16),
+        face_index=np.asarray(task.faces, np.int32),
+        sample_index=np.arange(task.first_sample, task.first_sample + n, dtype=np.int64),
+        background_ids=[],
+        matrices=np.empty((n, 3, 3), np.float64),
+        crops=np.empty((n, 3), np.float32),
+        luminance_ratio=np.empty(n, np.float32),
+        params=np.empty((n, len(PARAM_FIELDS)), np.float32),
+    )
+    for i, face_index in enumerate(task.faces):
+        rng = np.random.default_rng([job.seed, task.first_sample + i])
+        background_id, background = backgrounds[i // job.crops_per_background]
+        crop = sample_crop(background.shape[0], background.shape[1], config.background_scale, rng)
+        params = sample_params(config, rng)
+        sample = render_sample(
+            faces[face_index], masks[face_index], apply_crop(background, crop, size), params, config
+        )
+        data.images[i] = sample.image
+        data.masks[i] = sample.mask
+        data.faces[i] = sample.face
+        data.labels[i] = labels[face_index]
+        data.background_ids.append(background_id)
+        data.matrices[i] = sample.matrix
+        data.crops[i] = (crop.x, crop.y, crop.side)
+        data.luminance_ratio[i] = sample.luminance_ratio
+        data.params[i] = params_to_vector(params)
+    return data, skipped
+
+
+def render_shard(job: RenderJob, task: ShardTask) -> dict[str, Any]:
+    """Render and write one shard, then its record; return the record."""
+    data, skipped = render_shard_data(job, task)
+    subject = task.subject
+    data.attrs = {
+        "kind": SHARD_KIND,
+        "schema_version": SHARD_SCHEMA_VERSION,
+        "feratt_version": __version__,
+        "subject": subject,
+        "shard": task.index,
+        "first_sample": task.first_sample,
+        "class_names": _json(list(job.classes)),
+        "render_config": _json(job.config.to_dict()),
+        "param_fields": _json(list(PARAM_FIELDS)),
+        "seed": job.seed,
+        "bank_sha256": job.bank_sha256,
+        "config_sha256": job.config_sha256,
+    }
+    out = Path(job.out)
+    shard_path = out / task.relpath
+    sha256 = write_shard(shard_path, data, job.compression, job.level)
+    counts = np.bincount(data.labels, minlength=len(job.classes))
+    record = {
+        "key": task.key,
+        "path": task.relpath,
+        "subject": subject,
+        "samples": len(task),
+        "bytes": shard_path.stat().st_size,
+        "sha256": sha256,
+        "class_counts": {name: int(c) for name, c in zip(job.classes, counts, strict=True)},
+        "config_sha256": job.config_sha256,
+        "skipped_backgrounds": skipped,
+    }
+    catalog.write_record(out, task, record)
+    return record
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def prepare_out(out: Path, run: dict[str, Any], overwrite: bool) -> None:
+    """Make the out folder ready for `run`: refuse another configuration unless asked to overwrite."""
+    run_file = out / catalog.RUN_FILE
+    if run_file.exists():
+        previous = catalog.read_json(run_file)
+        if previous.get("config_sha256") != run["config_sha256"]:
+            if not overwrite:
+                raise FerattError(
+                    f"{out} holds a render with another configuration; "
+                    "use --overwrite to replace it, or another --out"
+                )
+            for name in ("shards", "manifests"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            (out / catalog.INDEX_FILE).unlink(missing_ok=True)
+    catalog.write_json(run_file, run)
+
+
+def run_tasks(
+    job: RenderJob,
+    tasks: list[ShardTask],
+    jobs: int,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Render `tasks` in parallel with joblib (loky or Dask), yielding each shard's record as it lands."""
+    from joblib import Parallel, delayed, parallel_config
+
+    if not tasks:
+        return
+    if backend == "dask":
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise FerattError("--backend dask needs Dask: pip install 'feratt[dask]'") from None
+        client = Client(scheduler) if scheduler else Client(processes=False)
+        context = parallel_config(backend="dask")
+    else:
+        client = None
+        context = parallel_config(backend=backend, n_jobs=jobs)
+    try:
+        with context:
+            calls = (delayed(render_shard)(job, task) for task in tasks)
+            for record in Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)(calls):
+                if progress is not None:
+                    progress(record["samples"])
+                yield record
+    finally:
+        if client is not None:
+            client.close()
+
+
+@dataclass
+class RenderSummary:
+    """What a render run did."""
+
+    planned_shards: int
+    reused_shards: int
+    rendered_shards: int
+    rendered_samples: int
+    seconds: float
+    missing: list[ShardTask]
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.rendered_samples / self.seconds if self.seconds > 0 else float("nan")
+
+
+def render(
+    job: RenderJob,
+    run: dict[str, Any],
+    tasks: list[ShardTask],
+    *,
+    jobs: int,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> RenderSummary:
+    """Render the shards of `tasks` not yet complete; write manifests, and the index once all are done."""
+    out = Path(job.out)
+    known: dict[str, dict[str, Any]] = {}
+    todo: list[ShardTask] = []
+    for task in tasks:
+        record = catalog.finished_record(out, task, job.config_sha256)
+        if record is None:
+            todo.append(task)
+        else:
+            known[task.key] = record
+    reused = len(known)
+    started = time.perf_counter()
+    rendered_samples = 0
+    for record in run_tasks(job, todo, jobs, backend, scheduler, progress):
+        known[record["key"]] = record
+        rendered_samples += record["samples"]
+    seconds = time.perf_counter() - started
+    missing = catalog.finalize(out, run, known)
+    return RenderSummary(len(tasks), reused, len(todo), rendered_samples, seconds, missing)
+
+
+def parse_part(text: str | None) -> tuple[int, int]:
+    """Parse '--part I/K' into (I, K); no part means the whole plan, (1, 1)."""
+    if not text:
+        return 1, 1
+    try:
+        part, parts = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise FerattError(f"--part takes I/K, such as 2/8; got {text!r}") from None
+    if parts < 1 or not 1 <= part <= parts:
+        raise FerattError(f"--part {text}: I must lie between 1 and K")
+    return part, parts
+
+
+def build_run(
+    *,
+    out: Path,
+    bank_path: str,
+    bank_sha256: str,
+    classes: tuple[str, ...],
+    tasks: list[ShardTask],
+    backgrounds: Any,
+    config: RenderConfig,
+    seed: int,
+    plan: dict[str, Any],
+    compression: str,
+    level: int,
+    crops_per_background: int,
+) -> tuple[RenderJob, dict[str, Any]]:
+    """The worker job and the run file of one render configuration."""
+    ids = [b.id for b in backgrounds.backgrounds]
+    run: dict[str, Any] = {
+        "bank": str(bank_path),
+        "bank_sha256": bank_sha256,
+        "classes": list(classes),
+        "config": config.to_dict(),
+        "seed": seed,
+        "plan": plan,
+        "compression": compression,
+        "compression_level": level,
+        "crops_per_background": crops_per_background,
+        "backgrounds": {
+            "kind": backgrounds.kind,
+            "source": backgrounds.source,
+            "count": len(ids),
+            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+        },
+    }
+    run["config_sha256"] = catalog.config_digest(run)
+    run["skipped_backgrounds"] = [list(item) for item in backgrounds.skipped]
+    run["shards"] = [
+        {"subject": t.subject, "index": t.index, "first_sample": t.first_sample, "faces": list(t.faces)}
+        for t in tasks
+    ]
+    job = RenderJob(
+        out=str(out),
+        bank=str(bank_path),
+        bank_sha256=bank_sha256,
+        classes=classes,
+        background_ids=tuple(ids),
+        background_paths=tuple(b.path for b in backgrounds.backgrounds),
+        config=config,
+        seed=seed,
+        compression=compression,
+        level=level,
+        crops_per_background=crops_per_background,
+        config_sha256=run["config_sha256"],
+    )
+    return job, run

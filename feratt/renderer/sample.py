@@ -1,0 +1,250 @@
+"""Per-sample parameters: drawn once from a RenderConfig, recorded, then applied by render_sample."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from feratt.renderer import functional as F
+from feratt.renderer.config import ColourConfig, GeometryConfig, RenderConfig
+
+_SEED_LIMIT = 2**24  # noise seeds stay below this so that a float32 vector records them exactly
+
+
+def _f32(value: float) -> float:
+    """`value` rounded to float32, so that a recorded float32 vector gives back the very same parameters."""
+    return float(np.float32(value))
+
+
+def _optional(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+@dataclass(frozen=True)
+class GeometryParams:
+    """One sample's geometric transform; the defaults are the identity (apart from the in->out resize).
+
+    tx, ty and the corner offsets are fractions of the output size. corners holds (dx, dy) offsets of the
+    output corners (0,0), (0,N), (N,0) for the affine warp (6 values), plus (N,N) when perspective (8).
+    angle is in degrees, counter-clockwise as displayed.
+    """
+
+    scale: float = 1.0
+    flip: bool = False
+    angle: float = 0.0
+    tx: float = 0.0
+    ty: float = 0.0
+    corners: tuple[float, ...] = (0.0,) * 6
+    perspective: bool = False
+
+    def __post_init__(self) -> None:
+        corners = tuple(float(v) for v in self.corners)
+        expected = 8 if self.perspective else 6
+        if len(corners) != expected:
+            raise ValueError(f"corners needs {expected} values (perspective {self.perspective}): {corners}")
+        object.__setattr__(self, "corners", corners)
+        object.__setattr__(self, "flip", bool(self.flip))
+        object.__setattr__(self, "perspective", bool(self.perspective))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a JSON-serialisable dict."""
+        return {**asdict(self), "corners": list(self.corners)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeometryParams:
+        """The parameters from a dict made by to_dict."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ColourParams:
+    """One sample's colour augmentation; None = that step is skipped. The defaults change nothing."""
+
+    brightness: float | None = None
+    contrast: float | None = None
+    gamma: float | None = None
+    blur_sigma: float | None = None
+    noise_sigma: float | None = None
+    noise_seed: int = 0  # drawn for every sample, used only when noise_sigma is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ColourParams:
+        """The parameters from a dict made by to_dict."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """Everything random about one rendered sample (the face and background choice aside)."""
+
+    geometry: GeometryParams = field(default_factory=GeometryParams)
+    colour: ColourParams = field(default_factory=ColourParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a nested JSON-serialisable dict."""
+        return {"geometry": self.geometry.to_dict(), "colour": self.colour.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SampleParams:
+        """The parameters from a dict made by to_dict."""
+        return cls(GeometryParams.from_dict(data["geometry"]), ColourParams.from_dict(data["colour"]))
+
+
+#: The order of params_to_vector's values. Booleans are 0/1; absent corners and skipped colour steps NaN.
+PARAM_FIELDS: tuple[str, ...] = (
+    "scale",
+    "flip",
+    "angle",
+    "tx",
+    "ty",
+    *(f"corner_{i}" for i in range(8)),
+    "perspective",
+    "brightness",
+    "contrast",
+    "gamma",
+    "blur_sigma",
+    "noise_sigma",
+    "noise_seed",
+)
+
+
+def params_to_vector(params: SampleParams) -> np.ndarray:
+    """The parameters as a float32 vector in PARAM_FIELDS order (lossless for sampled parameters)."""
+    g, c = params.geometry, params.colour
+    corners = list(g.corners) + [math.nan] * (8 - len(g.corners))
+    colour = [c.brightness, c.contrast, c.gamma, c.blur_sigma, c.noise_sigma]
+    values = [g.scale, g.flip, g.angle, g.tx, g.ty, *corners, g.perspective]
+    values += [math.nan if v is None else v for v in colour] + [c.noise_seed]
+    return np.array(values, dtype=np.float32)
+
+
+def vector_to_params(vector: np.ndarray) -> SampleParams:
+    """The parameters back from a params_to_vector vector."""
+    v = dict(zip(PARAM_FIELDS, np.asarray(vector, dtype=np.float64).tolist(), strict=True))
+    perspective = bool(v["perspective"])
+    geometry = GeometryParams(
+        scale=v["scale"],
+        flip=bool(v["flip"]),
+        angle=v["angle"],
+        tx=v["tx"],
+        ty=v["ty"],
+        corners=tuple(v[f"corner_{i}"] for i in range(8 if perspective else 6)),
+        perspective=perspective,
+    )
+    colour = ColourParams(
+        brightness=_optional(v["brightness"]),
+        contrast=_optional(v["contrast"]),
+        gamma=_optional(v["gamma"]),
+        blur_sigma=_optional(v["blur_sigma"]),
+        noise_sigma=_optional(v["noise_sigma"]),
+        noise_seed=int(v["noise_seed"]),
+    )
+    return SampleParams(geometry, colour)
+
+
+def sample_geometry(config: GeometryConfig, rng: np.random.Generator) -> GeometryParams:
+    """Draw one geometric transform from the ranges in `config`."""
+    # Always 13 draws, so that changing one range leaves the other parameters of a seed unchanged.
+    u = rng.random(13)
+    jitter = 2 * u[5:] - 1
+    perspective = config.perspective > 0
+    corners = jitter * config.perspective if perspective else jitter[:6] * config.warp
+    return GeometryParams(
+        scale=_f32(1 + config.scale * (2 * u[0] - 1)),
+        flip=bool(u[1] < config.flip_p),
+        angle=_f32(config.rotation * (2 * u[2] - 1)),
+        tx=_f32(config.translation * (2 * u[3] - 1)),
+        ty=_f32(config.translation * (2 * u[4] - 1)),
+        corners=tuple(_f32(v) for v in corners),
+        perspective=perspective,
+    )
+
+
+def sample_colour(config: ColourConfig, rng: np.random.Generator) -> ColourParams:
+    """Draw one colour augmentation from `config`: each step applied with its probability."""
+    u = rng.random(10)
+    seed = int(rng.integers(0, _SEED_LIMIT))
+
+    def pick(i: int, p: float, value_range: tuple[float, float]) -> float | None:
+        low, high = value_range
+        return _f32(low + (high - low) * u[2 * i + 1]) if u[2 * i] < p else None
+
+    return ColourParams(
+        brightness=pick(0, config.brightness_p, config.brightness),
+        contrast=pick(1, config.contrast_p, config.contrast),
+        gamma=pick(2, config.gamma_p, config.gamma),
+        blur_sigma=pick(3, config.blur_p, config.blur_sigma),
+        noise_sigma=pick(4, config.noise_p, config.noise_sigma),
+        noise_seed=seed,
+    )
+
+
+def sample_params(config: RenderConfig, rng: np.random.Generator) -> SampleParams:
+    """Draw every random parameter of one sample: geometry, then colour."""
+    return SampleParams(sample_geometry(config.geometry, rng), sample_colour(config.colour, rng))
+
+
+@dataclass
+class RenderedSample:
+    """One rendered sample and what is recorded about it."""
+
+    image: np.ndarray  # size x size x 3 uint8: the composite, the network input
+    mask: np.ndarray  # size x size uint8 0/255: the transformed face mask
+    face: np.ndarray  # size x size x 3 uint8: the transformed face on black, before luminance and colour
+    matrix: np.ndarray  # 3x3 float64: face-bank crop pixel coordinates -> output pixel coordinates
+    luminance_ratio: float  # the lightness gain w; NaN when luminance matching is off
+    params: SampleParams
+
+
+def apply_colour(image: np.ndarray, params: ColourParams) -> np.ndarray:
+    """Brightness, contrast, gamma, blur and noise, in that order, each only if its parameter is set."""
+    if params.brightness is not None:
+        image = F.adjust_brightness(image, params.brightness)
+    if params.contrast is not None:
+        image = F.adjust_contrast(image, params.contrast)
+    if params.gamma is not None:
+        image = F.adjust_gamma(image, params.gamma)
+    if params.blur_sigma is not None:
+        image = F.gaussian_blur(image, params.blur_sigma)
+    if params.noise_sigma is not None:
+        image = F.add_gaussian_noise(image, params.noise_sigma, params.noise_seed)
+    return image
+
+
+def render_sample(
+    face: np.ndarray, mask: np.ndarray, background: np.ndarray, params: SampleParams, config: RenderConfig
+) -> RenderedSample:
+    """Composite a face-bank face onto a size x size background crop with the given parameters.
+
+    Pure: the same inputs give the same output bytes. Steps: warp face and mask; the target (warped face
+    on black); luminance matching against the background under the warped mask; feathered alpha;
+    composite; colour augmentation; grey (both images) if config.grey.
+    """
+    size = config.size
+    if face.ndim != 3 or face.shape[2] != 3 or face.shape[0] != face.shape[1] or face.dtype != np.uint8:
+        raise ValueError(f"face must be a square uint8 RGB image, not {face.shape} {face.dtype}")
+    if mask.shape != face.shape[:2]:
+        raise ValueError(f"mask {mask.shape} does not match face {face.shape[:2]}")
+    if background.shape != (size, size, 3) or background.dtype != np.uint8:
+        raise ValueError(f"background must be a {size}x{size} uint8 RGB crop, not {background.shape}")
+    matrix = F.geometry_matrix(params.geometry, face.shape[0], size)
+    warped, warped_mask = F.warp_face(face, mask, matrix, size)
+    target = cv2.bitwise_and(warped, warped, mask=warped_mask)
+    alpha = F.alpha_from_mask(warped_mask, config.feather)
+    ratio = math.nan
+    if config.luminance:
+        warped, ratio = F.luminance_match(
+            warped, background, warped_mask, config.luminance_ratio, config.lightness_range, region=alpha > 0
+        )
+    image = apply_colour(F.composite(warped, background, alpha), params.colour)
+    if config.grey:
+        image, target = F.to_grey3(image), F.to_grey3(target)
+    return RenderedSample(image, warped_mask, target, matrix, ratio, params)
