@@ -27,8 +27,8 @@ demo: venv
 	$(BIN)/feratt faces builtin:demo --out $(DEMO_DIR)/bank.h5 --preview $(DEMO_DIR)/faces.png
 
 lint: venv
-	$(BIN)/ruff check feratt tests
-	$(BIN)/ruff format --check feratt tests
+	$(BIN)/ruff check feratt tests bench
+	$(BIN)/ruff format --check feratt tests bench
 
 test: lint
 	$(BIN)/python -m pytest -q -n 2

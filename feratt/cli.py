@@ -264,7 +264,7 @@ def _names(text: str) -> tuple[str, ...]:
 @click.option("--no-colour", is_flag=True, help="Turn every colour augmentation off.")
 @click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True)
 @click.option(
-    "--compression-level", type=click.IntRange(1, 9), default=4, show_default=True, help="gzip level."
+    "--compression-level", type=click.IntRange(1, 9), default=1, show_default=True, help="gzip level."
 )
 @click.option(
     "--crops-per-background",
@@ -423,6 +423,14 @@ def _render(bank: str, out: Path, **options) -> None:
             f"after all parts finish, run: feratt index {out}"
         )
     else:
+        import json
+
+        index = json.loads((out / "index.json").read_text())
+        totals = index["totals"]
+        click.echo(
+            f"{totals['samples']} samples in {totals['shards']} shards of {totals['subjects']} subjects; "
+            "per class: " + ", ".join(f"{c} {n}" for c, n in totals["class_counts"].items())
+        )
         click.echo(f"wrote {out / 'index.json'}")
 
 

@@ -164,6 +164,29 @@ def test_identity_geometry_is_just_the_resize(face_and_mask):
     assert np.array_equal(same, face) and np.array_equal(same_mask, mask)
 
 
+def test_geometry_matrix_composes_in_the_documented_order():
+    """Resize, scale, flip, rotation, translation, warp: rebuilt from OpenCV's own matrices."""
+    k, c, n = SIZE / 160, (SIZE - 1) / 2, SIZE
+
+    def shift(tx: float, ty: float) -> np.ndarray:
+        return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1.0]])
+
+    def about_centre(m: np.ndarray) -> np.ndarray:
+        return shift(c, c) @ m @ shift(-c, -c)
+
+    for seed in range(20):
+        g = sample_geometry(GeometryConfig(), np.random.default_rng(seed))
+        resize = np.array([[k, 0, 0.5 * k - 0.5], [0, k, 0.5 * k - 0.5], [0, 0, 1]])
+        scale = about_centre(np.diag([g.scale, g.scale, 1]))
+        flip = about_centre(np.diag([-1.0 if g.flip else 1.0, 1, 1]))
+        rotation = np.vstack([cv2.getRotationMatrix2D((c, c), g.angle, 1.0), [0, 0, 1]])
+        corners = np.float32([[0, 0], [0, n], [n, 0]])
+        moved = corners + np.float32(g.corners).reshape(3, 2) * n
+        warp = np.vstack([cv2.getAffineTransform(corners, moved), [0, 0, 1]])
+        expected = warp @ shift(g.tx * n, g.ty * n) @ rotation @ flip @ scale @ resize
+        np.testing.assert_allclose(F.geometry_matrix(g, 160, SIZE), expected, atol=1e-4)
+
+
 def _marked(size: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
     face = np.full((size, size, 3), 40, np.uint8)
     face[y, x] = (250, 10, 130)
@@ -181,8 +204,8 @@ def test_translation_moves_image_and_mask_together():
     assert tuple(warped[65, 60]) == (250, 10, 130)
     assert np.argwhere(warped_mask == 255).tolist() == [[65, 60]]
     assert np.array_equal(warped[65 - 5 : 65 + 5, 55:65].reshape(-1, 3).max(0), [250, 40, 130])
-    # The 10-pixel strip uncovered on the left is the zero border.
-    assert not warped[:, :10].any() and warped[:, 10:].all()
+    # The strips uncovered on the left (10 px) and at the bottom (5 px) are the zero border.
+    assert not warped[:, :10].any() and not warped[-5:].any() and warped[:-5, 10:].all()
 
 
 def test_flip_and_rotation_move_a_marked_pixel_where_the_matrix_says():
@@ -207,10 +230,12 @@ def test_perspective_maps_mask_with_the_face(face_and_mask):
     matrix = F.geometry_matrix(params, 160, SIZE)
     assert not np.allclose(matrix[2, :2], 0, atol=1e-9)
     warped, warped_mask = F.warp_face(face, mask, matrix, SIZE)
-    expected = cv2.warpPerspective(mask, matrix, (SIZE, SIZE), flags=cv2.INTER_NEAREST)
-    assert np.array_equal(warped_mask, expected)
-    centre = cv2.perspectiveTransform(np.array([[[80.0, 82.0]]]), matrix)[0, 0]
-    assert warped_mask[int(round(centre[1])), int(round(centre[0]))] == 255
+    assert np.array_equal(warped, cv2.warpPerspective(face, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR))
+    assert np.array_equal(
+        warped_mask, cv2.warpPerspective(mask, matrix, (SIZE, SIZE), flags=cv2.INTER_NEAREST)
+    )
+    x, y = np.rint(cv2.perspectiveTransform(np.array([[[80.0, 82.0]]]), matrix)[0, 0]).astype(int)
+    assert warped_mask[y, x] == 255
 
 
 # -------------------------------------------------------------------------------------------------- Lab
@@ -278,7 +303,7 @@ def test_alpha_hard_and_feathered():
     assert (soft[inside > 3.5] == 1).all() and (soft[outside > 3.5] == 0).all()
     edge = (inside == 1) | (outside == 1)
     assert ((soft[edge] > 0.1) & (soft[edge] < 0.9)).all()
-    assert 0.25 < soft[mask > 0].min() and soft[mask == 0].max() < 0.75
+    assert soft[mask > 0].min() > 0.25 and soft[mask == 0].max() < 0.75
     # Symmetric about the boundary: the soft matte covers the same area as the hard one.
     assert soft.sum() == pytest.approx(hard.sum(), rel=0.01)
     assert (F.alpha_from_mask(np.full((8, 8), 255, np.uint8), 3.0) == 1).all()
@@ -337,18 +362,25 @@ def test_render_sample_composites_face_over_background(face_and_mask, coffee):
     np.testing.assert_array_equal(sample.matrix, matrix)
     warped, warped_mask = F.warp_face(face, mask, matrix, SIZE)
     assert np.array_equal(sample.mask, warped_mask) and set(np.unique(sample.mask)) == {0, 255}
-    matched, w = F.luminance_match(warped, coffee, warped_mask, (0.5, 1.5), (10.0, 90.0))
+    alpha = F.alpha_from_mask(sample.mask, 3.0)
+    # The gain is measured under the mask and applied wherever alpha > 0 (the soft rim included).
+    matched, w = F.luminance_match(warped, coffee, warped_mask, (0.5, 1.5), (10.0, 90.0), region=alpha > 0)
     assert sample.luminance_ratio == pytest.approx(w) and 0.5 <= w <= 1.5
     inside, outside = _inside_outside(sample.mask, 3.0)
     assert inside.sum() > 2000 and outside.sum() > 5000
     assert np.array_equal(sample.image[inside], matched[inside])
     assert np.array_equal(sample.image[outside], coffee[outside])
-    alpha = F.alpha_from_mask(sample.mask, 3.0)
     edge = (alpha > 0) & (alpha < 1)
-    low = np.minimum(matched, coffee).astype(int) - 1
-    high = np.maximum(matched, coffee).astype(int) + 1
-    assert edge.sum() > 200
+    assert edge.sum() > 300
+    low = np.minimum(matched, coffee).astype(int)
+    high = np.maximum(matched, coffee).astype(int)
     assert ((sample.image[edge] >= low[edge]) & (sample.image[edge] <= high[edge])).all()
+    blend = alpha[..., None] * matched + (1 - alpha[..., None]) * coffee.astype(float)
+    assert np.abs(sample.image - blend).max() <= 0.5 + 1e-3
+    mixed = edge & (alpha > 0.2) & (alpha < 0.8) & (np.abs(matched.astype(int) - coffee).min(axis=2) > 30)
+    assert mixed.sum() > 20
+    assert (np.abs(sample.image[mixed].astype(int) - matched[mixed]).min(axis=1) > 3).all()
+    assert (np.abs(sample.image[mixed].astype(int) - coffee[mixed]).min(axis=1) > 3).all()
 
 
 def test_hard_cut_and_target_face(face_and_mask, chelsea):

@@ -18,7 +18,7 @@ def test_per_face_gives_every_face_the_same_count():
 def test_total_balanced_by_class():
     counts = face_counts(LABELS, 3, per_face=None, total=30, balance="classes", seed=0)
     assert counts.sum() == 30
-    per_class = [counts[LABELS == c].sum() for c in range(3)]
+    per_class = [counts[c == LABELS].sum() for c in range(3)]
     assert per_class == [10, 10, 10]
     # Within a class the faces share the quota as evenly as possible.
     assert sorted(counts[LABELS == 1].tolist()) == [5, 5]

@@ -226,7 +226,7 @@ def test_inspect_describes_verifies_and_draws(reference, tmp_path):
     assert result.exit_code == 0, result.output
     assert "9 shards, 84 samples" in result.output
     assert "samples per class: neutral 12, anger 12" in result.output
-    assert "images   (10, 48, 48, 3)" in result.output and "gzip 4 +shuffle" in result.output
+    assert "images   (10, 48, 48, 3)" in result.output and "gzip 1 +shuffle" in result.output
     assert "verified: every checksum and the schema match" in result.output
     assert cv2.imread(str(tmp_path / "sheet.png")).shape[0] == 2 * (48 + 16)
 
@@ -299,3 +299,30 @@ def test_undecodable_background_is_skipped_and_recorded(inputs, tmp_path):
     skipped = index["skipped_backgrounds"]
     assert [s["path"] for s in skipped] == [str(folder / "broken.jpg")]
     assert index["totals"]["samples"] == 42
+
+
+def test_embedded_backgrounds_are_the_default(inputs, tmp_path, monkeypatch):
+    monkeypatch.setenv("FERATT_CACHE", str(tmp_path / "cache"))
+    result = run(
+        "render", inputs / "bank.h5", "--out", tmp_path / "out", "--size", 48, "--per-face", 1, "--jobs", 1
+    )
+    assert result.exit_code == 0, result.output
+    assert "kept 10 of 10 images" in result.output
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["backgrounds"]["kind"] == "embedded" and index["backgrounds"]["count"] == 10
+    assert (tmp_path / "cache" / "backgrounds" / "annotations.json").is_file()
+    assert "21 samples in 3 shards of 3 subjects; per class: neutral 3, anger 3" in result.output
+
+
+def test_no_background_left_after_filtering(inputs, tmp_path):
+    result = run(
+        "render",
+        inputs / "bank.h5",
+        "--out",
+        tmp_path / "out",
+        "--backgrounds",
+        inputs / "backgrounds",
+        "--min-side",
+        5000,
+    )
+    assert_user_error(result, "no background")

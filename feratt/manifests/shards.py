@@ -41,6 +41,7 @@ class ShardData:
     luminance_ratio: np.ndarray
     params: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    deflated: ChunkDeflater | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -52,7 +53,30 @@ def _deflate_pool() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
 
 
-def _write_image_dataset(h5: h5py.File, name: str, data: np.ndarray, compression: str, level: int) -> None:
+class ChunkDeflater:
+    """Deflates image rows in background threads while the next samples are still being rendered."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self.pending: dict[str, list[concurrent.futures.Future[bytes]]] = {name: [] for name in IMAGE_FIELDS}
+
+    def submit(self, name: str, row: np.ndarray) -> None:
+        """Queue one sample's row of dataset `name`; the row must not change afterwards."""
+        self.pending[name].append(_deflate_pool().submit(zlib.compress, row, self.level))
+
+    def blobs(self, name: str) -> list[bytes]:
+        """The deflated rows of `name`, in submission order."""
+        return [future.result() for future in self.pending[name]]
+
+
+def _write_image_dataset(
+    h5: h5py.File,
+    name: str,
+    data: np.ndarray,
+    compression: str,
+    level: int,
+    deflated: ChunkDeflater | None,
+) -> None:
     chunk = (1, *data.shape[1:])
     if compression == "gzip":
         dataset = h5.create_dataset(
@@ -66,7 +90,10 @@ def _write_image_dataset(h5: h5py.File, name: str, data: np.ndarray, compression
             track_times=False,
         )
         # Byte shuffle is the identity for one-byte samples, so a zlib stream is exactly the filtered chunk.
-        blobs = _deflate_pool().map(lambda row: zlib.compress(row.tobytes(), level), data)
+        if deflated is not None and deflated.level == level and len(deflated.pending[name]) == len(data):
+            blobs = deflated.blobs(name)
+        else:
+            blobs = _deflate_pool().map(lambda row: zlib.compress(row, level), data)
         for index, blob in enumerate(blobs):
             dataset.id.write_direct_chunk((index,) + (0,) * (data.ndim - 1), blob)
     elif compression == "lzf":
@@ -94,7 +121,7 @@ def write_shard(path: str | Path, data: ShardData, compression: str = "gzip", le
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", libver="v110") as h5:
             for name in IMAGE_FIELDS:
-                _write_image_dataset(h5, name, getattr(data, name), compression, level)
+                _write_image_dataset(h5, name, getattr(data, name), compression, level, data.deflated)
             h5.create_dataset("labels", data=data.labels.astype(np.int16), **small)
             h5.create_dataset("face_index", data=data.face_index.astype(np.int32), **small)
             h5.create_dataset("sample_index", data=data.sample_index.astype(np.int64), **small)

@@ -22,14 +22,6 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------------------------- geometry
 
 
-def _about(linear: np.ndarray, centre: float) -> np.ndarray:
-    """3x3 matrix applying the 2x2 `linear` about the point (centre, centre)."""
-    m = np.eye(3)
-    m[:2, :2] = linear
-    m[:2, 2] = centre - linear @ np.array([centre, centre])
-    return m
-
-
 def _affine_from_triangle(size: float, offsets: np.ndarray) -> np.ndarray:
     """The affine taking (0,0), (0,size), (size,0) to themselves plus offsets (3x2, pixels)."""
     p0 = offsets[0]
@@ -66,31 +58,37 @@ def geometry_matrix(params: GeometryParams, in_size: int, out_size: int) -> np.n
     4. rotation by params.angle degrees about c, counter-clockwise as displayed (OpenCV's sign);
     5. translation by (tx, ty) x out_size;
     6. the warp: the affine taking (0,0), (0,N), (N,0) to those corners plus corners[0:6] x N, or with
-       params.perspective the homography taking the four corners (… , (N,N)) to them plus corners[0:8] x N.
+       params.perspective the homography taking (0,0), (0,N), (N,0), (N,N) to them plus corners[0:8] x N.
     """
     n = float(out_size)
     c = (out_size - 1) / 2
     k = out_size / in_size
-    resize = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])
-    linear = np.array([[params.scale, 0.0], [0.0, params.scale]])
-    if params.flip:
-        linear = linear @ np.diag([-1.0, 1.0])
-    a = math.radians(params.angle)
-    linear = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]) @ linear
-    matrix = _about(linear, c) @ resize
-    matrix[:2, 2] += (params.tx * n, params.ty * n)
+    shift = 0.5 * k - 0.5 - c  # resized coordinate minus the centre, at x = 0
+    # Written out in floats (numpy is slow on 3x3s): L = rotation @ flip @ scale, then
+    # x' = L (k x + shift) + c + t.
+    sx = -params.scale if params.flip else params.scale
+    sy = params.scale
+    cos, sin = math.cos(math.radians(params.angle)), math.sin(math.radians(params.angle))
+    l00, l01, l10, l11 = cos * sx, sin * sy, -sin * sx, cos * sy
+    matrix = np.array(
+        [
+            [l00 * k, l01 * k, (l00 + l01) * shift + c + params.tx * n],
+            [l10 * k, l11 * k, (l10 + l11) * shift + c + params.ty * n],
+            [0.0, 0.0, 1.0],
+        ]
+    )
     offsets = np.asarray(params.corners, dtype=np.float64).reshape(-1, 2) * n
     if params.perspective:
-        warp = _perspective_from_corners(n, offsets)
-    else:
-        warp = _affine_from_triangle(n, offsets[:3]) if offsets.size else np.eye(3)
-    return warp @ matrix
+        return _perspective_from_corners(n, offsets) @ matrix
+    if not offsets.any():
+        return matrix
+    return _affine_from_triangle(n, offsets[:3]) @ matrix
 
 
 def warp_face(
     face: np.ndarray, mask: np.ndarray, matrix: np.ndarray, out_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The face (bilinear) and its mask (nearest, 0/255) warped by `matrix` onto out_size², zero border."""
+    """The face (bilinear) and its mask (nearest, 0/255) warped by `matrix`, out_size square, zero border."""
     size = (out_size, out_size)
     mask = np.where(mask > 0, np.uint8(255), np.uint8(0)) if mask.dtype != np.uint8 else mask
     common = {"borderMode": cv2.BORDER_CONSTANT, "borderValue": 0}
@@ -172,36 +170,44 @@ def luminance_match(
 # ------------------------------------------------------------------------------------------------ matte
 
 
+@functools.lru_cache(maxsize=64)
+def _feather_kernel(feather: float) -> tuple[int, float]:
+    """Kernel radius and the stretch about 0.5 that makes alpha exactly 0/1 beyond `feather` px."""
+    radius = math.ceil(feather)
+    weights = cv2.getGaussianKernel(2 * radius + 1, feather / 2, cv2.CV_64F)[:, 0]
+    offsets = np.arange(-radius, radius + 1) ** 2
+    # The square kernel's corners reach beyond `feather`: a pixel more than `feather` from every
+    # outside pixel can still lose this much weight, so stretch the blurred values to absorb it.
+    deficit = np.outer(weights, weights)[offsets[:, None] + offsets[None, :] > feather**2].sum()
+    return radius, 1 / (1 - 2 * deficit - 1e-5)
+
+
 def alpha_from_mask(mask: np.ndarray, feather: float) -> np.ndarray:
     """Float32 alpha in [0, 1]: the binary mask (feather 0), or the mask with a soft edge `feather` px wide.
 
-    The soft edge is the mask blurred by a Gaussian of sigma feather / 2 cut at +-feather, so alpha is 0.5
-    on the mask's boundary (half a pixel beyond its outermost pixels), exactly 1 more than `feather` inside
-    it and exactly 0 more than `feather` outside; 10% to 90% takes about 1.3 x feather on a straight edge.
+    The soft edge is the mask blurred by a Gaussian of sigma feather / 2 (kernel cut at +-feather), then
+    stretched about 0.5 so that alpha is exactly 1 at pixels more than `feather` from every outside pixel
+    and exactly 0 more than `feather` from every mask pixel. alpha is 0.5 on the boundary, half a pixel
+    beyond the outermost mask pixels; 10% to 90% spans about 0.9 x feather across a straight edge.
     Only the mask's box plus the kernel is filtered; the image border does not count as an edge.
     """
     inside = np.asarray(mask) > 0
     if feather <= 0 or inside.all() or not inside.any():
         return inside.astype(np.float32)
     height, width = inside.shape
+    radius, stretch = _feather_kernel(float(feather))
     x, y, w, h = cv2.boundingRect(inside.view(np.uint8))
-    radius = math.ceil(feather)
     x0, y0 = max(x - radius - 1, 0), max(y - radius - 1, 0)
     x1, y1 = min(x + w + radius + 1, width), min(y + h + radius + 1, height)
     ksize = (2 * radius + 1, 2 * radius + 1)
     roi = inside[y0:y1, x0:x1].astype(np.float32)
     ramp = cv2.GaussianBlur(roi, ksize, feather / 2, borderType=cv2.BORDER_REPLICATE)
-    # The kernel's float32 weights need not sum to exactly 1: a 0.1% stretch about 0.5 makes the
-    # plateau exactly 1 (and the clip keeps the far outside, where the blur is exactly 0, at 0).
-    ramp *= np.float32(_PLATEAU_STRETCH)
-    ramp += np.float32(0.5 - 0.5 * _PLATEAU_STRETCH)
+    ramp *= np.float32(stretch)
+    ramp += np.float32(0.5 - 0.5 * stretch)
     np.clip(ramp, 0, 1, out=ramp)
     alpha = np.zeros(inside.shape, np.float32)
     alpha[y0:y1, x0:x1] = ramp
     return alpha
-
-
-_PLATEAU_STRETCH = 1.001
 
 
 def composite(face: np.ndarray, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -19,8 +19,20 @@ from feratt import __version__
 from feratt.errors import BadInputFile, FerattError
 from feratt.manifests import catalog
 from feratt.manifests.plan import ShardTask
-from feratt.manifests.shards import SHARD_KIND, SHARD_SCHEMA_VERSION, ShardData, write_shard
-from feratt.renderer.backgrounds import apply_crop, decode_background, sample_crop
+from feratt.manifests.shards import (
+    IMAGE_FIELDS,
+    SHARD_KIND,
+    SHARD_SCHEMA_VERSION,
+    ChunkDeflater,
+    ShardData,
+    write_shard,
+)
+from feratt.renderer.backgrounds import (
+    apply_crop_pyramid,
+    background_pyramid,
+    decode_background,
+    sample_crop,
+)
 from feratt.renderer.config import RenderConfig
 from feratt.renderer.sample import PARAM_FIELDS, params_to_vector, render_sample, sample_params
 
@@ -45,27 +57,32 @@ class RenderJob:
     config_sha256: str
 
 
-def _load_faces(bank: str, indices: tuple[int, ...]) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+def _load_faces(
+    bank: str, indices: tuple[int, ...]
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
+    """The images and masks of the faces a shard uses, and every face's label."""
     # Opened here, inside the worker: an HDF5 handle must never cross a fork.
     wanted = sorted(set(indices))
     with h5py.File(bank, "r") as h5:
         images = h5["images"][wanted]
         masks = h5["masks"][wanted]
-    return dict(zip(wanted, images, strict=True)), dict(zip(wanted, masks, strict=True))
+        labels = h5["labels"][()]
+    return dict(zip(wanted, images, strict=True)), dict(zip(wanted, masks, strict=True)), labels
 
 
 def _backgrounds_for_shard(
     job: RenderJob, count: int, rng: np.random.Generator
-) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, str]]]:
-    """Decode `count` randomly chosen backgrounds once each; an undecodable one gives way to the next."""
-    chosen: list[tuple[str, np.ndarray]] = []
+) -> tuple[list[tuple[str, list[np.ndarray]]], list[tuple[str, str]]]:
+    """Decode `count` randomly chosen backgrounds once each, as pyramids; an undecodable one gives way."""
+    chosen: list[tuple[str, list[np.ndarray]]] = []
     skipped: list[tuple[str, str]] = []
     total = len(job.background_paths)
     for pick in rng.integers(total, size=count):
         for step in range(total):
             index = (int(pick) + step) % total
             try:
-                chosen.append((job.background_ids[index], decode_background(job.background_paths[index])))
+                image = decode_background(job.background_paths[index])
+                chosen.append((job.background_ids[index], background_pyramid(image, job.config.size)))
                 break
             except BadInputFile as exc:
                 skipped.append((exc.path, exc.reason))
@@ -77,9 +94,7 @@ def _backgrounds_for_shard(
 def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[tuple[str, str]]]:
     """Render one shard's samples; the content depends only on the seed and the shard's place in the plan."""
     config = job.config
-    faces, masks = _load_faces(job.bank, task.faces)
-    with h5py.File(job.bank, "r") as h5:
-        labels = h5["labels"][()]
+    faces, masks, labels = _load_faces(job.bank, task.faces)
     shard_rng = np.random.default_rng([job.seed, _SHARD_STREAM, task.first_sample])
     n = len(task)
     backgrounds, skipped = _backgrounds_for_shard(job, math.ceil(n / job.crops_per_background), shard_rng)
@@ -96,15 +111,16 @@ def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[
         crops=np.empty((n, 3), np.float32),
         luminance_ratio=np.empty(n, np.float32),
         params=np.empty((n, len(PARAM_FIELDS)), np.float32),
+        deflated=ChunkDeflater(job.level) if job.compression == "gzip" else None,
     )
     for i, face_index in enumerate(task.faces):
         rng = np.random.default_rng([job.seed, task.first_sample + i])
-        background_id, background = backgrounds[i // job.crops_per_background]
-        crop = sample_crop(background.shape[0], background.shape[1], config.background_scale, rng)
+        background_id, pyramid = backgrounds[i // job.crops_per_background]
+        height, width = pyramid[0].shape[:2]
+        crop = sample_crop(height, width, config.background_scale, rng)
         params = sample_params(config, rng)
-        sample = render_sample(
-            faces[face_index], masks[face_index], apply_crop(background, crop, size), params, config
-        )
+        background = apply_crop_pyramid(pyramid, crop, size)
+        sample = render_sample(faces[face_index], masks[face_index], background, params, config)
         data.images[i] = sample.image
         data.masks[i] = sample.mask
         data.faces[i] = sample.face
@@ -114,6 +130,9 @@ def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[
         data.crops[i] = (crop.x, crop.y, crop.side)
         data.luminance_ratio[i] = sample.luminance_ratio
         data.params[i] = params_to_vector(params)
+        if data.deflated is not None:
+            for name in IMAGE_FIELDS:
+                data.deflated.submit(name, getattr(data, name)[i])
     return data, skipped
 
 
@@ -193,7 +212,7 @@ def run_tasks(
             from dask.distributed import Client
         except ImportError:
             raise FerattError("--backend dask needs Dask: pip install 'feratt[dask]'") from None
-        client = Client(scheduler) if scheduler else Client(processes=False)
+        client = Client(scheduler)
         context = parallel_config(backend="dask")
     else:
         client = None
