@@ -10,7 +10,7 @@ DEMO_DIR ?= demo
 .PHONY: help venv demo test lint clean
 
 help:
-	@echo "make demo   build the demo face bank and its preview sheet in $(DEMO_DIR)/"
+	@echo "make demo   demo face bank, a render of it on scikit-image's photos, and sheets, in $(DEMO_DIR)/"
 	@echo "make test   lint and run the test suite"
 
 $(BIN)/.installed: setup.cfg pyproject.toml
@@ -25,6 +25,8 @@ venv: $(BIN)/.installed
 demo: venv
 	mkdir -p $(DEMO_DIR)
 	$(BIN)/feratt faces builtin:demo --out $(DEMO_DIR)/bank.h5 --preview $(DEMO_DIR)/faces.png
+	$(BIN)/feratt render $(DEMO_DIR)/bank.h5 --out $(DEMO_DIR)/render --per-face 10 --shard-size 500
+	$(BIN)/feratt inspect $(DEMO_DIR)/render --verify --sheet $(DEMO_DIR)/samples.png
 
 lint: venv
 	$(BIN)/ruff check feratt tests bench

@@ -425,11 +425,12 @@ def _render(bank: str, out: Path, **options) -> None:
     else:
         import json
 
-        index = json.loads((out / "index.json").read_text())
-        totals = index["totals"]
+        written = json.loads((out / "index.json").read_text())
+        totals = written["totals"]
+        per_class = ", ".join(f"{c} {totals['class_counts'][c]}" for c in written["classes"])
         click.echo(
             f"{totals['samples']} samples in {totals['shards']} shards of {totals['subjects']} subjects; "
-            "per class: " + ", ".join(f"{c} {n}" for c, n in totals["class_counts"].items())
+            f"per class: {per_class}"
         )
         click.echo(f"wrote {out / 'index.json'}")
 

@@ -7,6 +7,7 @@ can compute exact expected counts, labels, subjects and paths. Images are tiny b
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -348,3 +349,61 @@ def make_csv_tree(
         writer.writeheader()
         writer.writerows(rows)
     return tree
+
+
+#: COCO category ids of the COCO fixture.
+PERSON, CAT, DOG = 1, 17, 18
+
+
+def photo_array(width, height, seed=0):
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 200, width, dtype=np.float64)[None, :, None] + np.zeros((height, 1, 3))
+    return np.clip(base + rng.integers(0, 40, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def write_photo_jpeg(path, width=96, height=80, seed=0):
+    Image.fromarray(photo_array(width, height, seed)).save(path, quality=90)
+
+
+def make_coco_tree(root):
+    """A COCO tree: (id, JSON size, what is on disk, categories annotated)."""
+    images_dir = root / "images"
+    images_dir.mkdir()
+    table = [
+        (1, (640, 480), "jpeg", [CAT]),
+        (2, (640, 480), "jpeg", [PERSON, DOG]),
+        (3, (500, 375), "jpeg", [DOG, DOG]),
+        (4, (427, 640), "jpeg", []),
+        (5, (200, 150), "jpeg", [CAT]),  # shorter side 150: under min_side 256
+        (6, (640, 480), "missing", [CAT]),
+        (7, (640, 480), "empty", []),
+        (8, (640, 480), "truncated", [DOG]),  # exists and is not empty: kept, fails only when decoded
+        (9, (640, 427), "jpeg", [PERSON]),
+        (10, (480, 640), "jpeg", [CAT, DOG]),
+    ]
+    images, annotations = [], []
+    for image_id, (width, height), disk, categories in table:
+        name = f"{image_id:012d}.jpg"
+        path = images_dir / name
+        if disk == "jpeg":
+            write_photo_jpeg(path, seed=image_id)
+        elif disk == "empty":
+            path.write_bytes(b"")
+        elif disk == "truncated":
+            write_photo_jpeg(path, seed=image_id)
+            path.write_bytes(path.read_bytes()[:300])
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
+        for category in categories:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category})
+    document = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {"id": PERSON, "name": "person"},
+            {"id": CAT, "name": "cat"},
+            {"id": DOG, "name": "dog"},
+        ],
+    }
+    annotations_path = root / "instances.json"
+    annotations_path.write_text(json.dumps(document))
+    return str(annotations_path), str(images_dir)

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from fixture_trees import make_coco_tree, photo_array, write_photo_jpeg
 from PIL import Image
 
 from feratt.errors import BadInputFile, FerattError
@@ -20,69 +21,13 @@ from feratt.renderer.backgrounds import (
     sample_crop,
 )
 
-PERSON, CAT, DOG = 1, 17, 18
-
-
-def _photo(width, height, seed=0):
-    rng = np.random.default_rng(seed)
-    base = np.linspace(0, 200, width, dtype=np.float64)[None, :, None] + np.zeros((height, 1, 3))
-    return np.clip(base + rng.integers(0, 40, (height, width, 3)), 0, 255).astype(np.uint8)
-
-
-def _write_jpeg(path, width=96, height=80, seed=0):
-    Image.fromarray(_photo(width, height, seed)).save(path, quality=90)
-
-
-def _coco_fixture(root):
-    """A COCO tree: (id, JSON size, what is on disk, categories annotated)."""
-    images_dir = root / "images"
-    images_dir.mkdir()
-    table = [
-        (1, (640, 480), "jpeg", [CAT]),
-        (2, (640, 480), "jpeg", [PERSON, DOG]),
-        (3, (500, 375), "jpeg", [DOG, DOG]),
-        (4, (427, 640), "jpeg", []),
-        (5, (200, 150), "jpeg", [CAT]),  # shorter side 150: under min_side 256
-        (6, (640, 480), "missing", [CAT]),
-        (7, (640, 480), "empty", []),
-        (8, (640, 480), "truncated", [DOG]),  # exists and is not empty: kept, fails only when decoded
-        (9, (640, 427), "jpeg", [PERSON]),
-        (10, (480, 640), "jpeg", [CAT, DOG]),
-    ]
-    images, annotations = [], []
-    for image_id, (width, height), disk, categories in table:
-        name = f"{image_id:012d}.jpg"
-        path = images_dir / name
-        if disk == "jpeg":
-            _write_jpeg(path, seed=image_id)
-        elif disk == "empty":
-            path.write_bytes(b"")
-        elif disk == "truncated":
-            _write_jpeg(path, seed=image_id)
-            path.write_bytes(path.read_bytes()[:300])
-        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
-        for category in categories:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category})
-    document = {
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": PERSON, "name": "person"},
-            {"id": CAT, "name": "cat"},
-            {"id": DOG, "name": "dog"},
-        ],
-    }
-    annotations_path = root / "instances.json"
-    annotations_path.write_text(json.dumps(document))
-    return str(annotations_path), str(images_dir)
-
 
 def _ids(background_set):
     return [background.id for background in background_set.backgrounds]
 
 
 def test_coco_default_drops_people_missing_and_empty_files(tmp_path, capsys):
-    annotations, images_dir = _coco_fixture(tmp_path)
+    annotations, images_dir = make_coco_tree(tmp_path)
     result = coco_backgrounds(annotations, images_dir)
     assert capsys.readouterr().out == ""  # pycocotools' chatter is silenced
     assert result.kind == "coco" and result.source == annotations
@@ -101,7 +46,7 @@ def test_coco_default_drops_people_missing_and_empty_files(tmp_path, capsys):
 
 
 def test_coco_min_side_uses_the_json_sizes(tmp_path):
-    annotations, images_dir = _coco_fixture(tmp_path)
+    annotations, images_dir = make_coco_tree(tmp_path)
     result = coco_backgrounds(annotations, images_dir, min_side=256)
     assert _ids(result) == ["1", "3", "4", "8", "10"]
     assert result.excluded["smaller than 256 px"] == 1
@@ -110,7 +55,7 @@ def test_coco_min_side_uses_the_json_sizes(tmp_path):
 
 
 def test_coco_include_and_exclude_categories(tmp_path):
-    annotations, images_dir = _coco_fixture(tmp_path)
+    annotations, images_dir = make_coco_tree(tmp_path)
     cats = coco_backgrounds(annotations, images_dir, include_categories=("cat",))
     assert _ids(cats) == ["1", "5", "10"]
     assert cats.excluded == {"has person": 2, "has none of cat": 4, "file missing": 1}
@@ -125,7 +70,7 @@ def test_coco_include_and_exclude_categories(tmp_path):
 
 
 def test_coco_unknown_category_lists_the_valid_names(tmp_path):
-    annotations, images_dir = _coco_fixture(tmp_path)
+    annotations, images_dir = make_coco_tree(tmp_path)
     with pytest.raises(FerattError, match=r"unknown COCO category persn .*valid names: cat, dog, person$"):
         coco_backgrounds(annotations, images_dir, exclude_categories=("persn",))
     with pytest.raises(FerattError, match=r"include_categories"):
@@ -158,7 +103,7 @@ def test_not_coco_json_is_one_clear_line(tmp_path, content, message):
 
 
 def test_nothing_left_after_filtering_is_an_error_with_counts(tmp_path):
-    annotations, images_dir = _coco_fixture(tmp_path)
+    annotations, images_dir = make_coco_tree(tmp_path)
     with pytest.raises(FerattError) as caught:
         coco_backgrounds(annotations, images_dir, min_side=1000)
     assert str(caught.value) == (
@@ -169,11 +114,11 @@ def test_nothing_left_after_filtering_is_an_error_with_counts(tmp_path):
 def test_folder_backgrounds_recurse_and_skip_unreadable_files(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / ".cache").mkdir()
-    _write_jpeg(tmp_path / "b.jpg", 96, 80)
-    Image.fromarray(_photo(60, 40)).save(tmp_path / "sub" / "a.PNG")
-    Image.fromarray(_photo(30, 20)).save(tmp_path / "sub" / "tiny.webp")
-    _write_jpeg(tmp_path / ".hidden.jpg")
-    _write_jpeg(tmp_path / ".cache" / "c.jpg")
+    write_photo_jpeg(tmp_path / "b.jpg", 96, 80)
+    Image.fromarray(photo_array(60, 40)).save(tmp_path / "sub" / "a.PNG")
+    Image.fromarray(photo_array(30, 20)).save(tmp_path / "sub" / "tiny.webp")
+    write_photo_jpeg(tmp_path / ".hidden.jpg")
+    write_photo_jpeg(tmp_path / ".cache" / "c.jpg")
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "broken.jpg").write_bytes(b"garbage, not a JPEG")
     (tmp_path / "empty.tif").write_bytes(b"")
@@ -223,7 +168,7 @@ def test_embedded_backgrounds_are_cached_once(tmp_path):
 
 
 def test_decode_background_reads_rgb_and_reduces_jpegs(tmp_path):
-    rgb = _photo(320, 260)
+    rgb = photo_array(320, 260)
     Image.fromarray(rgb).save(tmp_path / "p.png")
     np.testing.assert_array_equal(decode_background(str(tmp_path / "p.png")), rgb)
     Image.fromarray(rgb[:, :, 0]).save(tmp_path / "g.png")
@@ -264,10 +209,10 @@ def test_decode_background_rejects_bad_files(tmp_path, make, reason):
 
 
 def test_decode_background_rejects_truncated_files(tmp_path):
-    _write_jpeg(tmp_path / "t.jpg", 200, 150)
+    write_photo_jpeg(tmp_path / "t.jpg", 200, 150)
     data = (tmp_path / "t.jpg").read_bytes()
     (tmp_path / "t.jpg").write_bytes(data[: len(data) - 400])
-    Image.fromarray(_photo(200, 150)).save(tmp_path / "t.png")
+    Image.fromarray(photo_array(200, 150)).save(tmp_path / "t.png")
     data = (tmp_path / "t.png").read_bytes()
     (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
     for name in ("t.jpg", "t.png"):

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fixture_trees import make_coco_tree
 from skimage import data
 
 from feratt.cli import main
@@ -326,3 +327,37 @@ def test_no_background_left_after_filtering(inputs, tmp_path):
         5000,
     )
     assert_user_error(result, "no background")
+
+
+def test_render_from_coco(inputs, tmp_path):
+    annotations, images = make_coco_tree(tmp_path)
+    result = run(
+        "render",
+        inputs / "bank.h5",
+        "--out",
+        tmp_path / "out",
+        "--coco-annotations",
+        annotations,
+        "--coco-images",
+        images,
+        "--size",
+        48,
+        "--per-face",
+        4,
+        "--crops-per-background",
+        1,
+        "--jobs",
+        1,
+    )
+    assert result.exit_code == 0, result.output
+    assert f"coco backgrounds from {annotations}: kept 6 of 10 images" in result.output
+    assert "left out 2: has person" in result.output
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    used = set()
+    for path in (tmp_path / "out").glob("shards/*/shard-*.h5"):
+        with h5py.File(path) as h5:
+            used |= set(h5["background_ids"].asstr()[()])
+    # Images 2 and 9 show people; 6 is missing, 7 empty, and 8 is truncated, so it fails to decode.
+    assert used == {"1", "3", "4", "5", "10"}
+    assert [s["path"] for s in index["skipped_backgrounds"]] == [str(Path(images) / "000000000008.jpg")]
+    assert index["backgrounds"]["kind"] == "coco" and index["totals"]["samples"] == 84
