@@ -361,3 +361,18 @@ def test_render_from_coco(inputs, tmp_path):
     assert used == {"1", "3", "4", "5", "10"}
     assert [s["path"] for s in index["skipped_backgrounds"]] == [str(Path(images) / "000000000008.jpg")]
     assert index["backgrounds"]["kind"] == "coco" and index["totals"]["samples"] == 84
+
+
+def test_a_moved_bank_with_the_same_content_resumes(inputs, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    assert run(*render_args(inputs, out, "--jobs", 1)).exit_code == 0
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(inputs / "bank.h5", moved / "bank.h5")
+    args = list(render_args(inputs, out, "--jobs", 1))
+    args[1] = moved / "bank.h5"
+    again = run(*args)
+    assert again.exit_code == 0, again.output
+    assert "rendered 0 samples in 0 shards" in again.output and "kept 9 complete shards" in again.output

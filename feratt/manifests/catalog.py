@@ -33,8 +33,9 @@ def read_json(path: Path) -> Any:
 
 
 def config_digest(run: dict[str, Any]) -> str:
-    """The sha256 that identifies a render configuration."""
-    return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+    """The sha256 that identifies a render configuration; where the bank file lies does not count."""
+    content = {key: value for key, value in run.items() if key != "bank"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def record_path(out: Path, task: ShardTask) -> Path:
