@@ -1,0 +1,167 @@
+"""FERAtt's losses (paper section 3.2-3.3): attention, structured Gaussian manifold, classification.
+
+Where the paper and the authors' code disagree, the paper is the default and the code is an option:
+  - classification: BCE on one-hot targets (paper) or cross-entropy ("ce", the authors' code);
+  - attention: pixel-wise MSE clamped at 30 (paper time) or mean(tanh(3|t - I_att|)) ("tanh", later code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from feratt.errors import FerattError
+
+ATTENTION_KINDS: tuple[str, ...] = ("mse", "tanh")
+CLASSIFICATION_KINDS: tuple[str, ...] = ("bce", "ce")
+
+#: The loss terms each training method optimises (eq. 1 with some terms left out).
+METHODS: dict[str, tuple[str, ...]] = {
+    "baseline": ("classification",),
+    "feratt-cls": ("attention", "classification"),
+    "feratt-rep-cls": ("attention", "representation", "classification"),
+}
+
+
+def _full(values: Tensor) -> Tensor:
+    """`values` in at least single precision (autocast may hand over half-precision tensors)."""
+    return values if values.dtype in (torch.float32, torch.float64) else values.float()
+
+
+def _check_kind(kind: str, known: tuple[str, ...], what: str) -> None:
+    if kind not in known:
+        raise FerattError(f"unknown {what} loss {kind!r}; valid: {', '.join(known)}")
+
+
+def attention_loss(attention_image: Tensor, target: Tensor, kind: str = "mse", clamp: float = 30.0) -> Tensor:
+    """L_att between the attention image and its target, both normalised the same way by the caller."""
+    _check_kind(kind, ATTENTION_KINDS, "attention")
+    if attention_image.shape != target.shape:
+        raise ValueError(
+            f"attention image {tuple(attention_image.shape)} and target {tuple(target.shape)} differ"
+        )
+    difference = _full(target) - _full(attention_image)
+    if kind == "tanh":
+        # The authors' later robust variant; bounded by 1, so no clamp.
+        return torch.tanh(3.0 * difference.abs()).mean()
+    # Paper time clamped the (unweighted) MSE at 30; above it the term gives no gradient.
+    return difference.square().mean().clamp(max=clamp)
+
+
+def classification_loss(logits: Tensor, labels: Tensor, kind: str = "bce") -> Tensor:
+    """L_cls: BCE-with-logits on one-hot targets ("bce", the paper) or cross-entropy ("ce", their code)."""
+    _check_kind(kind, CLASSIFICATION_KINDS, "classification")
+    logits = _full(logits)
+    if kind == "ce":
+        return F.cross_entropy(logits, labels)
+    classes = torch.arange(logits.shape[1], device=labels.device)
+    targets = (labels[:, None] == classes[None, :]).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def gaussian_manifold_loss(embedding: Tensor, labels: Tensor, num_classes: int, sigma: float = 1.0) -> Tensor:
+    """L_rep (eqs. 2-5): squared error between the Gaussian class posterior of each z and its one-hot label.
+
+    mu_j is the mean of the batch's embeddings of class j (the sample itself included), recomputed every
+    batch and differentiated through. The posterior uses isotropic Gaussians with a shared sigma and uniform
+    priors over the classes present in the batch, so the normalising constants cancel and it is a softmax of
+    -||z - mu_j||^2 / (2 sigma^2); absent classes are skipped. A batch of one class gives exactly 0 (its
+    posterior is 1), and an empty batch gives a 0 still connected to `embedding` so backward works.
+    Unlike the authors' exp-then-normalise code, the softmax cannot underflow to 0/0 for far-apart points.
+    """
+    if sigma <= 0:
+        raise FerattError(f"sigma must be positive, not {sigma}")
+    z = _full(embedding.flatten(1))
+    if z.shape[0] == 0:
+        return z.sum() * 0.0
+    # Element-wise operations only: no sync with the device and no autocast down-casting to half precision.
+    classes = torch.arange(num_classes, device=labels.device)
+    onehot = (labels[:, None] == classes[None, :]).to(z.dtype)
+    counts = onehot.sum(0)
+    means = torch.zeros(num_classes, z.shape[1], device=z.device, dtype=z.dtype).index_add(0, labels, z)
+    means = means / counts.clamp(min=1.0)[:, None]
+    distances = (z[:, None, :] - means[None, :, :]).square().sum(-1)
+    scores = (-distances / (2.0 * sigma**2)).masked_fill(counts[None, :] == 0, float("-inf"))
+    posterior = torch.softmax(scores, dim=1)
+    return (posterior - onehot).square().sum(1).mean()
+
+
+@dataclass
+class LossWeights:
+    """The weight of each loss term in the total (the paper-time code used 10 for attention)."""
+
+    attention: float = 10.0
+    representation: float = 1.0
+    classification: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    """How each loss term is computed and weighted."""
+
+    attention_kind: str = "mse"
+    classification_kind: str = "bce"
+    sigma: float = 1.0
+    weights: LossWeights = field(default_factory=LossWeights)
+    attention_clamp: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_kind(self.attention_kind, ATTENTION_KINDS, "attention")
+        _check_kind(self.classification_kind, CLASSIFICATION_KINDS, "classification")
+        if self.sigma <= 0:
+            raise FerattError(f"sigma must be positive, not {self.sigma}")
+
+
+def method_terms(method: str) -> tuple[str, ...]:
+    """The loss terms that `method` optimises."""
+    if method not in METHODS:
+        raise FerattError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def _required(output: Any, name: str, method: str) -> Tensor:
+    value = getattr(output, name, None)
+    if value is None:
+        raise FerattError(
+            f"method {method!r} needs the model's {name.replace('_', ' ')}, which it did not give"
+        )
+    return value
+
+
+def compute_losses(
+    method: str,
+    output: Any,
+    target_image: Tensor | None,
+    labels: Tensor,
+    num_classes: int,
+    config: LossConfig,
+) -> dict[str, Tensor]:
+    """The unweighted terms of `method` by name, and "total", their weighted sum.
+
+    `output` is duck-typed: it needs `logits`, plus `attention_image` or `embedding` for terms using them.
+    """
+    terms = method_terms(method)
+    losses: dict[str, Tensor] = {}
+    if "attention" in terms:
+        if target_image is None:
+            raise FerattError(f"method {method!r} needs an attention target image")
+        losses["attention"] = attention_loss(
+            _required(output, "attention_image", method),
+            target_image,
+            kind=config.attention_kind,
+            clamp=config.attention_clamp,
+        )
+    if "representation" in terms:
+        losses["representation"] = gaussian_manifold_loss(
+            _required(output, "embedding", method), labels, num_classes, sigma=config.sigma
+        )
+    if "classification" in terms:
+        losses["classification"] = classification_loss(
+            _required(output, "logits", method), labels, kind=config.classification_kind
+        )
+    losses["total"] = torch.stack([getattr(config.weights, name) * losses[name] for name in terms]).sum()
+    return losses
