@@ -482,6 +482,155 @@ def inspect(target: str, check: bool, sheet: str | None, samples: int) -> None:
         raise UserError(str(exc)) from None
 
 
+_TRAIN_OPTIONS = (
+    "method",
+    "preset",
+    "in_size",
+    "width",
+    "epochs",
+    "batch_size",
+    "lr",
+    "attention_weight",
+    "representation_weight",
+    "classification_weight",
+    "attention_loss",
+    "classification_loss",
+    "sigma",
+    "att_target",
+    "teacher_forcing",
+    "attention_channels",
+    "ft_blocks",
+    "rec_concat",
+    "attention_weights",
+    "fold_size",
+    "val_subjects",
+    "seed",
+    "workers",
+    "noise_sigma",
+    "verify",
+    "deterministic",
+    "amp",
+    "compile",
+    "tensorboard",
+    "max_batches",
+)
+
+
+@main.command()
+@click.argument("shards", type=click.Path(file_okay=False))
+@click.option("--out", "-o", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option(
+    "--method", default="feratt-rep-cls", show_default=True, help="baseline, feratt-cls or feratt-rep-cls."
+)
+@click.option(
+    "--preset", default="paper", show_default=True, help="paper (128 px) or cpu-small (64 px, narrow)."
+)
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), help="JSON or YAML file of options."
+)
+@click.option("--fold", default="0", show_default=True, help="Fold index, or 'all'.")
+@click.option("--folds", "all_folds", flag_value="all", help="Train every fold in turn (same as --fold all).")
+@click.option(
+    "--fold-size",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Test subjects per fold (leave-K-subjects-out).",
+)
+@click.option(
+    "--val-subjects",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="Training subjects held out to pick the best checkpoint.",
+)
+@click.option("--epochs", type=click.IntRange(1), default=60, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--in-size", type=click.IntRange(32), help="Input size (default from the preset).")
+@click.option("--width", type=click.FloatRange(0.05, 4), help="Width multiplier (default from the preset).")
+@click.option("--attention-weight", type=float, default=10.0, show_default=True)
+@click.option("--representation-weight", type=float, default=1.0, show_default=True)
+@click.option("--classification-weight", type=float, default=1.0, show_default=True)
+@click.option("--attention-loss", type=click.Choice(["mse", "tanh"]), default="mse", show_default=True)
+@click.option("--classification-loss", type=click.Choice(["bce", "ce"]), default="bce", show_default=True)
+@click.option(
+    "--sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Sigma of the Gaussian manifold loss.",
+)
+@click.option("--att-target", type=click.Choice(["face", "input-masked"]), default="face", show_default=True)
+@click.option("--teacher-forcing", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--attention-channels", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--ft-blocks", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--rec-concat", is_flag=True, help="The later code's G_rec: concatenate input and G_att.")
+@click.option(
+    "--attention-weights",
+    type=click.Path(dir_okay=False),
+    help="Local torchvision resnet34 state_dict for the attention encoder.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Loader workers.")
+@click.option("--noise-sigma", help="Training-time Gaussian noise, a sigma range LOW:HIGH in [0, 1].")
+@click.option("--no-verify", "verify", flag_value=False, default=True, help="Skip shard sha256 checks.")
+@click.option("--deterministic", is_flag=True, help="Repeatable runs (slower).")
+@click.option("--no-amp", "amp", flag_value=False, default=True, help="No mixed precision on CUDA.")
+@click.option("--compile", is_flag=True, help="torch.compile the model.")
+@click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs.")
+@click.option("--max-batches", type=click.IntRange(1), help="Stop each pass after this many batches.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--resume", is_flag=True, help="Continue a killed run where it stopped.")
+@click.pass_context
+def train(
+    ctx: click.Context,
+    shards: str,
+    run_dir: str,
+    config_file: str | None,
+    fold: str,
+    all_folds: str | None,
+    device: str,
+    resume: bool,
+    **options,
+) -> None:
+    """Train a method on the rendered SHARDS, one subject-independent fold at a time."""
+    from feratt.training.config import TrainConfig, load_config_file
+    from feratt.training.trainer import pick_device
+    from feratt.training.trainer import train as run_training
+
+    try:
+        values = load_config_file(config_file) if config_file else {}
+        for name in _TRAIN_OPTIONS:
+            explicit = ctx.get_parameter_source(name) not in (
+                click.core.ParameterSource.DEFAULT,
+                click.core.ParameterSource.DEFAULT_MAP,
+                None,
+            )
+            if name in options and (explicit or name not in values):
+                values[name] = options[name]
+        if isinstance(values.get("noise_sigma"), str):
+            values["noise_sigma"] = _range(values["noise_sigma"], "--noise-sigma")
+        config = TrainConfig.from_dict(values).resolved()
+        target = pick_device(device)
+        summary = run_training(
+            Path(shards),
+            Path(run_dir),
+            config,
+            all_folds or fold,
+            resume=resume,
+            device=target,
+            echo=click.echo,
+        )
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+    for which, metrics in summary["aggregate"].items():
+        click.echo(
+            f"{which}: " + ", ".join(f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in metrics.items())
+        )
+    click.echo(f"wrote {Path(run_dir) / 'summary.json'}")
+
+
 def _print_summary(summary, notes: list[str], listed: int = 50) -> None:
     width = max(len(c) for c in summary.classes)
     click.echo("faces per class:")

@@ -190,6 +190,7 @@ def test_dask_backend_matches_loky(inputs, reference, tmp_path):
     assert_same_render(reference, out)
 
 
+@pytest.mark.slow
 def test_killed_render_resumes_to_the_same_output(inputs, tmp_path):
     out = tmp_path / "out"
     args = render_args(inputs, out, "--jobs", 1, "--per-face", 20)

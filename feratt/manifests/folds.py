@@ -1,0 +1,115 @@
+"""Subject-independent folds: leave K subjects out for testing, hold a few training subjects out to validate.
+
+`make_folds` sorts the subjects, shuffles them with the seed and cuts them into n // K test folds of
+as equal size as possible: every fold has at least K test subjects and the sizes differ by at most one
+(so K or K+1 whenever the remainder n % K is no larger than the number of folds). Each subject is a
+test subject of exactly one fold. It takes at least 2K subjects, so that there are two folds and every
+fold keeps training subjects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feratt.atomic import atomic_write_bytes
+from feratt.errors import FerattError
+
+FOLDS_KIND = "feratt-folds"
+FOLDS_SCHEMA_VERSION = 1
+
+
+def make_folds(subjects: list[str], fold_size: int = 10, seed: int = 0) -> list[list[str]]:
+    """Cut the subjects into n // fold_size seeded, sorted test folds, sizes differing by one at most."""
+    if fold_size < 1:
+        raise FerattError(f"the fold size must be at least 1, not {fold_size}")
+    names = sorted(set(subjects))
+    if len(names) != len(subjects):
+        raise FerattError("the subject list names a subject twice")
+    count = len(names)
+    if count < 2:
+        raise FerattError(f"{count} subject(s) cannot make subject-independent folds: it takes at least 2")
+    if count < 2 * fold_size:
+        raise FerattError(
+            f"{count} subjects cannot make folds of {fold_size} test subjects; "
+            f"use --fold-size {count // 2} or less"
+        )
+    order = [names[i] for i in np.random.default_rng([seed % (1 << 63), 0xF01D]).permutation(count)]
+    n_folds = count // fold_size
+    base, extra = divmod(count, n_folds)
+    folds: list[list[str]] = []
+    start = 0
+    for fold in range(n_folds):
+        size = base + (1 if fold < extra else 0)
+        folds.append(sorted(order[start : start + size]))
+        start += size
+    return folds
+
+
+@dataclass
+class FoldSplit:
+    """One fold's subjects: its test fold, validation subjects drawn from the rest, and the training ones."""
+
+    fold: int
+    test: list[str]
+    validation: list[str]
+    train: list[str]
+
+
+def split_fold(folds: list[list[str]], fold: int, val_subjects: int = 2, seed: int = 0) -> FoldSplit:
+    """Fold `fold`'s split; validation subjects are drawn (seeded per fold) from its training subjects."""
+    if not 0 <= fold < len(folds):
+        raise FerattError(
+            f"fold {fold} does not exist: the data set has {len(folds)} folds (0-{len(folds) - 1})"
+        )
+    if val_subjects < 0:
+        raise FerattError(f"--val-subjects must be 0 or more, not {val_subjects}")
+    test = sorted(folds[fold])
+    pool = sorted(s for i, f in enumerate(folds) if i != fold for s in f)
+    if val_subjects >= len(pool):
+        raise FerattError(
+            f"fold {fold} has {len(pool)} training subjects, too few to hold {val_subjects} out for "
+            f"validation; use --val-subjects {len(pool) - 1} or less"
+        )
+    rng = np.random.default_rng([seed % (1 << 63), fold, 0x5A11])
+    picked = {pool[i] for i in rng.choice(len(pool), size=val_subjects, replace=False)}
+    validation = sorted(picked)
+    train = [s for s in pool if s not in picked]
+    return FoldSplit(fold=fold, test=test, validation=validation, train=train)
+
+
+def write_folds(path: str | Path, folds: list[list[str]], seed: int, fold_size: int) -> None:
+    """Write folds.json (each fold's test subjects, the seed and the fold size) atomically."""
+    path = Path(path)
+    payload: dict[str, Any] = {
+        "kind": FOLDS_KIND,
+        "schema_version": FOLDS_SCHEMA_VERSION,
+        "seed": seed,
+        "fold_size": fold_size,
+        "folds": [{"fold": i, "test": sorted(f)} for i, f in enumerate(folds)],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_folds(path: str | Path) -> list[list[str]]:
+    """Each fold's test subjects from a folds.json written by write_folds."""
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FerattError(f"cannot read {path}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("kind") != FOLDS_KIND:
+        raise FerattError(f"{path} is not a feratt folds file")
+    try:
+        entries = sorted(payload["folds"], key=lambda entry: entry["fold"])
+        folds = [[str(s) for s in entry["test"]] for entry in entries]
+    except (KeyError, TypeError) as exc:
+        raise FerattError(f"{path} is not a valid feratt folds file: {exc}") from None
+    if [entry["fold"] for entry in entries] != list(range(len(folds))):
+        raise FerattError(f"{path} is not a valid feratt folds file: its folds are not numbered 0 to n-1")
+    return folds

@@ -1,0 +1,211 @@
+"""`feratt train` end to end on a tiny render: outputs, resume after SIGKILL, DDP with gloo, bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import pytest
+import torch
+from click.testing import CliRunner
+from skimage import data
+
+from feratt.cli import main
+from feratt.datasets.bank import BankOptions, build_faces, write_bank
+from feratt.datasets.demo import list_demo
+from feratt.datasets.records import ReaderOptions
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_user_error(result, message):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error:") and message in last, result.output
+
+
+@pytest.fixture(scope="module")
+def render(tmp_path_factory):
+    """A render of 6 demo subjects, 7 classes, 4 samples a face at 64 px."""
+    base = tmp_path_factory.mktemp("train-inputs")
+    listing = list_demo(ReaderOptions(demo_subjects=6, demo_per_class=1))
+    options = BankOptions(size=96)
+    write_bank(base / "bank.h5", listing, build_faces(listing, options), options)
+    backgrounds = base / "backgrounds"
+    backgrounds.mkdir()
+    for name in ("coffee", "chelsea"):
+        photo = cv2.resize(getattr(data, name)(), (160, 120), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(backgrounds / f"{name}.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    out = base / "render"
+    result = run(
+        "render",
+        base / "bank.h5",
+        "--out",
+        out,
+        "--backgrounds",
+        backgrounds,
+        "--size",
+        64,
+        "--per-face",
+        4,
+        "--shard-size",
+        14,
+        "--jobs",
+        1,
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def train_args(render, run_dir, *extra):
+    return (
+        "train",
+        render,
+        "--out",
+        run_dir,
+        "--preset",
+        "cpu-small",
+        "--epochs",
+        2,
+        "--batch-size",
+        16,
+        "--fold-size",
+        2,
+        "--val-subjects",
+        1,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+        *extra,
+    )
+
+
+@pytest.mark.parametrize("method", ["baseline", "feratt-cls", "feratt-rep-cls"])
+def test_train_writes_metrics_checkpoints_and_summary(render, tmp_path, method):
+    run_dir = tmp_path / "run"
+    result = run(*train_args(render, run_dir, "--method", method))
+    assert result.exit_code == 0, result.output
+    folds = json.loads((run_dir / "folds.json").read_text())
+    test_subjects = set(folds["folds"][0]["test"])
+    assert len(test_subjects) == 2
+    lines = [json.loads(line) for line in (run_dir / "fold-0" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1]
+    # 6 subjects: 2 test, 1 validation, 3 train; 28 samples a subject.
+    assert lines[0]["train"]["samples"] == 84
+    assert lines[0]["validation"]["samples"] == 28 and lines[0]["test"]["samples"] == 56
+    terms = {
+        "baseline": {"classification"},
+        "feratt-cls": {"attention", "classification"},
+        "feratt-rep-cls": {"attention", "representation", "classification"},
+    }[method]
+    assert {k[5:] for k in lines[0]["train"] if k.startswith("loss_")} == terms | {"total"}
+    for key in ("accuracy", "precision", "recall", "f1", "confusion"):
+        assert key in lines[1]["test"]
+    assert sum(map(sum, lines[1]["test"]["confusion"])) == 56
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["method"] == method and summary["folds"][0]["test_subjects"] == sorted(test_subjects)
+    assert set(summary["folds"][0]["test_subjects"]).isdisjoint(summary["folds"][0]["validation_subjects"])
+    assert "final" in summary["aggregate"] and "best_on_validation" in summary["aggregate"]
+    assert (run_dir / "fold-0" / "last.pt").is_file() and (run_dir / "fold-0" / "best.pt").is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["in_size"] == 64 and config["method"] == method
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(render, tmp_path):
+    args = [
+        *train_args(
+            render, tmp_path / "whole", "--epochs", 3, "--deterministic", "--method", "feratt-rep-cls"
+        )
+    ]
+    assert run(*args).exit_code == 0
+    resumed = tmp_path / "resumed"
+    command = [
+        sys.executable,
+        "-m",
+        "feratt",
+        *map(
+            str, train_args(render, resumed, "--epochs", 3, "--deterministic", "--method", "feratt-rep-cls")
+        ),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    checkpoint = resumed / "fold-0" / "last.pt"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if checkpoint.exists():
+            try:
+                if torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] >= 0:
+                    break
+            except Exception:  # caught mid-rename: try again
+                pass
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] < 2
+    finished = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert "resumed after epoch" in finished.stdout
+    whole, again = _weights(tmp_path / "whole" / "fold-0" / "last.pt"), _weights(checkpoint)
+    assert whole.keys() == again.keys()
+    for key in whole:
+        torch.testing.assert_close(whole[key], again[key], rtol=0, atol=0, msg=key)
+    lines = (resumed / "fold-0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_ddp_with_gloo_matches_single_process_sample_count(render, tmp_path):
+    single = tmp_path / "single"
+    assert run(*train_args(render, single, "--epochs", 1, "--method", "baseline")).exit_code == 0
+    ddp = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "feratt",
+        *map(str, train_args(render, ddp, "--epochs", 1, "--method", "baseline")),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = json.loads((single / "fold-0" / "metrics.jsonl").read_text().splitlines()[0])
+    two = json.loads((ddp / "fold-0" / "metrics.jsonl").read_text().splitlines()[0])
+    for part in ("train", "validation", "test"):
+        assert two[part]["samples"] == one[part]["samples"], part
+    assert (ddp / "summary.json").is_file()
+
+
+def test_bad_inputs(render, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run(*train_args(tmp_path / "empty", tmp_path / "r1")), "index.json")
+    assert_user_error(run(*train_args(render, tmp_path / "r2", "--fold", 7)), "fold 7 does not exist")
+    assert_user_error(run(*train_args(render, tmp_path / "r3", "--method", "fancy")), "fancy")
+    broken = tmp_path / "broken"
+    shutil.copytree(render, broken)
+    shard = sorted(broken.glob("shards/*/shard-*.h5"))[0]
+    blob = bytearray(shard.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    shard.write_bytes(bytes(blob))
+    assert_user_error(run(*train_args(broken, tmp_path / "r4", "--fold", "all")), shard.name)
+    run_dir = tmp_path / "r5"
+    assert run(*train_args(render, run_dir, "--epochs", 1, "--method", "baseline")).exit_code == 0
+    result = run(*train_args(render, run_dir, "--epochs", 2, "--method", "feratt-cls", "--resume"))
+    assert_user_error(result, "is for baseline")
