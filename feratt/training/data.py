@@ -253,12 +253,13 @@ class ShardStream(IterableDataset):
 
     @property
     def samples_per_rank(self) -> int:
-        """Samples this rank yields per epoch (the same on every rank when `even`)."""
+        """Samples this rank yields per epoch: the same on every rank when `even` (less any drop_last)."""
         start, stop = self._rank_range()
         return stop - start
 
     @property
     def epoch(self) -> int:
+        """The epoch set last (0 at first)."""
         return int(self._epoch.item())
 
     def set_epoch(self, epoch: int) -> None:

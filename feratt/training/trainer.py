@@ -227,6 +227,9 @@ def _stream(out: Path, subjects: list[str], config: TrainConfig, place: Distribu
         verify=config.verify,
         rank=place.rank,
         world_size=place.world_size,
+        # Training needs equal batch counts per rank; evaluation must score every sample, and its
+        # only collective call comes after the pass.
+        even=shuffle,
     )
 
 
