@@ -22,27 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import h5py
 from click.testing import CliRunner
-from skimage import data
+from render_bench import make_backgrounds
 
 from feratt.cli import main
 from feratt.datasets.bank import ensure_demo_bank
 from feratt.training.data import ShardStream, make_loader, read_render_index, shards_for_subjects
 
 FIELDS = ("images", "masks", "faces", "labels")
-PHOTOS = ("coffee", "chelsea", "rocket", "hubble_deep_field", "brick", "grass", "gravel", "moon")
-
-
-def make_backgrounds(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in PHOTOS:
-        photo = getattr(data, name)()
-        if photo.ndim == 2:
-            photo = cv2.cvtColor(photo, cv2.COLOR_GRAY2RGB)
-        photo = cv2.resize(photo, (640, 480), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(folder / f"{name}.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
 
 
 def build_render(work: Path, size: int, per_face: int) -> Path:

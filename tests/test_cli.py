@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import assert_user_error, run
 from fixture_trees import (
     make_bu3dfe_tree,
     make_ckplus_folders_tree,
@@ -23,21 +23,8 @@ from PIL import Image
 from skimage import data
 
 from feratt import __version__
-from feratt.cli import main
 from feratt.datasets.bank import read_bank
 from feratt.datasets.classes import canonical_name
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, message):
-    """Exit status 2, one 'Error:' line at the end, and no traceback."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1].startswith("Error:")
-    assert message in result.output.strip().splitlines()[-1]
 
 
 def test_help_and_version_are_fast():

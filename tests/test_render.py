@@ -12,39 +12,16 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import assert_user_error, run, write_backgrounds, write_demo_bank
 from fixture_trees import make_coco_tree
-from skimage import data
-
-from feratt.cli import main
-from feratt.datasets.bank import BankOptions, build_faces, write_bank
-from feratt.datasets.demo import list_demo
-from feratt.datasets.records import ReaderOptions
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, message):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    last = result.output.strip().splitlines()[-1]
-    assert last.startswith("Error:") and message in last, result.output
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A small demo face bank (3 subjects x 7 classes) and a folder of three background photos."""
     base = tmp_path_factory.mktemp("inputs")
-    listing = list_demo(ReaderOptions(demo_subjects=3, demo_per_class=1))
-    options = BankOptions(size=96)
-    write_bank(base / "bank.h5", listing, build_faces(listing, options), options)
-    backgrounds = base / "backgrounds"
-    backgrounds.mkdir()
-    for name in ("coffee", "chelsea", "rocket"):
-        photo = cv2.resize(getattr(data, name)(), (160, 120), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(backgrounds / f"{name}.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    write_demo_bank(base / "bank.h5", subjects=3)
+    write_backgrounds(base / "backgrounds")
     return base
 
 

@@ -8,41 +8,17 @@ import subprocess
 import sys
 import time
 
-import cv2
 import pytest
 import torch
-from click.testing import CliRunner
-from skimage import data
-
-from feratt.cli import main
-from feratt.datasets.bank import BankOptions, build_faces, write_bank
-from feratt.datasets.demo import list_demo
-from feratt.datasets.records import ReaderOptions
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, message):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    last = result.output.strip().splitlines()[-1]
-    assert last.startswith("Error:") and message in last, result.output
+from cli_helpers import assert_user_error, run, write_backgrounds, write_demo_bank
 
 
 @pytest.fixture(scope="module")
 def render(tmp_path_factory):
     """A render of 6 demo subjects, 7 classes, 4 samples a face at 64 px."""
     base = tmp_path_factory.mktemp("train-inputs")
-    listing = list_demo(ReaderOptions(demo_subjects=6, demo_per_class=1))
-    options = BankOptions(size=96)
-    write_bank(base / "bank.h5", listing, build_faces(listing, options), options)
-    backgrounds = base / "backgrounds"
-    backgrounds.mkdir()
-    for name in ("coffee", "chelsea"):
-        photo = cv2.resize(getattr(data, name)(), (160, 120), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(backgrounds / f"{name}.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    write_demo_bank(base / "bank.h5", subjects=6)
+    backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))
     out = base / "render"
     result = run(
         "render",
