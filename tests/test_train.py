@@ -101,23 +101,16 @@ def _weights(path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(render, tmp_path):
-    args = [
-        *train_args(
-            render, tmp_path / "whole", "--epochs", 3, "--deterministic", "--method", "feratt-rep-cls"
-        )
-    ]
-    assert run(*args).exit_code == 0
+    def command(run_dir):
+        args = train_args(render, run_dir, "--epochs", 3, "--deterministic", "--method", "feratt-rep-cls")
+        return [sys.executable, "-m", "feratt", *map(str, args)]
+
+    # Both runs in fresh processes, so that no state of this test process (threads, flags) differs.
+    whole = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
     resumed = tmp_path / "resumed"
-    command = [
-        sys.executable,
-        "-m",
-        "feratt",
-        *map(
-            str, train_args(render, resumed, "--epochs", 3, "--deterministic", "--method", "feratt-rep-cls")
-        ),
-    ]
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command(resumed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     checkpoint = resumed / "fold-0" / "last.pt"
     deadline = time.monotonic() + 120
@@ -132,13 +125,13 @@ def test_killed_run_resumes_to_the_same_weights(render, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] < 2
-    finished = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    finished = subprocess.run([*command(resumed), "--resume"], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert "resumed after epoch" in finished.stdout
-    whole, again = _weights(tmp_path / "whole" / "fold-0" / "last.pt"), _weights(checkpoint)
-    assert whole.keys() == again.keys()
-    for key in whole:
-        torch.testing.assert_close(whole[key], again[key], rtol=0, atol=0, msg=key)
+    expected, again = _weights(tmp_path / "whole" / "fold-0" / "last.pt"), _weights(checkpoint)
+    assert expected.keys() == again.keys()
+    for key in expected:
+        torch.testing.assert_close(expected[key], again[key], rtol=0, atol=0, msg=key)
     lines = (resumed / "fold-0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
 
