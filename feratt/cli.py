@@ -335,7 +335,6 @@ def _backgrounds(options: dict):
 
 
 def _render(bank: str, out: Path, **options) -> None:
-    import numpy as np
     from tqdm import tqdm
 
     from feratt.cache import cache_dir
@@ -397,7 +396,7 @@ def _render(bank: str, out: Path, **options) -> None:
     )
     prepare_out(out, run, options["overwrite"])
     mine = select_part(tasks, part, parts)
-    total = int(np.sum([len(t) for t in mine]))
+    total = sum(len(t) for t in mine)
     click.echo(
         f"plan: {int(counts.sum())} samples of {len(face_bank)} faces in {len(tasks)} shards, "
         f"{len(set(face_bank.subjects))} subjects"

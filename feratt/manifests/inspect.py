@@ -75,15 +75,22 @@ def verify(target: Path) -> list[str]:
     run_file = target / catalog.RUN_FILE
     if target.is_dir() and run_file.is_file():
         run = catalog.read_json(run_file)
+        listed_by_subject: dict[str, dict[str, str] | None] = {}
         for task in catalog.plan_tasks(run):
             shard = target / task.relpath
-            manifest_path = target / "manifests" / f"{task.subject}.json"
+            if task.subject not in listed_by_subject:
+                manifest_path = target / "manifests" / f"{task.subject}.json"
+                listed_by_subject[task.subject] = (
+                    {s["path"]: s["sha256"] for s in catalog.read_json(manifest_path)["shards"]}
+                    if manifest_path.is_file()
+                    else None
+                )
+            listed = listed_by_subject[task.subject]
             if not shard.is_file():
                 problems.append(f"{task.relpath}: missing")
                 continue
-            if manifest_path.is_file():
-                listed = {s["path"]: s for s in catalog.read_json(manifest_path)["shards"]}
-                expected = listed.get(task.relpath, {}).get("sha256")
+            if listed is not None:
+                expected = listed.get(task.relpath)
                 if expected is None:
                     problems.append(f"{task.relpath}: not in manifests/{task.subject}.json")
                 elif file_sha256(shard) != expected:

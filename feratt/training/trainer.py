@@ -387,7 +387,7 @@ def train_fold(
             )
     if writer is not None:
         writer.close()
-    return _fold_summary(folder, split, config, evaluation, device, place, num_classes)
+    return _fold_summary(folder, split)
 
 
 def _tensorboard(folder: Path, config: TrainConfig, place: Distributed):
@@ -400,17 +400,15 @@ def _tensorboard(folder: Path, config: TrainConfig, place: Distributed):
     return SummaryWriter(str(folder / "tensorboard"))
 
 
-def _fold_summary(folder, split, config, evaluation, device, place, num_classes) -> dict[str, Any]:
+def _fold_summary(folder: Path, split: FoldSplit) -> dict[str, Any]:
+    """Test metrics of the final model and of the model that did best on validation, from metrics.jsonl."""
     summary: dict[str, Any] = {
         "fold": split.fold,
         "test_subjects": split.test,
         "validation_subjects": split.validation,
     }
-    lines = (
-        [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-        if (folder / "metrics.jsonl").exists()
-        else []
-    )
+    log = folder / "metrics.jsonl"
+    lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if lines and "test" in lines[-1]:
         summary["final"] = _headline(lines[-1]["test"])
         key = "validation" if "validation" in lines[-1] else "train"
