@@ -468,11 +468,20 @@ def train(
             run / "config.json", (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode()
         )
     summaries = []
-    for fold in chosen:
-        split = split_fold(folds, fold, config.val_subjects, config.seed)
-        summaries.append(
-            train_fold(out, run, split, classes, config, resume=resume, device=device, place=place, echo=echo)
-        )
+    try:
+        for fold in chosen:
+            split = split_fold(folds, fold, config.val_subjects, config.seed)
+            summaries.append(
+                train_fold(
+                    out, run, split, classes, config, resume=resume, device=device, place=place, echo=echo
+                )
+            )
+        if place.world_size > 1:
+            dist.barrier()
+    finally:
+        if place.world_size > 1 and dist.is_initialized():
+            # Leaving gloo's threads running at interpreter exit aborts the process.
+            dist.destroy_process_group()
     summary = {
         "method": config.method,
         "classes": classes,
