@@ -260,6 +260,12 @@ def _names(text: str) -> tuple[str, ...]:
 )
 @click.option("--no-luminance", is_flag=True, help="Turn luminance matching off.")
 @click.option("--feather", type=click.FloatRange(0, 64), help="Alpha edge width in pixels; 0 = hard cut.")
+@click.option(
+    "--fit-mask",
+    type=click.FloatRange(0, 1),
+    help="Frame each face by its mask's bounding box, padded by this fraction of its side "
+    "(default: the whole face-bank crop fills the frame, as the authors did).",
+)
 @click.option("--grey", is_flag=True, help="Grey images copied to 3 channels, as the authors did.")
 @click.option("--no-colour", is_flag=True, help="Turn every colour augmentation off.")
 @click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True)
@@ -306,6 +312,7 @@ def _render_config(options: dict):
         "grey": options["grey"],
         "background_scale": _range(options["background_scale"], "--background-scale"),
         "balance": options["balance"],
+        "fit_mask": options["fit_mask"],
     }
     if options["feather"] is not None:
         changes["feather"] = options["feather"]
@@ -512,7 +519,84 @@ _TRAIN_OPTIONS = (
     "compile",
     "tensorboard",
     "max_batches",
+    "real_test",
 )
+
+
+_TRAINING_OPTION_DECORATORS = [
+    click.option(
+        "--preset", default="paper", show_default=True, help="paper (128 px) or cpu-small (64 px, narrow)."
+    ),
+    click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), help="JSON or YAML file of options."
+    ),
+    click.option(
+        "--fold-size",
+        type=click.IntRange(1),
+        default=10,
+        show_default=True,
+        help="Test subjects per fold (leave-K-subjects-out).",
+    ),
+    click.option(
+        "--val-subjects",
+        type=click.IntRange(0),
+        default=2,
+        show_default=True,
+        help="Training subjects held out to pick the best checkpoint.",
+    ),
+    click.option("--epochs", type=click.IntRange(1), default=60, show_default=True),
+    click.option("--batch-size", type=click.IntRange(1), default=200, show_default=True),
+    click.option("--lr", type=float, default=1e-4, show_default=True),
+    click.option("--in-size", type=click.IntRange(32), help="Input size (default from the preset)."),
+    click.option(
+        "--width", type=click.FloatRange(0.05, 4), help="Width multiplier (default from the preset)."
+    ),
+    click.option("--attention-weight", type=float, default=10.0, show_default=True),
+    click.option("--representation-weight", type=float, default=1.0, show_default=True),
+    click.option("--classification-weight", type=float, default=1.0, show_default=True),
+    click.option("--attention-loss", type=click.Choice(["mse", "tanh"]), default="mse", show_default=True),
+    click.option("--classification-loss", type=click.Choice(["bce", "ce"]), default="bce", show_default=True),
+    click.option(
+        "--sigma",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1.0,
+        show_default=True,
+        help="Sigma of the Gaussian manifold loss.",
+    ),
+    click.option(
+        "--att-target", type=click.Choice(["face", "input-masked"]), default="face", show_default=True
+    ),
+    click.option("--teacher-forcing", type=click.FloatRange(0, 1), default=0.0, show_default=True),
+    click.option("--attention-channels", type=click.IntRange(1), default=1, show_default=True),
+    click.option("--ft-blocks", type=click.IntRange(1), default=4, show_default=True),
+    click.option("--rec-concat", is_flag=True, help="The later code's G_rec: concatenate input and G_att."),
+    click.option(
+        "--attention-weights",
+        type=click.Path(dir_okay=False),
+        help="Local torchvision resnet34 state_dict for the attention encoder.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Loader workers."),
+    click.option("--noise-sigma", help="Training-time Gaussian noise, a sigma range LOW:HIGH in [0, 1]."),
+    click.option("--no-verify", "verify", flag_value=False, default=True, help="Skip shard sha256 checks."),
+    click.option("--deterministic", is_flag=True, help="Repeatable runs (slower)."),
+    click.option("--no-amp", "amp", flag_value=False, default=True, help="No mixed precision on CUDA."),
+    click.option("--compile", is_flag=True, help="torch.compile the model."),
+    click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs."),
+    click.option("--max-batches", type=click.IntRange(1), help="Stop each pass after this many batches."),
+    click.option(
+        "--real-test",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Face bank: also test on the test subjects' unrendered faces (the paper's Real tables).",
+    ),
+]
+
+
+def training_options(command):
+    """The training options that `train` and `experiment` share."""
+    for option in reversed(_TRAINING_OPTION_DECORATORS):
+        command = option(command)
+    return command
 
 
 @main.command()
@@ -521,64 +605,9 @@ _TRAIN_OPTIONS = (
 @click.option(
     "--method", default="feratt-rep-cls", show_default=True, help="baseline, feratt-cls or feratt-rep-cls."
 )
-@click.option(
-    "--preset", default="paper", show_default=True, help="paper (128 px) or cpu-small (64 px, narrow)."
-)
-@click.option(
-    "--config", "config_file", type=click.Path(dir_okay=False), help="JSON or YAML file of options."
-)
 @click.option("--fold", default="0", show_default=True, help="Fold index, or 'all'.")
 @click.option("--folds", "all_folds", flag_value="all", help="Train every fold in turn (same as --fold all).")
-@click.option(
-    "--fold-size",
-    type=click.IntRange(1),
-    default=10,
-    show_default=True,
-    help="Test subjects per fold (leave-K-subjects-out).",
-)
-@click.option(
-    "--val-subjects",
-    type=click.IntRange(0),
-    default=2,
-    show_default=True,
-    help="Training subjects held out to pick the best checkpoint.",
-)
-@click.option("--epochs", type=click.IntRange(1), default=60, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=200, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--in-size", type=click.IntRange(32), help="Input size (default from the preset).")
-@click.option("--width", type=click.FloatRange(0.05, 4), help="Width multiplier (default from the preset).")
-@click.option("--attention-weight", type=float, default=10.0, show_default=True)
-@click.option("--representation-weight", type=float, default=1.0, show_default=True)
-@click.option("--classification-weight", type=float, default=1.0, show_default=True)
-@click.option("--attention-loss", type=click.Choice(["mse", "tanh"]), default="mse", show_default=True)
-@click.option("--classification-loss", type=click.Choice(["bce", "ce"]), default="bce", show_default=True)
-@click.option(
-    "--sigma",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Sigma of the Gaussian manifold loss.",
-)
-@click.option("--att-target", type=click.Choice(["face", "input-masked"]), default="face", show_default=True)
-@click.option("--teacher-forcing", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--attention-channels", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--ft-blocks", type=click.IntRange(1), default=4, show_default=True)
-@click.option("--rec-concat", is_flag=True, help="The later code's G_rec: concatenate input and G_att.")
-@click.option(
-    "--attention-weights",
-    type=click.Path(dir_okay=False),
-    help="Local torchvision resnet34 state_dict for the attention encoder.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Loader workers.")
-@click.option("--noise-sigma", help="Training-time Gaussian noise, a sigma range LOW:HIGH in [0, 1].")
-@click.option("--no-verify", "verify", flag_value=False, default=True, help="Skip shard sha256 checks.")
-@click.option("--deterministic", is_flag=True, help="Repeatable runs (slower).")
-@click.option("--no-amp", "amp", flag_value=False, default=True, help="No mixed precision on CUDA.")
-@click.option("--compile", is_flag=True, help="torch.compile the model.")
-@click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs.")
-@click.option("--max-batches", type=click.IntRange(1), help="Stop each pass after this many batches.")
+@training_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue a killed run where it stopped.")
 @click.pass_context
@@ -594,23 +623,11 @@ def train(
     **options,
 ) -> None:
     """Train a method on the rendered SHARDS, one subject-independent fold at a time."""
-    from feratt.training.config import TrainConfig, load_config_file
     from feratt.training.trainer import pick_device
     from feratt.training.trainer import train as run_training
 
     try:
-        values = load_config_file(config_file) if config_file else {}
-        for name in _TRAIN_OPTIONS:
-            explicit = ctx.get_parameter_source(name) not in (
-                click.core.ParameterSource.DEFAULT,
-                click.core.ParameterSource.DEFAULT_MAP,
-                None,
-            )
-            if name in options and (explicit or name not in values):
-                values[name] = options[name]
-        if isinstance(values.get("noise_sigma"), str):
-            values["noise_sigma"] = _range(values["noise_sigma"], "--noise-sigma")
-        config = TrainConfig.from_dict(values).resolved()
+        config = _train_config(ctx, config_file, options)
         target = pick_device(device)
         summary = run_training(
             Path(shards),
@@ -628,6 +645,349 @@ def train(
             f"{which}: " + ", ".join(f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in metrics.items())
         )
     click.echo(f"wrote {Path(run_dir) / 'summary.json'}")
+
+
+def _train_config(ctx: click.Context, config_file: str | None, options: dict):
+    """The TrainConfig of the command line: the --config file's values, then explicit options."""
+    from feratt.training.config import TrainConfig, load_config_file
+
+    values = load_config_file(config_file) if config_file else {}
+    for name in _TRAIN_OPTIONS:
+        explicit = ctx.get_parameter_source(name) not in (
+            click.core.ParameterSource.DEFAULT,
+            click.core.ParameterSource.DEFAULT_MAP,
+            None,
+        )
+        if name in options and (explicit or name not in values):
+            values[name] = options[name]
+    if isinstance(values.get("noise_sigma"), str):
+        values["noise_sigma"] = _range(values["noise_sigma"], "--noise-sigma")
+    return TrainConfig.from_dict(values).resolved()
+
+
+@main.command()
+@click.argument("shards", type=click.Path(file_okay=False))
+@click.option(
+    "--out", "-o", "exp_dir", required=True, type=click.Path(file_okay=False), help="Experiment folder."
+)
+@click.option(
+    "--methods",
+    default="baseline,feratt-cls,feratt-rep-cls",
+    show_default=True,
+    help="Comma-separated methods to compare.",
+)
+@click.option("--folds", "fold_spec", default="all", show_default=True, help="'all' or one fold index.")
+@training_options
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.pass_context
+def experiment(
+    ctx: click.Context,
+    shards: str,
+    exp_dir: str,
+    methods: str,
+    fold_spec: str,
+    config_file: str | None,
+    device: str,
+    **options,
+) -> None:
+    """Train and evaluate each method on each fold of SHARDS; tables, significance tests and report.md."""
+    from feratt.experiments.experiment import run_experiment
+    from feratt.training.losses import method_terms
+    from feratt.training.trainer import pick_device
+
+    names = list(dict.fromkeys(_names(methods)))
+    if not names:
+        raise click.BadParameter("name at least one method", param_hint="--methods")
+    try:
+        for name in names:
+            method_terms(name)
+        config = _train_config(ctx, config_file, options)
+        real_test = config.real_test
+        results = run_experiment(
+            Path(shards),
+            Path(exp_dir),
+            names,
+            fold_spec,
+            config,
+            real_test=real_test,
+            device=pick_device(device),
+            echo=click.echo,
+        )
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+    for split in results["splits"]:
+        click.echo(f"{split} test:")
+        click.echo((Path(exp_dir) / f"table-{split}.md").read_text().rstrip())
+    click.echo(f"wrote {Path(exp_dir) / 'report.md'}")
+
+
+@main.command()
+@click.argument("run_path", metavar="RUN_OR_CHECKPOINT", type=click.Path(exists=True))
+@click.option("--shards", required=True, type=click.Path(file_okay=False), help="The render to test on.")
+@click.option("--fold", type=click.IntRange(0), help="Fold, when RUN holds several.")
+@click.option(
+    "--which",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="The best-on-validation or the last checkpoint.",
+)
+@click.option(
+    "--real-test",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Face bank: also test on the test subjects' unrendered faces.",
+)
+@click.option(
+    "--out",
+    "-o",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    help="Results JSON [default: beside the checkpoint].",
+)
+@click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Loader workers.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def evaluate(
+    run_path: str,
+    shards: str,
+    fold: int | None,
+    which: str,
+    real_test: str | None,
+    out_file: str | None,
+    batch_size: int,
+    workers: int,
+    device: str,
+) -> None:
+    """Evaluate a trained model on its fold's test subjects: metrics JSON and confusion-matrix PNGs."""
+    from feratt.experiments.evaluate import evaluate_to_files
+    from feratt.training.trainer import pick_device
+
+    try:
+        path, results = evaluate_to_files(
+            Path(run_path),
+            Path(shards),
+            fold=fold,
+            which=which,
+            real_test=real_test,
+            out_file=Path(out_file) if out_file else None,
+            batch_size=batch_size,
+            workers=workers,
+            device=pick_device(device),
+        )
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+    for note in results.get("notes", []):
+        click.echo(f"note: {note}")
+    for split in ("synthetic", "real"):
+        if split in results:
+            m = results[split]
+            click.echo(
+                f"{split}: accuracy {100 * m['accuracy']:.2f}, precision {100 * m['precision']:.2f}, "
+                f"recall {100 * m['recall']:.2f}, F1 {100 * m['f1']:.2f} (paper F1), "
+                f"macro-F1 {100 * m['macro_f1']:.2f} on {m['samples']} samples"
+            )
+    click.echo(f"wrote {path}")
+
+
+def _sigmas(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
+    from feratt.experiments.noise import parse_sigmas
+
+    try:
+        return parse_sigmas(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.argument("runs", metavar="RUN...", nargs=-1, required=True, type=click.Path())
+@click.option("--shards", required=True, type=click.Path(file_okay=False), help="The render to test on.")
+@click.option(
+    "--sigmas",
+    default="0.01,0.05,0.07,0.09,0.1,0.2,0.3",
+    show_default=True,
+    callback=_sigmas,
+    help="Noise levels (comma-separated); 0, the clean reference, is always added.",
+)
+@click.option(
+    "--real-test",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Face bank: also test on the test subjects' unrendered faces (figure 8).",
+)
+@click.option("--lab-l", is_flag=True, help="Add the noise to Lab lightness (sigma x 100) instead of RGB.")
+@click.option("--fold", default="all", show_default=True, help="Fold index, or 'all' (each with a best.pt).")
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False), help="Output folder [default: the first RUN's noise/]."
+)
+@click.option(
+    "--image-index",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Figure 7: this sample of the test split.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed, shared by every method.")
+@click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Loader workers.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def noise(
+    runs: tuple[str, ...],
+    shards: str,
+    sigmas: list[float],
+    real_test: str | None,
+    lab_l: bool,
+    fold: str,
+    out: str | None,
+    image_index: int,
+    seed: int,
+    batch_size: int,
+    workers: int,
+    device: str,
+) -> None:
+    """Accuracy of each RUN (one method each) under Gaussian noise: figures 7-9, noise.json and noise.csv."""
+    from feratt.experiments.noise import noise_experiment
+    from feratt.training.trainer import pick_device
+
+    folder = Path(out) if out else Path(runs[0]) / "noise"
+    try:
+        result = noise_experiment(
+            [Path(r) for r in runs],
+            Path(shards),
+            sigmas,
+            folder,
+            real_test=real_test,
+            lab_l=lab_l,
+            fold=fold,
+            seed=seed,
+            batch_size=batch_size,
+            workers=workers,
+            device=pick_device(device),
+            image_index=image_index,
+            echo=click.echo,
+        )
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+    for path in result["written"]:
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("run_path", metavar="RUN", type=click.Path(exists=True))
+@click.option("--shards", required=True, type=click.Path(file_okay=False), help="The render to embed.")
+@click.option("--fold", type=click.IntRange(0), help="Fold, when RUN holds several.")
+@click.option(
+    "--out", "-o", type=click.Path(file_okay=False), help="Output folder [default: the fold's embed/]."
+)
+@click.option(
+    "--max-points",
+    type=click.IntRange(4),
+    default=4000,
+    show_default=True,
+    help="Test points in the t-SNE (a class-stratified sample when there are more).",
+)
+@click.option("--perplexity", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Loader workers.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def embed(
+    run_path: str,
+    shards: str,
+    fold: int | None,
+    out: str | None,
+    max_points: int,
+    perplexity: float,
+    seed: int,
+    batch_size: int,
+    workers: int,
+    device: str,
+) -> None:
+    """Embed a FERAtt fold's samples: k-NN accuracy on z, embeddings.npz and the t-SNE of figure 6."""
+    from feratt.experiments.embed import embed_experiment
+    from feratt.training.trainer import pick_device
+
+    try:
+        result = embed_experiment(
+            Path(run_path),
+            Path(shards),
+            fold=fold,
+            out=Path(out) if out else None,
+            max_points=max_points,
+            perplexity=perplexity,
+            seed=seed,
+            batch_size=batch_size,
+            workers=workers,
+            device=pick_device(device),
+            echo=click.echo,
+        )
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+    for name in ("embeddings.npz", "embed.json", "tsne.png"):
+        click.echo(f"wrote {Path(result['out']) / name}")
+
+
+@main.command()
+@click.argument("checkpoint", metavar="CHECKPOINT", type=click.Path(exists=True))
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of lines.")
+@click.option(
+    "--save-attention",
+    type=click.Path(file_okay=False),
+    help="FERAtt: write each model input and its I_att as PNGs into this folder.",
+)
+@click.option("--fold", type=click.IntRange(0), help="Fold, when the run folder holds several.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def predict(
+    checkpoint: str,
+    images: tuple[str, ...],
+    as_json: bool,
+    save_attention: str | None,
+    fold: int | None,
+    device: str,
+) -> None:
+    """Classify face IMAGEs (files or folders) with a run folder, fold folder or .pt CHECKPOINT."""
+    import json
+
+    from feratt.experiments import predict as prediction
+    from feratt.experiments.runs import load_trained
+    from feratt.training.trainer import pick_device
+
+    try:
+        trained = load_trained(Path(checkpoint), fold=fold, device=pick_device(device))
+        if save_attention and not trained.is_feratt:
+            raise FerattError(
+                f"--save-attention needs a FERAtt model; {trained.checkpoint} is {trained.method}, "
+                "which has no attention image"
+            )
+        paths = prediction.expand_image_paths(images)
+        size = int(trained.config.in_size)
+        inputs = [prediction.prepare_image(prediction.read_rgb(p), size) for p in paths]
+        result = prediction.predict_images(trained, inputs)
+        written = prediction.save_attention(result, paths, save_attention) if save_attention else []
+    except FerattError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        document = {
+            "checkpoint": str(trained.checkpoint),
+            "method": trained.method,
+            "fold": trained.fold,
+            "epoch": trained.epoch,
+            "classes": result.classes,
+            "predictions": [
+                {
+                    "path": str(path),
+                    "probabilities": dict(zip(result.classes, map(float, row), strict=True)),
+                    "prediction": label,
+                }
+                for path, row, label in zip(paths, result.probabilities, result.labels, strict=True)
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        for path, row, label in zip(paths, result.probabilities, result.labels, strict=True):
+            ranked = sorted(zip(result.classes, row, strict=True), key=lambda item: -item[1])
+            click.echo(f"{path}: {label} ({row.max():.3f})  " + ", ".join(f"{c} {p:.3f}" for c, p in ranked))
+    if written:
+        click.echo(f"wrote {len(written)} images to {save_attention}", err=as_json)
 
 
 def _print_summary(summary, notes: list[str], listed: int = 50) -> None:

@@ -40,3 +40,25 @@ def write_backgrounds(folder: Path, names=("coffee", "chelsea", "rocket"), size=
         photo = cv2.resize(getattr(data, name)(), size, interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(folder / f"{name}.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
     return folder
+
+
+def render_tiny(base: Path, subjects: int = 4, *extra) -> Path:
+    """A face bank of `subjects` demo subjects in `base` and a 64 px render of it, 2 samples a face."""
+    write_demo_bank(base / "bank.h5", subjects=subjects)
+    backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))
+    out = base / "render"
+    args = ("--backgrounds", backgrounds, "--size", 64, "--per-face", 2, "--jobs", 1, *extra)
+    result = run("render", base / "bank.h5", "--out", out, *args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def train_tiny(render: Path, run_dir: Path, method: str, *extra) -> Path:
+    """A cpu-small run of `method` on a tiny render: 1 epoch of 2 batches, folds of 2 test subjects."""
+    result = run(
+        "train", render, "--out", run_dir, "--method", method, "--preset", "cpu-small",
+        "--epochs", 1, "--max-batches", 2, "--batch-size", 8, "--workers", 0, "--device", "cpu",
+        "--fold-size", 2, "--val-subjects", 1, *extra,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run_dir

@@ -18,6 +18,7 @@ from feratt.renderer.sample import (
     GeometryParams,
     SampleParams,
     apply_colour,
+    frame_face,
     params_to_vector,
     render_sample,
     sample_colour,
@@ -77,7 +78,9 @@ def test_config_defaults_and_presets():
 
 
 def test_config_round_trips_through_json():
-    config = RenderConfig(size=96, geometry=GeometryConfig(perspective=0.05), feather=0.0, grey=True)
+    config = RenderConfig(
+        size=96, geometry=GeometryConfig(perspective=0.05), feather=0.0, grey=True, fit_mask=0.1
+    )
     as_json = json.loads(json.dumps(config.to_dict()))
     assert as_json == config.to_dict()
     assert RenderConfig.from_dict(as_json) == config
@@ -93,6 +96,7 @@ def test_config_round_trips_through_json():
         {"colour": {"gamma": (0, 1)}},
         {"colour": {"blur_p": -0.1}},
         {"size": 0},
+        {"fit_mask": -0.1},
         {"unknown": 1},
     ],
 )
@@ -162,6 +166,47 @@ def test_identity_geometry_is_just_the_resize(face_and_mask):
     assert np.abs(warped.astype(int) - expected).max() <= 1
     same, same_mask = F.warp_face(face, mask, F.geometry_matrix(GeometryParams(), 160, 160), 160)
     assert np.array_equal(same, face) and np.array_equal(same_mask, mask)
+
+
+def test_mask_square_pads_the_bounding_box():
+    mask = np.zeros((100, 100), np.uint8)
+    mask[20:40, 50:60] = 255  # 10 wide, 20 tall
+    assert F.mask_square(mask, 0.0) == (45.0, 20.0, 20.0)
+    assert F.mask_square(mask, 0.5) == (35.0, 10.0, 40.0)
+    assert F.mask_square(np.zeros((30, 30), np.uint8), 0.2) == (-6.0, -6.0, 42.0)
+
+
+def test_fit_mask_frames_the_face_by_its_mask():
+    rng = np.random.default_rng(5)
+    face = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    mask = np.zeros((100, 100), np.uint8)
+    mask[20:40, 50:70] = 255
+    background = np.full((40, 40, 3), 7, np.uint8)
+    config = RenderConfig(size=40, colour=ColourConfig.off(), luminance=False, feather=0.0, fit_mask=0.0)
+    sample = render_sample(face, mask, background, SampleParams(GeometryParams(), ColourParams()), config)
+    # The 20x20 box fills the 40x40 frame: a resize by 2 of exactly those pixels.
+    assert (sample.mask == 255).all()
+    expected = cv2.resize(face[20:40, 50:70], (40, 40), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(sample.image[1:-1, 1:-1].astype(int) - expected[1:-1, 1:-1]).max() <= 1
+    corners = sample.matrix @ np.array([[49.5, 19.5, 1.0], [69.5, 39.5, 1.0]]).T
+    np.testing.assert_allclose(corners[:2].T, [[-0.5, -0.5], [39.5, 39.5]], atol=1e-12)
+    # A margin of 0.5 leaves the box in the middle half, background around it.
+    padded = render_sample(face, mask, background, sample.params, replace(config, fit_mask=0.5))
+    assert (padded.mask[10:30, 10:30] == 255).all() and not padded.mask[:10].any()
+    assert (padded.image[:10] == 7).all()
+
+
+def test_frame_face_gives_the_unrendered_face_framed_like_the_render(face_and_mask):
+    face, mask = face_and_mask
+    image, framed_mask = frame_face(face, mask, RenderConfig(size=160))
+    assert np.array_equal(image, face) and np.array_equal(framed_mask, mask)
+    config = RenderConfig(size=64, fit_mask=0.0, grey=True)
+    image, framed_mask = frame_face(face, mask, config)
+    # The mask's 93x121 box, squared to 121, fills the frame: its top and bottom rows touch the edges.
+    assert framed_mask[0].any() and framed_mask[-1].any() and not framed_mask[:, :3].any()
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    rendered = render_sample(face, mask, np.zeros((64, 64, 3), np.uint8), SampleParams(), config)
+    assert np.array_equal(rendered.mask, framed_mask)
 
 
 def test_geometry_matrix_composes_in_the_documented_order():

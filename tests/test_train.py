@@ -12,6 +12,8 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, run, write_backgrounds, write_demo_bank
 
+from feratt.training.config import TrainConfig
+
 
 @pytest.fixture(scope="module")
 def render(tmp_path_factory):
@@ -93,6 +95,54 @@ def test_train_writes_metrics_checkpoints_and_summary(render, tmp_path, method):
     assert (run_dir / "fold-0" / "last.pt").is_file() and (run_dir / "fold-0" / "best.pt").is_file()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["in_size"] == 64 and config["method"] == method
+
+
+def test_real_test_scores_the_test_subjects_unrendered_faces(render, tmp_path):
+    from feratt.training.data import normalise_batch, read_render_index
+    from feratt.training.realtest import load_real_faces
+    from feratt.training.trainer import build_model, load_checkpoint, prepare_inputs
+
+    bank = render.parent / "bank.h5"
+    run_dir = tmp_path / "run"
+    result = run(*train_args(render, run_dir, "--method", "baseline", "--real-test", bank))
+    assert result.exit_code == 0, result.output
+    assert "real test on 14 unrendered faces" in result.output
+    test_subjects = json.loads((run_dir / "folds.json").read_text())["folds"][0]["test"]
+    lines = [json.loads(line) for line in (run_dir / "fold-0" / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["real_test"]["samples"] == 14 for line in lines)  # 2 subjects x 7 classes
+    # The logged figures are the last checkpoint's predictions on exactly those faces.
+    faces, notes = load_real_faces(bank, test_subjects, read_render_index(render))
+    assert notes == [] and set(faces.subjects) == set(test_subjects) and len(faces) == 14
+    state = load_checkpoint(run_dir / "fold-0" / "last.pt", "baseline", 7)
+    config = TrainConfig.from_dict(state["config"])
+    model = build_model(config, 7)
+    model.load_state_dict(state["model"])
+    model.eval()
+    confusion = torch.zeros(7, 7, dtype=torch.int64)
+    with torch.no_grad():
+        for raw in faces.batches(16):
+            batch = normalise_batch(raw, "cpu")
+            predictions = model(prepare_inputs(batch, config)[0]).logits.argmax(1)
+            confusion += torch.bincount(batch["label"] * 7 + predictions, minlength=49).view(7, 7)
+    assert confusion.tolist() == lines[-1]["real_test"]["confusion"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["folds"][0]["real_final"]["confusion"] == confusion.tolist()
+    assert {"real_final", "real_best_on_validation"} <= set(summary["aggregate"])
+
+
+def test_real_test_bank_must_match_the_render(render):
+    from feratt.errors import FerattError
+    from feratt.training.data import read_render_index
+    from feratt.training.realtest import load_real_faces
+
+    bank = render.parent / "bank.h5"
+    index = read_render_index(render)
+    with pytest.raises(FerattError, match="has no faces of the test subjects"):
+        load_real_faces(bank, ["X99"], index)
+    with pytest.raises(FerattError, match="has classes"):
+        load_real_faces(bank, ["D01"], {**index, "classes": index["classes"][::-1]})
+    _, notes = load_real_faces(bank, ["D01"], {**index, "bank_sha256": "0" * 64})
+    assert notes == [f"--real-test bank {bank} is not the bank the render was made from"]
 
 
 def _weights(path):

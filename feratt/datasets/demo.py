@@ -125,9 +125,9 @@ def subject_style(seed: int, subject: int) -> SubjectStyle:
         eye_height=rng.uniform(-0.14, -0.04),
         eye_size=rng.uniform(0.13, 0.17),
         brow_gap=rng.uniform(0.13, 0.18),
-        brow_thickness=rng.uniform(0.06, 0.09),
+        brow_thickness=rng.uniform(0.08, 0.11),
         nose_length=rng.uniform(0.22, 0.3),
-        mouth_width=rng.uniform(0.28, 0.36),
+        mouth_width=rng.uniform(0.36, 0.44),
         mouth_height=rng.uniform(0.5, 0.58),
         iris=tuple(float(v) for v in iris),
         clothes=tuple(float(v) for v in _CLOTHES[rng.integers(len(_CLOTHES))]),
@@ -237,9 +237,9 @@ def _draw_brows(canvas: _Canvas, style: SubjectStyle, expr: Expression, eye_y: f
     half = 0.17
     for side in (-1, 1):
         cx = side * style.eye_spacing
-        base_y = eye_y - style.eye_size * 0.6 - style.brow_gap - 0.16 * expr.brow_raise
-        inner_y = base_y - 0.16 * expr.brow_inner_tilt
-        outer_y = base_y + 0.05 * expr.brow_inner_tilt
+        base_y = eye_y - style.eye_size * 0.6 - style.brow_gap - 0.22 * expr.brow_raise
+        inner_y = base_y - 0.24 * expr.brow_inner_tilt
+        outer_y = base_y + 0.08 * expr.brow_inner_tilt
         inner = np.array([cx - side * half, inner_y])
         outer = np.array([cx + side * half, outer_y])
         peak = np.array([cx + side * 0.02, (inner_y + outer_y) / 2 - 0.05 - 0.04 * max(expr.brow_raise, 0)])
@@ -279,17 +279,17 @@ def _draw_mouth(canvas: _Canvas, style: SubjectStyle, expr: Expression) -> None:
     lip = np.asarray(style.skin) * np.array([0.85, 0.55, 0.55])
     half = style.mouth_width * expr.mouth_stretch
     y = style.mouth_height
-    corner_lift = 0.2 * expr.mouth_curve
+    corner_lift = 0.3 * expr.mouth_curve
     left = np.array([-half, y - corner_lift])
     right = np.array([half, y - corner_lift])
     raise_ = 0.06 * expr.upper_lip_raise
     upper_mid = np.array([0.05 * expr.upper_lip_raise, y - raise_ - 0.02 + 0.16 * expr.mouth_curve])
-    opening = 0.4 * expr.mouth_open
+    opening = 0.5 * expr.mouth_open
     lower_mid = np.array([0, y + opening + 0.02 + 0.2 * expr.mouth_curve])
     upper = _bezier(left, upper_mid, right)
     lower = _bezier(right, lower_mid, left)
-    upper_lip_top = _bezier(left, upper_mid - np.array([0, 0.07]), right)
-    lower_lip_bottom = _bezier(right, lower_mid + np.array([0, 0.08]), left)
+    upper_lip_top = _bezier(left, upper_mid - np.array([0, 0.1]), right)
+    lower_lip_bottom = _bezier(right, lower_mid + np.array([0, 0.11]), left)
     canvas.fill(np.concatenate([upper_lip_top, lower_lip_bottom]), lip)
     if opening > 0.03:
         canvas.fill(np.concatenate([upper, lower]), (45, 15, 20))
@@ -297,7 +297,7 @@ def _draw_mouth(canvas: _Canvas, style: SubjectStyle, expr: Expression) -> None:
             teeth_bottom = _bezier(right, upper_mid + np.array([0, opening * 0.55]), left)
             canvas.fill(np.concatenate([upper, teeth_bottom]), (235, 232, 220))
     else:
-        canvas.line(_bezier(left, (upper_mid + lower_mid) / 2, right), lip * 0.4, 0.05)
+        canvas.line(_bezier(left, (upper_mid + lower_mid) / 2, right), lip * 0.4, 0.08)
 
 
 def draw_face(

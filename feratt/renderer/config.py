@@ -138,6 +138,9 @@ class RenderConfig:
     grey: bool = False  # composite and target turned grey, then copied to 3 channels (the authors)
     background_scale: tuple[float, float] = (0.3, 1.0)  # crop side / background's shorter side
     balance: str = "classes"  # how faces are drawn: a class in turn, then a face of it
+    # None: the whole face-bank crop fills the frame (the authors). A number: the square around the
+    # face mask's bounding box, padded by this fraction of its side on each side, fills the frame.
+    fit_mask: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.geometry, dict):
@@ -164,6 +167,10 @@ class RenderConfig:
         _check(math.isfinite(feather) and feather >= 0, self, f"feather must be >= 0, not {self.feather}")
         object.__setattr__(self, "feather", feather)
         _check(isinstance(self.balance, str) and bool(self.balance), self, "balance must be a name")
+        if self.fit_mask is not None:
+            margin = float(self.fit_mask)
+            _check(math.isfinite(margin) and margin >= 0, self, f"fit_mask must be >= 0, not {self.fit_mask}")
+            object.__setattr__(self, "fit_mask", margin)
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a nested JSON-serialisable dict."""

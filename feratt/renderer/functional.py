@@ -48,7 +48,7 @@ def _perspective_from_corners(size: float, offsets: np.ndarray) -> np.ndarray:
     return np.append(np.linalg.solve(a, b), 1.0).reshape(3, 3)
 
 
-def geometry_matrix(params: GeometryParams, in_size: int, out_size: int) -> np.ndarray:
+def geometry_matrix(params: GeometryParams, in_size: float, out_size: int) -> np.ndarray:
     """3x3 float64 matrix mapping face-bank crop pixel coordinates to output pixel coordinates.
 
     Applied in this order (the last factor first):
@@ -83,6 +83,20 @@ def geometry_matrix(params: GeometryParams, in_size: int, out_size: int) -> np.n
     if not offsets.any():
         return matrix
     return _affine_from_triangle(n, offsets[:3]) @ matrix
+
+
+def mask_square(mask: np.ndarray, margin: float) -> tuple[float, float, float]:
+    """(left, top, side) of the square around the mask's bounding box, padded by `margin` x its side.
+
+    Coordinates are pixel edges (pixel i spans [i, i + 1)), so translating by (-left, -top) gives the
+    square's own pixel-centre coordinates. An empty mask gives the whole image's square.
+    """
+    height, width = mask.shape[:2]
+    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask, dtype=np.uint8))
+    if w == 0 or h == 0:
+        x, y, w, h = 0, 0, width, height
+    side = max(w, h) * (1 + 2 * margin)
+    return x + w / 2 - side / 2, y + h / 2 - side / 2, side
 
 
 def warp_face(

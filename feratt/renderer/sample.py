@@ -219,14 +219,41 @@ def apply_colour(image: np.ndarray, params: ColourParams) -> np.ndarray:
     return image
 
 
+def placement_matrix(mask: np.ndarray, geometry: GeometryParams, config: RenderConfig) -> np.ndarray:
+    """3x3 matrix from face-bank crop pixels to output pixels: framing, then the geometric transform."""
+    if config.fit_mask is None:
+        return F.geometry_matrix(geometry, mask.shape[0], config.size)
+    left, top, side = F.mask_square(mask, config.fit_mask)
+    crop = np.array([[1.0, 0.0, -left], [0.0, 1.0, -top], [0.0, 0.0, 1.0]])
+    return F.geometry_matrix(geometry, side, config.size) @ crop
+
+
+def frame_face(face: np.ndarray, mask: np.ndarray, config: RenderConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A face-bank face on its own background, framed and sized as `config` frames rendered faces.
+
+    No transform, compositing or augmentation: this is the "real" test image of the paper. Where the
+    framing square leaves the photo, its edge pixels are repeated.
+    """
+    matrix = np.ascontiguousarray(placement_matrix(mask, GeometryParams(), config)[:2])
+    size = (config.size, config.size)
+    # Bilinear, as render_sample warps faces, so that real and rendered faces are resampled alike.
+    image = cv2.warpAffine(face, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mask = np.where(mask > 0, np.uint8(255), np.uint8(0)) if mask.dtype != np.uint8 else mask
+    framed_mask = cv2.warpAffine(mask, matrix, size, flags=cv2.INTER_NEAREST, borderValue=0)
+    if config.grey:
+        image = F.to_grey3(image)
+    return image, cv2.compare(framed_mask, 0, cv2.CMP_GT)
+
+
 def render_sample(
     face: np.ndarray, mask: np.ndarray, background: np.ndarray, params: SampleParams, config: RenderConfig
 ) -> RenderedSample:
     """Composite a face-bank face onto a size x size background crop with the given parameters.
 
-    Pure: the same inputs give the same output bytes. Steps: warp face and mask; the target (warped face
-    on black); luminance matching against the background under the warped mask; feathered alpha;
-    composite; colour augmentation; grey (both images) if config.grey.
+    Pure: the same inputs give the same output bytes. Steps: warp face and mask (the whole crop, or
+    with config.fit_mask the square around the mask, fills the frame before the transform); the
+    target (warped face on black); luminance matching against the background under the warped mask;
+    feathered alpha; composite; colour augmentation; grey (both images) if config.grey.
     """
     size = config.size
     if face.ndim != 3 or face.shape[2] != 3 or face.shape[0] != face.shape[1] or face.dtype != np.uint8:
@@ -235,7 +262,7 @@ def render_sample(
         raise ValueError(f"mask {mask.shape} does not match face {face.shape[:2]}")
     if background.shape != (size, size, 3) or background.dtype != np.uint8:
         raise ValueError(f"background must be a {size}x{size} uint8 RGB crop, not {background.shape}")
-    matrix = F.geometry_matrix(params.geometry, face.shape[0], size)
+    matrix = placement_matrix(mask, params.geometry, config)
     warped, warped_mask = F.warp_face(face, mask, matrix, size)
     target = cv2.bitwise_and(warped, warped, mask=warped_mask)
     alpha = F.alpha_from_mask(warped_mask, config.feather)

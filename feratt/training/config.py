@@ -55,6 +55,7 @@ class TrainConfig:
     compile: bool = False
     tensorboard: bool = False
     max_batches: int | None = None
+    real_test: str | None = None  # a face bank: also test on the test subjects' unrendered faces
 
     def resolved(self) -> TrainConfig:
         """A copy with the preset's input size and width filled in where not given."""

@@ -31,6 +31,7 @@ from feratt.training.data import (
 from feratt.training.losses import LossConfig, LossWeights, compute_losses, method_terms
 from feratt.training.metrics import classification_metrics
 from feratt.training.models import create_model
+from feratt.training.realtest import RealTestLoader, load_real_faces
 
 CHECKPOINT_VERSION = 1
 
@@ -193,14 +194,24 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path, method: str, num_classes: int) -> dict[str, Any]:
-    """Read a checkpoint and check that it belongs to the same method and class count."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a feratt checkpoint of this version."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a bad file
         raise FerattError(f"cannot read checkpoint {path}: {exc}") from None
     if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise FerattError(f"{path} is not a feratt checkpoint of this version")
+        found = state.get("checkpoint_version") if isinstance(state, dict) else None
+        raise FerattError(
+            f"{path} is not a feratt checkpoint of this version "
+            f"(format {found!r}, this feratt {__version__} reads format {CHECKPOINT_VERSION})"
+        )
+    return state
+
+
+def load_checkpoint(path: Path, method: str, num_classes: int) -> dict[str, Any]:
+    """Read a checkpoint and check that it belongs to the same method and class count."""
+    state = read_checkpoint(path)
     if state["method"] != method or state["num_classes"] != num_classes:
         raise FerattError(
             f"checkpoint {path} is for {state['method']} with {state['num_classes']} classes, "
@@ -320,6 +331,13 @@ def train_fold(
         for name, subjects in (("validation", split.validation), ("test", split.test))
         if subjects
     }
+    if config.real_test:
+        faces, notes = load_real_faces(config.real_test, split.test, read_render_index(out))
+        if place.main:
+            for note in notes:
+                echo(f"note: {note}")
+            echo(f"fold {split.fold}: real test on {len(faces)} unrendered faces of the test subjects")
+        evaluation["real_test"] = RealTestLoader(faces.part(place.rank, place.world_size), config.batch_size)
     noise = torch.Generator(device=device)
     writer = _tensorboard(folder, config, place)
     for epoch in range(start_epoch, config.epochs):
@@ -384,6 +402,7 @@ def train_fold(
                     else ""
                 )
                 + (f", test acc {test['accuracy']:.3f}" if test else "")
+                + (f", real test acc {record['real_test']['accuracy']:.3f}" if "real_test" in record else "")
             )
     if writer is not None:
         writer.close()
@@ -409,11 +428,14 @@ def _fold_summary(folder: Path, split: FoldSplit) -> dict[str, Any]:
     }
     log = folder / "metrics.jsonl"
     lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    if lines and "test" in lines[-1]:
-        summary["final"] = _headline(lines[-1]["test"])
-        key = "validation" if "validation" in lines[-1] else "train"
-        best = max(lines, key=lambda r: r[key]["accuracy"])
-        summary["best_on_validation"] = {"epoch": best["epoch"], **_headline(best["test"])}
+    if not lines:
+        return summary
+    key = "validation" if "validation" in lines[-1] else "train"
+    best = max(lines, key=lambda r: r[key]["accuracy"])
+    for part, prefix in (("test", ""), ("real_test", "real_")):
+        if part in lines[-1]:
+            summary[f"{prefix}final"] = _headline(lines[-1][part])
+            summary[f"{prefix}best_on_validation"] = {"epoch": best["epoch"], **_headline(best[part])}
     return summary
 
 
@@ -424,7 +446,7 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 def aggregate(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and standard deviation over folds of each test metric, for the final and best models."""
     result: dict[str, Any] = {}
-    for which in ("final", "best_on_validation"):
+    for which in ("final", "best_on_validation", "real_final", "real_best_on_validation"):
         rows = [f[which] for f in folds if which in f]
         if rows:
             result[which] = {

@@ -1,0 +1,96 @@
+"""Figures of the experiment reports: critical-difference diagrams and confusion matrices (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feratt.atomic import atomic_path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    _pyplot().close(figure)
+    return path
+
+
+def cd_groups(ranks: dict[str, float], cd: float) -> list[list[str]]:
+    """Maximal runs of methods, in rank order, whose ranks all lie within `cd` of each other."""
+    order = sorted(ranks, key=lambda name: ranks[name])
+    groups: list[list[str]] = []
+    for start in range(len(order)):
+        end = start
+        while end + 1 < len(order) and ranks[order[end + 1]] - ranks[order[start]] < cd:
+            end += 1
+        group = order[start : end + 1]
+        if len(group) > 1 and not any(set(group) <= set(g) for g in groups):
+            groups.append(group)
+    return groups
+
+
+def cd_diagram(ranks: dict[str, float], cd: float, path: Path, title: str | None = None) -> Path:
+    """Demsar's critical-difference diagram: average ranks on an axis, CD bar, bars over tied groups."""
+    plt = _pyplot()
+    k = len(ranks)
+    order = sorted(ranks, key=lambda name: ranks[name])
+    half = (k + 1) // 2
+    figure, axes = plt.subplots(figsize=(7, 1.6 + 0.35 * half))
+    axes.set_xlim(0.5, k + 0.5)
+    axes.set_ylim(-(half + 1.5), 2.2)
+    axes.axis("off")
+    axes.hlines(0, 1, k, color="black", linewidth=1)
+    for tick in range(1, k + 1):
+        axes.vlines(tick, 0, 0.15, color="black", linewidth=1)
+        axes.text(tick, 0.3, str(tick), ha="center", va="bottom", fontsize=9)
+    axes.hlines(1.5, 1, 1 + cd, color="black", linewidth=1.5)
+    axes.vlines([1, 1 + cd], 1.4, 1.6, color="black", linewidth=1.5)
+    axes.text(1 + cd / 2, 1.65, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    for i, name in enumerate(order):
+        rank = ranks[name]
+        left = i < half
+        row = -(i + 1 if left else k - i)
+        side = 0.6 if left else k + 0.4
+        axes.vlines(rank, row, 0, color="black", linewidth=0.8)
+        axes.hlines(row, min(rank, side), max(rank, side), color="black", linewidth=0.8)
+        label = f"{name} ({rank:.2f})"
+        axes.text(side, row, label, ha="right" if left else "left", va="center", fontsize=9)
+    for j, group in enumerate(cd_groups(ranks, cd)):
+        low, high = ranks[group[0]], ranks[group[-1]]
+        axes.hlines(-0.35 - 0.25 * j, low - 0.03, high + 0.03, color="black", linewidth=4)
+    if title:
+        axes.set_title(title, fontsize=9)
+    return _save(figure, path)
+
+
+def confusion_figure(confusion: Any, classes: list[str], path: Path, title: str | None = None) -> Path:
+    """A confusion matrix as a PNG: counts in each cell, shaded by the row's share (recall)."""
+    plt = _pyplot()
+    matrix = np.asarray(confusion, dtype=np.int64)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.55 * len(classes)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for (row, column), count in np.ndenumerate(matrix):
+        colour = "white" if shares[row, column] > 0.5 else "black"
+        axes.text(column, row, str(count), ha="center", va="center", fontsize=8, color=colour)
+    if title:
+        axes.set_title(title, fontsize=9)
+    return _save(figure, path)

@@ -1,0 +1,120 @@
+"""EXP/report.md: tables, significance tests, figures, configuration and the data's checksums."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feratt.atomic import atomic_write_bytes
+from feratt.experiments.experiment import METHOD_TITLES, table_markdown
+
+SPLIT_TITLES = {"synthetic": "Synthetic test renders", "real": "Real test faces (unrendered)"}
+
+
+def _title(method: str) -> str:
+    return METHOD_TITLES.get(method, method)
+
+
+def _tests_markdown(tests: dict[str, Any]) -> list[str]:
+    if "note" in tests:
+        return [f"Significance tests: {tests['note']}.", ""]
+    friedman, nemenyi, dunn = tests["friedman"], tests["nemenyi"], tests["bonferroni_dunn"]
+    alpha = tests["alpha"]
+    lines = [
+        f"Significance tests on per-fold {tests['metric']} (alpha {alpha}):",
+        "",
+        f"- Friedman: chi-square_F = {friedman['statistic']:.3f}, p = {friedman['p_value']:.4f}; "
+        f"Iman-Davenport F_F = {friedman['iman_davenport']:.3f}, p = {friedman['iman_davenport_p']:.4f} "
+        f"({friedman['n']} folds, {friedman['k']} methods).",
+        f"- Nemenyi: critical difference {nemenyi['cd']:.3f} in average rank.",
+    ]
+    for pair in nemenyi["pairs"]:
+        verdict = "differ" if pair["significant"] else "do not differ"
+        lines.append(
+            f"  - {_title(pair['a'])} vs {_title(pair['b'])}: rank difference "
+            f"{pair['difference']:.3f}, {verdict} at alpha {alpha}"
+        )
+    lines.append(
+        f"- Bonferroni-Dunn against {_title(dunn['control'])}: critical difference {dunn['cd']:.3f}."
+    )
+    for row in dunn["comparisons"]:
+        verdict = "differs" if row["significant"] else "does not differ"
+        lines.append(
+            f"  - {_title(row['method'])}: rank difference {row['difference']:.3f}, z = {row['z']:.3f}, "
+            f"adjusted p = {row['p_adjusted']:.4f}, {verdict}"
+        )
+    lines += ["", f"![critical-difference diagram]({tests['figure']})", ""]
+    return lines
+
+
+def _per_fold(table: dict[str, Any]) -> list[str]:
+    methods = list(table)
+    folds = len(next(iter(table.values()))["accuracy"]["folds"])
+    lines = ["| Fold | " + " | ".join(_title(m) for m in methods) + " |", "|---|" + "---:|" * len(methods)]
+    for fold in range(folds):
+        cells = [f"{table[m]['accuracy']['folds'][fold]:.2f}" for m in methods]
+        lines.append(f"| {fold} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def confusion_figures(out: Path, evaluations: dict[str, list[dict[str, Any]]], split: str) -> list[str]:
+    """One confusion-matrix PNG per method, summed over folds; their file names."""
+    from feratt.experiments.figures import confusion_figure
+
+    names = []
+    for method, folds in evaluations.items():
+        rows = [f[split] for f in folds if split in f]
+        if not rows:
+            continue
+        matrix = np.sum([np.asarray(r["confusion"]) for r in rows], axis=0)
+        path = out / f"confusion-{split}-{method}.png"
+        confusion_figure(matrix, rows[0]["classes"], path, title=f"{_title(method)}, {split}, all folds")
+        names.append(path.name)
+    return names
+
+
+def write_report(out: Path, results: dict[str, Any], evaluations: dict[str, list[dict[str, Any]]]) -> Path:
+    """Write EXP/report.md from the experiment's results."""
+    settings = results["settings"]
+    data = settings["data"]
+    lines = [
+        "# FERAtt experiment report",
+        "",
+        f"feratt {results['feratt_version']}; render `{settings['shards']}`; "
+        f"methods {', '.join(_title(m) for m in settings['methods'])}; "
+        f"folds {', '.join(str(f) for f in settings['folds'])} "
+        f"(leave-{settings['training']['fold_size']}-subjects-out, seed {settings['training']['seed']}).",
+        "",
+        "Data checksums (from the render's `index.json`):",
+        "",
+        f"- face bank content sha256 `{data['bank_sha256']}`",
+        f"- render configuration sha256 `{data['config_sha256']}`",
+        f"- index.json sha256 `{data['index_sha256']}` ({data['samples']} samples)",
+        "",
+        "Each fold's model is the checkpoint that did best on the validation subjects, held out of the "
+        "fold's training subjects; the test subjects never take part in training or selection. "
+        "Figures are mean ± standard deviation over folds, in %. F1 is the paper's: 2PR/(P+R) of the "
+        "macro precision P and the macro recall R.",
+        "",
+    ]
+    for split, part in results["splits"].items():
+        lines += [f"## {SPLIT_TITLES[split]}", "", table_markdown(part["table"]).rstrip(), ""]
+        lines += [f"Per-fold accuracy (%), {split}:", "", *_per_fold(part["table"]), ""]
+        lines += _tests_markdown(part["tests"])
+        for name in confusion_figures(out, evaluations, split):
+            lines.append(f"![{name}]({name})")
+        lines.append("")
+    lines += [
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(settings, indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
+    path = out / "report.md"
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    return path

@@ -1,0 +1,106 @@
+"""The "real" test split: a fold's test subjects' unrendered faces from the face bank (Real tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feratt.errors import FerattError
+
+
+@dataclass(frozen=True)
+class RealFaces:
+    """Bank faces framed like the render's samples: channels-first uint8 arrays, as the shards give them."""
+
+    image: np.ndarray  # N x 3 x S x S uint8
+    mask: np.ndarray  # N x 1 x S x S uint8, 0/255
+    face: np.ndarray  # N x 3 x S x S uint8: the image under its mask, the attention target
+    label: np.ndarray  # N int64
+    subjects: tuple[str, ...]
+    sources: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def part(self, rank: int, world_size: int) -> RealFaces:
+        """Every world_size-th face from `rank`: one rank's share under DDP."""
+        pick = slice(rank, None, world_size)
+        return RealFaces(
+            self.image[pick],
+            self.mask[pick],
+            self.face[pick],
+            self.label[pick],
+            self.subjects[pick],
+            self.sources[pick],
+        )
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, Any]]:
+        """Batches in the loader's format (image, mask, face, label)."""
+        for start in range(0, len(self), batch_size):
+            stop = start + batch_size
+            yield {
+                "image": self.image[start:stop],
+                "mask": self.mask[start:stop],
+                "face": self.face[start:stop],
+                "label": self.label[start:stop],
+            }
+
+
+class RealTestLoader:
+    """Re-iterable batches of real faces, usable wherever the shard loader is."""
+
+    def __init__(self, faces: RealFaces, batch_size: int) -> None:
+        self.faces = faces
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.faces.batches(self.batch_size)
+
+
+def load_real_faces(
+    bank_path: str | Path, subjects: Sequence[str], render_index: dict[str, Any]
+) -> tuple[RealFaces, list[str]]:
+    """The bank faces of `subjects`, framed as the render in `render_index` framed its faces, and notes."""
+    import cv2
+
+    from feratt.datasets.bank import read_bank
+    from feratt.renderer.config import RenderConfig
+    from feratt.renderer.sample import frame_face
+
+    bank = read_bank(bank_path)
+    notes = []
+    classes = list(render_index["classes"])
+    if list(bank.classes) != classes:
+        raise FerattError(
+            f"--real-test bank {bank_path} has classes {', '.join(bank.classes)}; "
+            f"the render has {', '.join(classes)}"
+        )
+    if bank.attrs.get("content_sha256") != render_index.get("bank_sha256"):
+        notes.append(f"--real-test bank {bank_path} is not the bank the render was made from")
+    wanted = set(subjects)
+    keep = [i for i, subject in enumerate(bank.subjects) if subject in wanted]
+    if not keep:
+        raise FerattError(
+            f"--real-test bank {bank_path} has no faces of the test subjects {', '.join(sorted(wanted))}"
+        )
+    config = RenderConfig.from_dict(render_index["render_config"])
+    images, masks = [], []
+    for i in keep:
+        image, mask = frame_face(bank.images[i], bank.masks[i], config)
+        images.append(cv2.split(image))
+        masks.append(mask[None])
+    image = np.asarray(images, np.uint8)
+    mask = np.asarray(masks, np.uint8)
+    faces = RealFaces(
+        image=image,
+        mask=mask,
+        face=image * (mask > 0),
+        label=bank.labels[keep].astype(np.int64),
+        subjects=tuple(bank.subjects[i] for i in keep),
+        sources=tuple(bank.sources[i] for i in keep),
+    )
+    return faces, notes

@@ -1,0 +1,133 @@
+"""`feratt evaluate` and `feratt experiment` end to end on a tiny render: tables, reuse, bad input."""
+
+import csv
+import json
+
+import pytest
+from cli_helpers import assert_user_error, render_tiny, run
+
+
+@pytest.fixture(scope="module")
+def render(tmp_path_factory):
+    """A render of 4 demo subjects (2 folds of 2), 7 classes, 2 samples a face at 64 px."""
+    base = tmp_path_factory.mktemp("experiment-inputs")
+    return render_tiny(base, 4, "--shard-size", 14, "--fit-mask", 0.05)
+
+
+def experiment_args(render, out, *extra):
+    return (
+        "experiment",
+        render,
+        "--out",
+        out,
+        "--methods",
+        "baseline,feratt-cls",
+        "--preset",
+        "cpu-small",
+        "--epochs",
+        1,
+        "--batch-size",
+        8,
+        "--max-batches",
+        2,
+        "--fold-size",
+        2,
+        "--val-subjects",
+        1,
+        "--workers",
+        0,
+        "--device",
+        "cpu",
+        *extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def experiment(render, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "exp"
+    bank = render.parent / "bank.h5"
+    result = run(*experiment_args(render, out, "--real-test", bank))
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_experiment_tables_cover_every_method_and_fold(experiment):
+    out, _ = experiment
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["splits"]) == {"synthetic", "real"}
+    for split in ("synthetic", "real"):
+        table = results["splits"][split]["table"]
+        assert list(table) == ["baseline", "feratt-cls"]
+        for values in table.values():
+            assert set(values) == {"accuracy", "precision", "recall", "f1"}
+            assert len(values["accuracy"]["folds"]) == 2
+        rows = list(csv.reader((out / f"table-{split}.csv").read_text().splitlines()))
+        assert len(rows) == 3 and len(rows[0]) == 9
+        markdown = (out / f"table-{split}.md").read_text().splitlines()
+        assert markdown[0].startswith("| Method | Acc. | Prec. | Rec. | F1 |") and len(markdown) == 4
+    evaluations = sorted(p.name for p in (out / "evaluations").glob("*.json"))
+    assert evaluations == [f"{m}-fold-{f}.json" for m in ("baseline", "feratt-cls") for f in (0, 1)]
+    subjects = [json.loads((out / "evaluations" / n).read_text())["test_subjects"] for n in evaluations[:2]]
+    assert set(subjects[0]).isdisjoint(subjects[1]) and len(set(subjects[0]) | set(subjects[1])) == 4
+    # Each table figure is the mean of the per-fold evaluations, in %.
+    accuracies = [
+        json.loads((out / "evaluations" / f"baseline-fold-{f}.json").read_text())["synthetic"]["accuracy"]
+        for f in (0, 1)
+    ]
+    mean = results["splits"]["synthetic"]["table"]["baseline"]["accuracy"]["mean"]
+    assert mean == pytest.approx(50 * sum(accuracies))
+    real = json.loads((out / "evaluations" / "baseline-fold-0.json").read_text())["real"]
+    assert real["samples"] == 14  # 2 test subjects x 7 classes, unrendered
+    report = (out / "report.md").read_text()
+    assert "Friedman" in report and "Nemenyi" in report and "Bonferroni-Dunn" in report
+    assert results["settings"]["data"]["bank_sha256"] in report
+    assert (out / "cd-synthetic.png").is_file() and (out / "confusion-synthetic-baseline.png").is_file()
+
+
+def test_experiment_rerun_reuses_finished_runs(render, experiment):
+    out, _ = experiment
+    checkpoints = sorted(out.glob("runs/*/fold-*/best.pt"))
+    assert len(checkpoints) == 4
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    before = (out / "results.json").read_bytes()
+    result = run(*experiment_args(render, out, "--real-test", render.parent / "bank.h5"))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("trained already, reused") == 4
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_experiment_folder_of_another_configuration_is_refused(render, experiment):
+    out, _ = experiment
+    result = run(*experiment_args(render, out, "--real-test", render.parent / "bank.h5", "--lr", 0.5))
+    assert_user_error(result, "another configuration (differs in training)")
+
+
+def test_evaluate_writes_deterministic_results(render, experiment, tmp_path):
+    out, _ = experiment
+    run_dir = out / "runs" / "feratt-cls"
+    args = ("evaluate", run_dir, "--shards", render, "--fold", 1, "--device", "cpu")
+    first = run(*args, "--out", tmp_path / "a.json", "--real-test", render.parent / "bank.h5")
+    assert first.exit_code == 0, first.output
+    assert "(paper F1)" in first.output
+    second = run(*args, "--out", tmp_path / "b.json", "--real-test", render.parent / "bank.h5")
+    assert second.exit_code == 0, second.output
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    for part in (a, b):
+        part["synthetic"].pop("confusion_png")
+        part["real"].pop("confusion_png")
+    assert a == b
+    saved = json.loads((out / "evaluations" / "feratt-cls-fold-1.json").read_text())
+    assert a["synthetic"]["confusion"] == saved["synthetic"]["confusion"]
+    assert a["synthetic"]["f1_definition"].startswith("paper F1 = 2PR/(P+R)")
+    assert sum(a["synthetic"]["per_class"]["support"]) == a["synthetic"]["samples"] == 28
+    assert (tmp_path / "a-confusion-synthetic.png").is_file()
+
+
+def test_evaluate_bad_inputs(render, experiment, tmp_path):
+    out, _ = experiment
+    (tmp_path / "empty-run").mkdir()
+    assert_user_error(run("evaluate", tmp_path / "empty-run", "--shards", render), "has no checkpoint")
+    several = run("evaluate", out / "runs" / "baseline", "--shards", render)
+    assert_user_error(several, "choose one with --fold")

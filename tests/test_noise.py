@@ -1,0 +1,175 @@
+"""`feratt noise` on tiny trained runs: the sigma-0 reference, seeded noise, outputs and bad input."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import assert_user_error, render_tiny, run, train_tiny
+from PIL import Image
+
+from feratt.experiments.evaluate import Noise, add_noise, fold_test_subjects, run_model, synthetic_loader
+from feratt.experiments.runs import load_trained
+from feratt.training.data import read_render_index
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A render of 4 demo subjects (2 samples a face, 64 px); a FERAtt and a baseline run, both folds."""
+    base = tmp_path_factory.mktemp("noise-inputs")
+    render = render_tiny(base)
+    trained = {
+        method: train_tiny(render, base / method, method, "--fold", "all")
+        for method in ("feratt-rep-cls", "baseline")
+    }
+    return {"base": base, "bank": base / "bank.h5", "render": render, **trained}
+
+
+def noise_args(runs, out, *extra):
+    return (
+        "noise",
+        runs["feratt-rep-cls"],
+        runs["baseline"],
+        "--shards",
+        runs["render"],
+        "--sigmas",
+        "0.05,0.3",
+        "--out",
+        out,
+        "--batch-size",
+        16,
+        "--device",
+        "cpu",
+        *extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def noise_out(runs):
+    """`feratt noise` over both runs, synthetic and real test splits."""
+    out = runs["base"] / "noise-1"
+    result = run(*noise_args(runs, out, "--real-test", runs["bank"]))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _split(runs, method, fold=0, batch_size=16):
+    trained = load_trained(runs[method], fold)
+    index = read_render_index(runs["render"])
+    loader = synthetic_loader(runs["render"], fold_test_subjects(trained, index), batch_size, 0, True)
+    return trained, loader
+
+
+@pytest.mark.parametrize("method", ["feratt-rep-cls", "baseline"])
+def test_sigma_zero_is_the_clean_evaluation(runs, noise_out, method):
+    trained, loader = _split(runs, method)
+    clean = run_model(trained, loader)
+    zero = run_model(trained, loader, noise=Noise(0.0))
+    np.testing.assert_array_equal(zero.logits, clean.logits)
+    np.testing.assert_array_equal(zero.confusion(), clean.confusion())
+    if clean.embeddings is not None:
+        np.testing.assert_array_equal(zero.embeddings, clean.embeddings)
+    written = json.loads((noise_out / "noise.json").read_text())
+    entry = next(m for m in written["methods"] if m["method"] == method)["folds"]["0"]["synthetic"][0]
+    assert entry["sigma"] == 0.0
+    assert entry["metrics"]["confusion"] == clean.confusion().tolist()
+    assert entry["metrics"]["accuracy"] == clean.metrics(trained.classes)["accuracy"]
+    # Lab L at sigma 0 goes through a Lab round trip: the same predictions, nearly the same logits.
+    lab = run_model(trained, loader, noise=Noise(0.0, lab_l=True))
+    np.testing.assert_array_equal(lab.predictions, clean.predictions)
+    np.testing.assert_allclose(lab.logits, clean.logits, atol=1e-3)
+
+
+@pytest.mark.parametrize("lab_l", [False, True])
+def test_add_noise_changes_the_image_within_range_and_repeats_by_seed(lab_l):
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0.0, 1.0, (3, 3, 32, 32)).astype(np.float32)
+    noise = Noise(0.3, lab_l=lab_l)
+    noisy = add_noise(images, noise, np.random.default_rng(11))
+    assert noisy.shape == images.shape and noisy.dtype == np.float32
+    assert noisy.min() >= 0.0 and noisy.max() <= 1.0
+    assert np.abs(noisy - images).mean() > 0.05
+    np.testing.assert_array_equal(add_noise(images, noise, np.random.default_rng(11)), noisy)
+    assert not np.array_equal(add_noise(images, noise, np.random.default_rng(12)), noisy)
+
+
+def test_noisy_evaluation_is_seeded_and_matches_the_written_figures(runs, noise_out):
+    written = json.loads((noise_out / "noise.json").read_text())
+    for method in ("feratt-rep-cls", "baseline"):
+        trained, loader = _split(runs, method, fold=1)
+        first = run_model(trained, loader, noise=Noise(0.3, seed=0))
+        again = run_model(trained, loader, noise=Noise(0.3, seed=0))
+        np.testing.assert_array_equal(first.logits, again.logits)
+        other = run_model(trained, loader, noise=Noise(0.3, seed=1))
+        assert not np.array_equal(first.logits, other.logits)
+        rows = next(m for m in written["methods"] if m["method"] == method)["folds"]["1"]["synthetic"]
+        assert rows[-1]["sigma"] == 0.3
+        assert rows[-1]["metrics"]["confusion"] == first.confusion().tolist()
+
+
+def test_noise_writes_json_csv_and_figures(runs, noise_out, tmp_path):
+    written = json.loads((noise_out / "noise.json").read_text())
+    assert written["sigmas"] == [0.0, 0.05, 0.3] and written["splits"] == ["synthetic", "real"]
+    assert [m["label"] for m in written["methods"]] == ["feratt-rep-cls", "baseline"]
+    for method in written["methods"]:
+        assert sorted(method["folds"]) == ["0", "1"]
+        for split in ("synthetic", "real"):
+            for i, row in enumerate(method["aggregate"][split]):
+                accuracies = [method["folds"][f][split][i]["metrics"]["accuracy"] for f in ("0", "1")]
+                assert row["folds"] == 2
+                assert row["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+                assert row["accuracy"]["std"] == pytest.approx(np.std(accuracies))
+        # 2 test subjects a fold: 28 rendered samples and 14 real faces.
+        assert method["folds"]["0"]["synthetic"][0]["metrics"]["samples"] == 28
+        assert method["folds"]["0"]["real"][0]["metrics"]["samples"] == 14
+    with open(noise_out / "noise.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 2 * 3
+    assert {(r["method"], r["split"], r["sigma"]) for r in rows} == {
+        (m, s, g)
+        for m in ("feratt-rep-cls", "baseline")
+        for s in ("synthetic", "real")
+        for g in ("0", "0.05", "0.3")
+    }
+    for name in ("noise-synthetic.png", "noise-real.png", "figure7.png"):
+        with Image.open(noise_out / name) as image:
+            image.verify()
+    figure = written["figure7"]
+    assert figure["run"] == str(runs["feratt-rep-cls"]) and figure["image_index"] == 0
+    assert [c["sigma"] for c in figure["columns"]] == [0.0, 0.05, 0.3]
+    assert all(0.0 < c["probability"] <= 1.0 for c in figure["columns"])
+    # A rerun writes the same numbers.
+    again = tmp_path / "noise-2"
+    result = run(*noise_args(runs, again, "--real-test", runs["bank"]))
+    assert result.exit_code == 0, result.output
+    assert (again / "noise.json").read_bytes() == (noise_out / "noise.json").read_bytes()
+    assert (again / "noise.csv").read_bytes() == (noise_out / "noise.csv").read_bytes()
+
+
+def test_baseline_alone_on_lab_l_skips_figure_7(runs, tmp_path):
+    out = tmp_path / "noise"
+    args = ("noise", runs["baseline"], "--shards", runs["render"], "--sigmas", "0.1", "--lab-l", "--fold", 0)
+    result = run(*args, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "figure 7 (I_att under noise) skipped" in result.output
+    written = json.loads((out / "noise.json").read_text())
+    assert written["lab_l"] and written["figure7"] is None and not (out / "figure7.png").exists()
+    assert list(written["methods"][0]["folds"]) == ["0"] and written["splits"] == ["synthetic"]
+    assert (out / "noise-synthetic.png").is_file() and not (out / "noise-real.png").exists()
+    assert len((out / "noise.csv").read_text().splitlines()) == 1 + 2
+
+
+def test_bad_inputs(runs, tmp_path):
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    base = ("--shards", runs["render"], "--out", tmp_path / "out", "--device", "cpu")
+    assert_user_error(run("noise", runs["baseline"], empty, *base), "has no checkpoint")
+    assert not (tmp_path / "out" / "noise.json").exists()
+    assert_user_error(run("noise", runs["baseline"], *base, "--fold", 5), "no checkpoint for fold 5")
+    assert_user_error(
+        run("noise", runs["feratt-rep-cls"], *base, "--image-index", 999), "past the end of the test split"
+    )
+    for sigmas in ("0.1,abc", "0.1,-0.2", ",", "nan"):
+        result = run("noise", runs["baseline"], *base, f"--sigmas={sigmas}")
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for '--sigmas'" in result.output and "Traceback" not in result.output
