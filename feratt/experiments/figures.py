@@ -41,35 +41,50 @@ def cd_groups(ranks: dict[str, float], cd: float) -> list[list[str]]:
     return groups
 
 
-def cd_diagram(ranks: dict[str, float], cd: float, path: Path, title: str | None = None) -> Path:
+def cd_diagram(
+    ranks: dict[str, float],
+    cd: float,
+    path: Path,
+    title: str | None = None,
+    lower_is_better_axis_label: str = "average rank",
+) -> Path:
     """Demsar's critical-difference diagram: average ranks on an axis, CD bar, bars over tied groups."""
+    if len(ranks) < 2:
+        raise ValueError(f"a critical-difference diagram needs at least 2 methods, not {len(ranks)}")
+    if not (np.isfinite(list(ranks.values())).all() and np.isfinite(cd) and cd > 0):
+        raise ValueError("ranks and the critical difference must be finite, and the CD positive")
+    path = Path(path)
     plt = _pyplot()
     k = len(ranks)
     order = sorted(ranks, key=lambda name: ranks[name])
+    groups = cd_groups(ranks, cd)
     half = (k + 1) // 2
-    figure, axes = plt.subplots(figsize=(7, 1.6 + 0.35 * half))
+    # Labels hang below the group bars so that no bar crosses a label's line.
+    drop = 0.4 + 0.25 * len(groups)
+    figure, axes = plt.subplots(figsize=(7, 1.8 + 0.35 * (half + drop)))
     axes.set_xlim(0.5, k + 0.5)
-    axes.set_ylim(-(half + 1.5), 2.2)
+    axes.set_ylim(-(half + drop - 0.4), 2.6)
     axes.axis("off")
     axes.hlines(0, 1, k, color="black", linewidth=1)
     for tick in range(1, k + 1):
         axes.vlines(tick, 0, 0.15, color="black", linewidth=1)
         axes.text(tick, 0.3, str(tick), ha="center", va="bottom", fontsize=9)
-    axes.hlines(1.5, 1, 1 + cd, color="black", linewidth=1.5)
-    axes.vlines([1, 1 + cd], 1.4, 1.6, color="black", linewidth=1.5)
-    axes.text(1 + cd / 2, 1.65, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    axes.text(k + 0.45, 0.3, lower_is_better_axis_label, ha="left", va="bottom", fontsize=9)
+    axes.hlines(1.7, 1, 1 + cd, color="black", linewidth=1.5)
+    axes.vlines([1, 1 + cd], 1.6, 1.8, color="black", linewidth=1.5)
+    axes.text(1 + cd / 2, 1.85, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
     for i, name in enumerate(order):
         rank = ranks[name]
         left = i < half
-        row = -(i + 1 if left else k - i)
+        row = -(i if left else k - 1 - i) - drop
         side = 0.6 if left else k + 0.4
         axes.vlines(rank, row, 0, color="black", linewidth=0.8)
         axes.hlines(row, min(rank, side), max(rank, side), color="black", linewidth=0.8)
         label = f"{name} ({rank:.2f})"
         axes.text(side, row, label, ha="right" if left else "left", va="center", fontsize=9)
-    for j, group in enumerate(cd_groups(ranks, cd)):
+    for j, group in enumerate(groups):
         low, high = ranks[group[0]], ranks[group[-1]]
-        axes.hlines(-0.35 - 0.25 * j, low - 0.03, high + 0.03, color="black", linewidth=4)
+        axes.hlines(-0.3 - 0.25 * j, low - 0.03, high + 0.03, color="black", linewidth=4)
     if title:
         axes.set_title(title, fontsize=9)
     return _save(figure, path)

@@ -31,6 +31,13 @@ def _tests_markdown(tests: dict[str, Any]) -> list[str]:
         f"({friedman['n']} folds, {friedman['k']} methods).",
         f"- Nemenyi: critical difference {nemenyi['cd']:.3f} in average rank.",
     ]
+    if friedman["n"] < 10:
+        lines.insert(
+            3,
+            f"  With {friedman['n']} folds the chi-square and F approximations are rough (Demsar, 2006, "
+            "asks for about 10 or more); an infinite F_F only means that every fold ranks the methods "
+            "alike. Read these p-values with care.",
+        )
     for pair in nemenyi["pairs"]:
         verdict = "differ" if pair["significant"] else "do not differ"
         lines.append(

@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
 
-def _scores(scores: Any) -> np.ndarray:
+def _scores(scores: ArrayLike) -> np.ndarray:
     matrix = np.asarray(scores, dtype=np.float64)
     if matrix.ndim != 2:
         raise ValueError(f"scores must be a (folds x methods) table, not shape {matrix.shape}")
@@ -22,7 +23,7 @@ def _scores(scores: Any) -> np.ndarray:
     return matrix
 
 
-def average_ranks(scores: Any, higher_is_better: bool = True) -> np.ndarray:
+def average_ranks(scores: ArrayLike, higher_is_better: bool = True) -> np.ndarray:
     """Mean rank of each method over the rows (1 = best; ties share their average rank)."""
     matrix = _scores(scores)
     ranks = stats.rankdata(-matrix if higher_is_better else matrix, axis=1)
@@ -42,15 +43,18 @@ class FriedmanResult:
     k: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-serialisable plain types."""
         return {**asdict(self), "ranks": list(self.ranks)}
 
 
-def friedman_from_ranks(ranks: Any, n: int) -> FriedmanResult:
+def friedman_from_ranks(ranks: ArrayLike, n: int) -> FriedmanResult:
     """The Friedman test from the methods' average ranks over `n` folds."""
     ranks = np.asarray(ranks, dtype=np.float64)
     k = len(ranks)
     if k < 2 or n < 2:
         raise ValueError(f"the Friedman test needs at least 2 methods and 2 folds, not {k} and {n}")
+    if not np.isfinite(ranks).all():
+        raise ValueError("ranks must all be finite")
     chi2 = 12.0 * n / (k * (k + 1)) * (float(np.sum(ranks**2)) - k * (k + 1) ** 2 / 4.0)
     p_value = float(stats.chi2.sf(chi2, k - 1))
     denominator = n * (k - 1) - chi2
@@ -62,7 +66,7 @@ def friedman_from_ranks(ranks: Any, n: int) -> FriedmanResult:
     return FriedmanResult(chi2, p_value, f_f, f_p, tuple(float(r) for r in ranks), n, k)
 
 
-def friedman_test(scores: Any, higher_is_better: bool = True) -> FriedmanResult:
+def friedman_test(scores: ArrayLike, higher_is_better: bool = True) -> FriedmanResult:
     """The Friedman test of a (folds x methods) score table."""
     matrix = _scores(scores)
     return friedman_from_ranks(average_ranks(matrix, higher_is_better), matrix.shape[0])
@@ -72,7 +76,10 @@ def critical_value(k: int, alpha: float = 0.05, test: str = "nemenyi") -> float:
     """q_alpha of Demsar's Table 5: Nemenyi (studentized range / sqrt 2) or Bonferroni-Dunn."""
     if k < 2:
         raise ValueError(f"a critical value needs at least 2 methods, not {k}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, not {alpha}")
     if test == "nemenyi":
+        # Infinite degrees of freedom: the range of k standard normals, as in Demsar's Table 5.
         return float(stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2))
     if test == "bonferroni-dunn":
         return float(stats.norm.ppf(1 - alpha / (2 * (k - 1))))
@@ -81,7 +88,14 @@ def critical_value(k: int, alpha: float = 0.05, test: str = "nemenyi") -> float:
 
 def critical_difference(k: int, n: int, alpha: float = 0.05, test: str = "nemenyi") -> float:
     """The critical difference in average rank, q_alpha * sqrt(k (k + 1) / (6 N))."""
+    if n < 1:
+        raise ValueError(f"a critical difference needs at least 1 fold, not {n}")
     return critical_value(k, alpha, test) * math.sqrt(k * (k + 1) / (6.0 * n))
+
+
+def _check_names(names: list[str], k: int) -> None:
+    if len(names) != k or len(set(names)) != k:
+        raise ValueError(f"need {k} distinct method names, not {names}")
 
 
 @dataclass(frozen=True)
@@ -94,17 +108,18 @@ class NemenyiResult:
     pairs: tuple[dict[str, Any], ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "cd": self.cd, "ranks": dict(self.ranks), "pairs": list(self.pairs)}
+        """The result as JSON-serialisable plain types."""
+        pairs = [dict(pair) for pair in self.pairs]
+        return {"alpha": self.alpha, "cd": self.cd, "ranks": dict(self.ranks), "pairs": pairs}
 
 
 def nemenyi_test(
-    scores: Any, names: list[str], alpha: float = 0.05, higher_is_better: bool = True
+    scores: ArrayLike, names: list[str], alpha: float = 0.05, higher_is_better: bool = True
 ) -> NemenyiResult:
     """All-pairs Nemenyi post-hoc test: a pair differs when its ranks differ by at least the CD."""
     matrix = _scores(scores)
     n, k = matrix.shape
-    if len(names) != k:
-        raise ValueError(f"{len(names)} names for {k} methods")
+    _check_names(names, k)
     ranks = dict(zip(names, (float(r) for r in average_ranks(matrix, higher_is_better)), strict=True))
     cd = critical_difference(k, n, alpha, "nemenyi")
     pairs = tuple(
@@ -129,22 +144,24 @@ class BonferroniDunnResult:
     comparisons: tuple[dict[str, Any], ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-serialisable plain types."""
         return {
             "alpha": self.alpha,
             "control": self.control,
             "cd": self.cd,
-            "comparisons": list(self.comparisons),
+            "comparisons": [dict(row) for row in self.comparisons],
         }
 
 
 def bonferroni_dunn_test(
-    scores: Any, names: list[str], control: str, alpha: float = 0.05, higher_is_better: bool = True
+    scores: ArrayLike, names: list[str], control: str, alpha: float = 0.05, higher_is_better: bool = True
 ) -> BonferroniDunnResult:
     """Bonferroni-Dunn test of every method against `control` on average ranks."""
     matrix = _scores(scores)
     n, k = matrix.shape
-    if len(names) != k or control not in names:
-        raise ValueError(f"the control {control!r} must be one of the {k} named methods")
+    _check_names(names, k)
+    if control not in names:
+        raise ValueError(f"the control {control!r} is not one of the methods {names}")
     ranks = dict(zip(names, (float(r) for r in average_ranks(matrix, higher_is_better)), strict=True))
     scale = math.sqrt(k * (k + 1) / (6.0 * n))
     cd = critical_difference(k, n, alpha, "bonferroni-dunn")
