@@ -131,3 +131,25 @@ def test_evaluate_bad_inputs(render, experiment, tmp_path):
     assert_user_error(run("evaluate", tmp_path / "empty-run", "--shards", render), "has no checkpoint")
     several = run("evaluate", out / "runs" / "baseline", "--shards", render)
     assert_user_error(several, "choose one with --fold")
+
+
+def test_evaluate_on_an_evaluation_render_of_the_same_bank(render, experiment, tmp_path):
+    """The authors' evaluation geometry: a --preset eval render of the bank, scored fold by fold."""
+    out, _ = experiment
+    eval_render = render_tiny(tmp_path, 4, "--preset", "eval", "--seed", 7, "--shard-size", 14)
+    index = json.loads((eval_render / "index.json").read_text())
+    assert index["render_config"]["geometry"]["rotation"] == 45.0
+    result = run(
+        "evaluate",
+        out / "runs" / "baseline",
+        "--shards",
+        eval_render,
+        "--fold",
+        0,
+        "--out",
+        tmp_path / "e.json",
+    )
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    trained = json.loads((out / "evaluations" / "baseline-fold-0.json").read_text())
+    assert evaluated["test_subjects"] == trained["test_subjects"] and evaluated["synthetic"]["samples"] == 28
