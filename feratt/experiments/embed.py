@@ -13,9 +13,9 @@ import torch
 from feratt import __version__
 from feratt.atomic import atomic_path, atomic_write_bytes
 from feratt.errors import FerattError
-from feratt.experiments.evaluate import check_render, run_model, synthetic_loader
+from feratt.experiments.evaluate import check_render, fold_split, run_model, synthetic_loader
+from feratt.experiments.figures import new_figure, save_png
 from feratt.experiments.runs import load_trained
-from feratt.manifests.folds import make_folds, split_fold
 from feratt.training.data import read_render_index
 from feratt.training.metrics import knn_accuracy
 
@@ -66,13 +66,10 @@ def plot_tsne(
 ) -> None:
     """Figure 6: t-SNE points coloured by true class; misclassified ones drawn as crosses."""
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     colours = colormaps["tab10" if len(classes) <= 10 else "tab20"]
-    figure = Figure(figsize=(7.0, 6.0), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(figsize=(7.0, 6.0), layout="constrained")
     axis = figure.subplots()
     for cls, name in enumerate(classes):
         colour = colours(cls % colours.N)
@@ -87,8 +84,7 @@ def plot_tsne(
     axis.set_xticks([])
     axis.set_yticks([])
     axis.set_title(title)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+    save_png(figure, path)
 
 
 def embed_experiment(
@@ -119,9 +115,7 @@ def embed_experiment(
         )
     index = read_render_index(shards)
     check_render(trained, index, shards)
-    config = trained.config
-    folds = make_folds(sorted(index["subjects"]), config.fold_size, config.seed)
-    split = split_fold(folds, trained.fold, config.val_subjects, config.seed)
+    split = fold_split(trained, index)
     out = Path(out) if out is not None else trained.checkpoint.parent / "embed"
     out.mkdir(parents=True, exist_ok=True)
 

@@ -13,7 +13,7 @@ import torch
 
 from feratt.errors import FerattError
 from feratt.experiments.runs import TrainedModel
-from feratt.manifests.folds import make_folds, split_fold
+from feratt.manifests.folds import FoldSplit, make_folds, split_fold
 from feratt.training.data import (
     ShardStream,
     make_loader,
@@ -83,11 +83,16 @@ class Outputs:
         return result
 
 
-def fold_test_subjects(trained: TrainedModel, render_index: dict[str, Any]) -> list[str]:
-    """The test subjects of the model's fold, from the render's subjects and the run's fold settings."""
+def fold_split(trained: TrainedModel, render_index: dict[str, Any]) -> FoldSplit:
+    """The model's fold split, from the render's subjects and the run's fold settings."""
     config = trained.config
     folds = make_folds(sorted(render_index["subjects"]), config.fold_size, config.seed)
-    return split_fold(folds, trained.fold, config.val_subjects, config.seed).test
+    return split_fold(folds, trained.fold, config.val_subjects, config.seed)
+
+
+def fold_test_subjects(trained: TrainedModel, render_index: dict[str, Any]) -> list[str]:
+    """The test subjects of the model's fold."""
+    return fold_split(trained, render_index).test
 
 
 def check_render(trained: TrainedModel, render_index: dict[str, Any], shards: Path) -> None:

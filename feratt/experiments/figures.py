@@ -10,20 +10,21 @@ import numpy as np
 from feratt.atomic import atomic_path
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def new_figure(**options: Any) -> Any:
+    """A matplotlib Figure on its own Agg canvas: no pyplot, so no global backend or figure state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    figure = Figure(**options)
+    FigureCanvasAgg(figure)
+    return figure
 
-    return plt
 
-
-def _save(figure: Any, path: Path) -> Path:
+def save_png(figure: Any, path: Path, tight: bool = False) -> Path:
+    """Write a figure as a PNG atomically (its folder created) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    _pyplot().close(figure)
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight" if tight else None)
     return path
 
 
@@ -54,14 +55,14 @@ def cd_diagram(
     if not (np.isfinite(list(ranks.values())).all() and np.isfinite(cd) and cd > 0):
         raise ValueError("ranks and the critical difference must be finite, and the CD positive")
     path = Path(path)
-    plt = _pyplot()
     k = len(ranks)
     order = sorted(ranks, key=lambda name: ranks[name])
     groups = cd_groups(ranks, cd)
     half = (k + 1) // 2
     # Labels hang below the group bars so that no bar crosses a label's line.
     drop = 0.4 + 0.25 * len(groups)
-    figure, axes = plt.subplots(figsize=(7, 1.8 + 0.35 * (half + drop)))
+    figure = new_figure(figsize=(7, 1.8 + 0.35 * (half + drop)))
+    axes = figure.subplots()
     axes.set_xlim(0.5, k + 0.5)
     axes.set_ylim(-(half + drop - 0.4), 2.6)
     axes.axis("off")
@@ -87,16 +88,16 @@ def cd_diagram(
         axes.hlines(-0.3 - 0.25 * j, low - 0.03, high + 0.03, color="black", linewidth=4)
     if title:
         axes.set_title(title, fontsize=9)
-    return _save(figure, path)
+    return save_png(figure, path, tight=True)
 
 
 def confusion_figure(confusion: Any, classes: list[str], path: Path, title: str | None = None) -> Path:
     """A confusion matrix as a PNG: counts in each cell, shaded by the row's share (recall)."""
-    plt = _pyplot()
     matrix = np.asarray(confusion, dtype=np.int64)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.55 * len(classes)
-    figure, axes = plt.subplots(figsize=(size + 1, size))
+    figure = new_figure(figsize=(size + 1, size))
+    axes = figure.subplots()
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
     axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
@@ -108,4 +109,4 @@ def confusion_figure(confusion: Any, classes: list[str], path: Path, title: str 
         axes.text(column, row, str(count), ha="center", va="center", fontsize=8, color=colour)
     if title:
         axes.set_title(title, fontsize=9)
-    return _save(figure, path)
+    return save_png(figure, path, tight=True)

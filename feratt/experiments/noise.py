@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from feratt import __version__
-from feratt.atomic import atomic_path, atomic_write_bytes
+from feratt.atomic import atomic_write_bytes
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import (
     Noise,
@@ -25,6 +25,7 @@ from feratt.experiments.evaluate import (
     run_model,
     synthetic_loader,
 )
+from feratt.experiments.figures import new_figure, save_png
 from feratt.experiments.runs import TrainedModel, find_checkpoint, load_trained
 from feratt.training.data import normalise_batch, read_render_index
 from feratt.training.trainer import prepare_inputs
@@ -150,20 +151,10 @@ def attention_panels(
     return panels
 
 
-def _save_figure(figure, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
-
-
 def plot_attention_grid(panels: Sequence[dict[str, Any]], title: str, path: Path) -> None:
     """Figure 7: noisy inputs over their I_att, one column per noise level, top class as column title."""
-    from matplotlib.figure import Figure
-
     columns = len(panels)
-    figure = Figure(figsize=(1.7 * columns + 0.6, 4.2), layout="constrained")
+    figure = new_figure(figsize=(1.7 * columns + 0.6, 4.2), layout="constrained")
     axes = figure.subplots(2, columns, squeeze=False)
     for column, panel in enumerate(panels):
         axes[0, column].set_title(
@@ -176,14 +167,12 @@ def plot_attention_grid(panels: Sequence[dict[str, Any]], title: str, path: Path
     axes[0, 0].set_ylabel("noisy input")
     axes[1, 0].set_ylabel("$I_{att}$")
     figure.suptitle(title, fontsize=10)
-    _save_figure(figure, path)
+    save_png(figure, path)
 
 
 def plot_noise_curves(methods: Sequence[dict[str, Any]], split: str, path: Path, title: str) -> None:
     """Figures 8/9: accuracy (%) against sigma, one curve per method, mean over folds with std bars."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    figure = new_figure(figsize=(6.4, 4.2), layout="constrained")
     axis = figure.subplots()
     sigmas = [row["sigma"] for row in methods[0]["aggregate"][split]]
     # Evenly spaced positions: the paper's levels crowd below 0.1.
@@ -204,7 +193,7 @@ def plot_noise_curves(methods: Sequence[dict[str, Any]], split: str, path: Path,
     axis.grid(True, alpha=0.3)
     axis.legend()
     axis.set_title(title)
-    _save_figure(figure, path)
+    save_png(figure, path)
 
 
 def noise_csv(methods: Sequence[dict[str, Any]], splits: Sequence[str]) -> str:
