@@ -240,7 +240,9 @@ def _names(text: str) -> tuple[str, ...]:
     "--shard-size", type=click.IntRange(1), default=1000, show_default=True, help="Samples per shard."
 )
 @click.option(
+    "--geometry",
     "--preset",
+    "preset",
     type=click.Choice(["train", "eval"]),
     default="train",
     show_default=True,
@@ -677,6 +679,11 @@ def _train_config(ctx: click.Context, config_file: str | None, options: dict):
     help="Comma-separated methods to compare.",
 )
 @click.option("--folds", "fold_spec", default="all", show_default=True, help="'all' or one fold index.")
+@click.option(
+    "--eval-shards",
+    type=click.Path(file_okay=False),
+    help="Test on this render of the same bank instead (e.g. one made with --geometry eval).",
+)
 @training_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.pass_context
@@ -686,6 +693,7 @@ def experiment(
     exp_dir: str,
     methods: str,
     fold_spec: str,
+    eval_shards: str | None,
     config_file: str | None,
     device: str,
     **options,
@@ -710,6 +718,7 @@ def experiment(
             fold_spec,
             config,
             real_test=real_test,
+            eval_shards=Path(eval_shards) if eval_shards else None,
             device=pick_device(device),
             echo=click.echo,
         )

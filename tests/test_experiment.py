@@ -133,10 +133,14 @@ def test_evaluate_bad_inputs(render, experiment, tmp_path):
     assert_user_error(several, "choose one with --fold")
 
 
+def args_for(run_dir, shards, out_file):
+    return ("evaluate", run_dir, "--shards", shards, "--fold", 0, "--out", out_file, "--device", "cpu")
+
+
 def test_evaluate_on_an_evaluation_render_of_the_same_bank(render, experiment, tmp_path):
-    """The authors' evaluation geometry: a --preset eval render of the bank, scored fold by fold."""
+    """The authors' evaluation geometry: a --geometry eval render of the bank, scored fold by fold."""
     out, _ = experiment
-    eval_render = render_tiny(tmp_path, 4, "--preset", "eval", "--seed", 7, "--shard-size", 14)
+    eval_render = render_tiny(tmp_path, 4, "--geometry", "eval", "--seed", 7, "--shard-size", 14)
     index = json.loads((eval_render / "index.json").read_text())
     assert index["render_config"]["geometry"]["rotation"] == 45.0
     result = run(
@@ -153,3 +157,17 @@ def test_evaluate_on_an_evaluation_render_of_the_same_bank(render, experiment, t
     evaluated = json.loads((tmp_path / "e.json").read_text())
     trained = json.loads((out / "evaluations" / "baseline-fold-0.json").read_text())
     assert evaluated["test_subjects"] == trained["test_subjects"] and evaluated["synthetic"]["samples"] == 28
+
+    # The same evaluation render as an experiment's test set.
+    exp = tmp_path / "exp-eval"
+    result = run(*experiment_args(render, exp, "--eval-shards", eval_render))
+    assert result.exit_code == 0, result.output
+    again = json.loads((exp / "evaluations" / "baseline-fold-0.json").read_text())
+    assert again["test_subjects"] == trained["test_subjects"]
+    direct = run(*args_for(exp / "runs" / "baseline", eval_render, tmp_path / "direct.json"))
+    assert direct.exit_code == 0, direct.output
+    assert (
+        json.loads((tmp_path / "direct.json").read_text())["synthetic"]["confusion"]
+        == again["synthetic"]["confusion"]
+    )
+    assert f"evaluation render `{eval_render}`" in (exp / "report.md").read_text()

@@ -216,16 +216,25 @@ def run_experiment(
     config: TrainConfig,
     *,
     real_test: str | None,
+    eval_shards: Path | None = None,
     device: torch.device,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train (or reuse) and evaluate every method on every chosen fold; write tables and report.md."""
+    """Train (or reuse) and evaluate every method on every chosen fold; write tables and report.md.
+
+    Test samples come from `eval_shards` when given (a render of the same bank, such as one with the
+    authors' evaluation geometry), else from the training render's test subjects.
+    """
     from feratt.training.trainer import _fold_index, train
 
     index = read_render_index(shards)
     count = len(make_folds(sorted(index["subjects"]), config.fold_size, config.seed))
     folds = list(range(count)) if fold_spec == "all" else [_fold_index(fold_spec, count)]
+    test_shards = eval_shards or shards
     settings = _settings(shards, methods, folds, config, real_test)
+    if eval_shards is not None:
+        settings["eval_shards"] = str(eval_shards)
+        settings["eval_data"] = data_checksums(eval_shards)
     bind_folder(out, settings)
     evaluations: dict[str, list[dict[str, Any]]] = {}
     for method in methods:
@@ -248,7 +257,7 @@ def run_experiment(
                 if evaluation.get("checkpoint_mtime_ns") != stamp:
                     evaluation = None
             if evaluation is None:
-                evaluation = evaluate_fold(run_dir, fold, shards, real_test, method_config, device)
+                evaluation = evaluate_fold(run_dir, fold, test_shards, real_test, method_config, device)
                 evaluation["checkpoint_mtime_ns"] = (fold_dir / "best.pt").stat().st_mtime_ns
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 _write_json(cached, evaluation)

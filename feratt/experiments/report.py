@@ -95,6 +95,15 @@ def write_report(out: Path, results: dict[str, Any], evaluations: dict[str, list
         f"folds {', '.join(str(f) for f in settings['folds'])} "
         f"(leave-{settings['training']['fold_size']}-subjects-out, seed {settings['training']['seed']}).",
         "",
+        *(
+            [
+                f"Test samples from the evaluation render `{settings['eval_shards']}` "
+                f"(index.json sha256 `{settings['eval_data']['index_sha256']}`).",
+                "",
+            ]
+            if "eval_shards" in settings
+            else []
+        ),
         "Data checksums (from the render's `index.json`):",
         "",
         f"- face bank content sha256 `{data['bank_sha256']}`",
