@@ -127,6 +127,7 @@ def run_model(
     model, config = trained.model, trained.config
     model.eval()
     logits, labels, embeddings = [], [], []
+    feratt = model_name(config.method) == "feratt"
     for step, raw in enumerate(batches):
         if noise is not None:
             rng = np.random.default_rng([noise.seed, step, 0x401CE])
@@ -134,7 +135,6 @@ def run_model(
             raw = {**raw, "image": torch.from_numpy(add_noise(images, noise, rng))}
         batch = normalise_batch(raw, device)
         inputs, target = prepare_inputs(batch, config)
-        feratt = model_name(config.method) == "feratt"
         output = model(inputs, target=target) if feratt else model(inputs)
         logits.append(output.logits.float().cpu().numpy())
         labels.append(batch["label"].cpu().numpy().astype(np.int64))
