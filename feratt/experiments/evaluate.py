@@ -150,6 +150,37 @@ def run_model(
     )
 
 
+def evaluate_model(
+    trained: TrainedModel,
+    shards: Path,
+    *,
+    real_test: str | None = None,
+    batch_size: int = 100,
+    workers: int = 0,
+    verify: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Metrics of a model on its fold's test subjects in `shards` (and their real faces), with notes."""
+    index = read_render_index(shards)
+    check_render(trained, index, shards)
+    subjects = fold_test_subjects(trained, index)
+    results: dict[str, Any] = {
+        "checkpoint": str(trained.checkpoint),
+        "method": trained.method,
+        "fold": trained.fold,
+        "epoch": trained.epoch,
+        "shards": str(shards),
+        "test_subjects": subjects,
+        "notes": [],
+    }
+    loader = synthetic_loader(shards, subjects, batch_size, workers, verify=verify)
+    results["synthetic"] = run_model(trained, loader, device).metrics(trained.classes)
+    if real_test:
+        batches, results["notes"] = real_loader(Path(real_test), subjects, index, batch_size)
+        results["real"] = run_model(trained, batches, device).metrics(trained.classes)
+    return results
+
+
 def evaluate_to_files(
     run_path: Path,
     shards: Path,
@@ -170,25 +201,9 @@ def evaluate_to_files(
     from feratt.experiments.runs import load_trained
 
     trained = load_trained(run_path, fold=fold, which=which, device=device)
-    index = read_render_index(shards)
-    check_render(trained, index, shards)
-    subjects = fold_test_subjects(trained, index)
-    results: dict[str, Any] = {
-        "checkpoint": str(trained.checkpoint),
-        "method": trained.method,
-        "fold": trained.fold,
-        "epoch": trained.epoch,
-        "shards": str(shards),
-        "test_subjects": subjects,
-        "notes": [],
-    }
-    results["synthetic"] = run_model(
-        trained, synthetic_loader(shards, subjects, batch_size, workers, verify=True), device
-    ).metrics(trained.classes)
-    if real_test:
-        batches, notes = real_loader(Path(real_test), subjects, index, batch_size)
-        results["notes"] = notes
-        results["real"] = run_model(trained, batches, device).metrics(trained.classes)
+    results = evaluate_model(
+        trained, shards, real_test=real_test, batch_size=batch_size, workers=workers, device=device
+    )
     out_file = out_file or trained.checkpoint.parent / f"evaluation-{trained.checkpoint.stem}.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     for split in ("synthetic", "real"):

@@ -110,32 +110,18 @@ def evaluate_fold(
     run_dir: Path, fold: int, shards: Path, real_test: str | None, config: TrainConfig, device: torch.device
 ) -> dict[str, Any]:
     """Test metrics of a fold's best-on-validation model on rendered (and real) test faces."""
-    from feratt.experiments.evaluate import (
-        check_render,
-        fold_test_subjects,
-        real_loader,
-        run_model,
-        synthetic_loader,
-    )
+    from feratt.experiments.evaluate import evaluate_model
     from feratt.experiments.runs import load_trained
 
     trained = load_trained(run_dir, fold=fold, which="best", device=device)
-    index = read_render_index(shards)
-    check_render(trained, index, shards)
-    subjects = fold_test_subjects(trained, index)
-    loader = synthetic_loader(shards, subjects, config.batch_size, config.workers, verify=False)
-    result: dict[str, Any] = {
-        "method": trained.method,
-        "fold": fold,
-        "epoch": trained.epoch,
-        "checkpoint": str(trained.checkpoint),
-        "test_subjects": subjects,
-        "synthetic": run_model(trained, loader, device).metrics(trained.classes),
-    }
-    if real_test:
-        batches, _ = real_loader(Path(real_test), subjects, index, config.batch_size)
-        result["real"] = run_model(trained, batches, device).metrics(trained.classes)
-    return result
+    return evaluate_model(
+        trained,
+        shards,
+        real_test=real_test,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=device,
+    )
 
 
 def summarise(evaluations: dict[str, list[dict[str, Any]]], split: str) -> dict[str, dict[str, Any]]:
