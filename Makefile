@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 # pulling a multi-gigabyte CUDA build when the package's own `torch>=2.1` is resolved.
 TORCH ?= torch==2.13.0
 DEMO_DIR ?= demo
-DEMO_EPOCHS ?= 4
+DEMO_EPOCHS ?= 12
 
 .PHONY: help venv demo test lint clean
 
 help:
-	@echo "make demo   demo face bank, a render of it, sheets, and a 3-method 2-fold experiment, in $(DEMO_DIR)/"
+	@echo "make demo   demo face bank, a render of it, sheets, and a 3-method experiment on one fold, in $(DEMO_DIR)/"
 	@echo "make test   lint and run the test suite"
 
 $(BIN)/.installed: setup.cfg pyproject.toml
@@ -29,9 +29,10 @@ demo: venv
 	$(BIN)/feratt render $(DEMO_DIR)/bank.h5 --out $(DEMO_DIR)/render --per-face 10 --shard-size 500 \
 		--fit-mask 0.05 --rotation 15 --translation 0.1 --no-colour --overwrite
 	$(BIN)/feratt inspect $(DEMO_DIR)/render --verify --sheet $(DEMO_DIR)/samples.png
-	$(BIN)/feratt experiment $(DEMO_DIR)/render --out $(DEMO_DIR)/experiment --folds all \
+	$(BIN)/feratt experiment $(DEMO_DIR)/render --out $(DEMO_DIR)/experiment --folds 0 \
 		--methods baseline,feratt-cls,feratt-rep-cls --preset cpu-small --epochs $(DEMO_EPOCHS) \
-		--batch-size 32 --lr 1e-3 --real-test $(DEMO_DIR)/bank.h5
+		--batch-size 32 --lr 1e-3 --class-means leave-one-out --representation-weight 0.1 \
+		--real-test $(DEMO_DIR)/bank.h5
 
 lint: venv
 	$(BIN)/ruff check feratt tests bench

@@ -504,6 +504,7 @@ _TRAIN_OPTIONS = (
     "attention_loss",
     "classification_loss",
     "sigma",
+    "class_means",
     "att_target",
     "teacher_forcing",
     "attention_channels",
@@ -564,6 +565,13 @@ _TRAINING_OPTION_DECORATORS = [
         default=1.0,
         show_default=True,
         help="Sigma of the Gaussian manifold loss.",
+    ),
+    click.option(
+        "--class-means",
+        type=click.Choice(["batch", "leave-one-out"]),
+        default="batch",
+        show_default=True,
+        help="Manifold loss class means: with the sample itself (their code) or without it.",
     ),
     click.option(
         "--att-target", type=click.Choice(["face", "input-masked"]), default="face", show_default=True

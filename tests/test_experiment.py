@@ -171,3 +171,40 @@ def test_evaluate_on_an_evaluation_render_of_the_same_bank(render, experiment, t
         == again["synthetic"]["confusion"]
     )
     assert f"evaluation render `{eval_render}`" in (exp / "report.md").read_text()
+
+
+def test_table_shows_spread_over_folds_and_plain_figures_for_one_fold():
+    from feratt.experiments.experiment import table_markdown
+
+    def table(folds):
+        values = {"mean": sum(folds) / len(folds), "std": abs(folds[0] - folds[-1]) / 2, "folds": folds}
+        return {"baseline": {key: values for key in ("accuracy", "precision", "recall", "f1")}}
+
+    assert table_markdown(table([50.0, 60.0])).splitlines()[2] == (
+        "| PreActResNet18 | 55.00 ± 5.00 | 55.00 ± 5.00 | 55.00 ± 5.00 | 55.00 ± 5.00 |"
+    )
+    assert (
+        table_markdown(table([37.02])).splitlines()[2] == "| PreActResNet18 | 37.02 | 37.02 | 37.02 | 37.02 |"
+    )
+
+
+def test_experiment_on_one_fold_reports_its_figures_without_tests(render, tmp_path):
+    out = tmp_path / "one"
+    result = run(*experiment_args(render, out, "--folds", "1"))
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["folds"] == [1]
+    accuracy = results["splits"]["synthetic"]["table"]["baseline"]["accuracy"]
+    assert len(accuracy["folds"]) == 1 and accuracy["std"] == 0.0
+    row = (out / "table-synthetic.md").read_text().splitlines()[2]
+    assert row.startswith("| PreActResNet18 | ") and "±" not in row
+    assert f"{accuracy['mean']:.2f}" in row
+    report = (out / "report.md").read_text()
+    assert "Figures are one fold's, in %." in report and "the tests need at least two" in report
+    assert f"| 1 | {accuracy['folds'][0]:.2f} |" in report  # the per-fold table names fold 1, not 0
+    assert not (out / "cd-synthetic.png").exists()
+    # The confusion figure is titled "..., fold 1"; a runaway title once stretched it to 17,000 px.
+    from PIL import Image
+
+    width, height = Image.open(out / "confusion-synthetic-baseline.png").size
+    assert 300 < width < 1500 and 300 < height < 1500

@@ -29,18 +29,27 @@ def clusters(distance, per_class=10, classes=3, dim=8, noise=0.1, seed=0):
     return torch.tensor(points), torch.tensor(labels)
 
 
-def reference_manifold_loss(z, labels, sigma):
-    """Eqs. 2, 4 and 5 written out literally in float64 numpy (normalised densities, uniform priors)."""
+def reference_manifold_loss(z, labels, sigma, leave_one_out=False):
+    """Eqs. 2, 4 and 5 written out literally in float64 numpy (normalised densities, uniform priors).
+
+    With `leave_one_out`, each sample's own class mean is the mean of the others of its class, and samples
+    alone in their class are not scored.
+    """
     present = np.unique(labels)
     n, d = z.shape
     density = np.zeros((n, len(present)))
-    for column, c in enumerate(present):
-        mu = z[labels == c].mean(0)
-        squared = ((z - mu) ** 2).sum(1)
-        density[:, column] = np.exp(-squared / (2 * sigma**2)) / np.sqrt((2 * np.pi) ** d * sigma)
+    for k in range(n):
+        for column, c in enumerate(present):
+            members = labels == c
+            if leave_one_out:
+                members = members & (np.arange(n) != k)
+            if members.any():
+                squared = ((z[k] - z[members].mean(0)) ** 2).sum()
+                density[k, column] = np.exp(-squared / (2 * sigma**2)) / np.sqrt((2 * np.pi) ** d * sigma)
     prior = 1.0 / len(present)
-    posterior = prior * density / (prior * density).sum(1, keepdims=True)
-    target = (labels[:, None] == present[None, :]).astype(float)
+    scored = [k for k in range(n) if not leave_one_out or (labels == labels[k]).sum() > 1]
+    posterior = prior * density[scored] / (prior * density[scored]).sum(1, keepdims=True)
+    target = (labels[scored, None] == present[None, :]).astype(float)
     return ((posterior - target) ** 2).sum(1).mean()
 
 
@@ -111,6 +120,45 @@ def test_manifold_loss_matches_numpy_reference():
     for sigma in (0.5, 1.0, 2.0):
         ours = gaussian_manifold_loss(torch.tensor(z), torch.tensor(y), 8, sigma=sigma).item()
         assert ours == pytest.approx(reference_manifold_loss(z, y, sigma), abs=1e-6)
+
+
+def test_manifold_loss_leave_one_out_matches_numpy_reference():
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((20, 6)) * 0.6
+    y = rng.integers(0, 4, 20)
+    y[:5] = [0, 1, 2, 3, 5]  # class 5 has a single sample, which is left out of the average
+    for sigma in (0.5, 1.0, 2.0):
+        ours = gaussian_manifold_loss(
+            torch.tensor(z), torch.tensor(y), 6, sigma=sigma, class_means="leave-one-out"
+        ).item()
+        assert ours == pytest.approx(reference_manifold_loss(z, y, sigma, leave_one_out=True), abs=1e-6)
+        assert ours != pytest.approx(reference_manifold_loss(z, y, sigma), abs=1e-3)
+
+
+def test_batch_means_reward_random_embeddings_and_leave_one_out_does_not():
+    # 32 label-independent 64-d embeddings, 4-5 per class: counting each sample in its own class mean puts
+    # every sample nearest its own mean, so noise nearly minimises the authors' loss at unit scale.
+    z = torch.randn(32, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.arange(32) % 7
+    batch = gaussian_manifold_loss(z, labels, 7)
+    leave_one_out = gaussian_manifold_loss(z, labels, 7, class_means="leave-one-out")
+    assert batch.item() == pytest.approx(0.0397, abs=1e-3)
+    assert leave_one_out.item() == pytest.approx(1.560, abs=1e-3)
+    # Shrinking z toward 0 moves both toward the uniform posterior's (C - 1) / C = 0.857.
+    for mode in ("batch", "leave-one-out"):
+        assert gaussian_manifold_loss(z * 1e-4, labels, 7, class_means=mode).item() == pytest.approx(
+            6 / 7, abs=1e-3
+        )
+
+
+def test_manifold_loss_leave_one_out_separated_clusters_and_singletons():
+    z, y = clusters(20.0)
+    assert gaussian_manifold_loss(z, y, 3, class_means="leave-one-out").item() < 1e-3
+    singletons = torch.randn(4, 5, requires_grad=True)
+    loss = gaussian_manifold_loss(singletons, torch.arange(4), 4, class_means="leave-one-out")
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(singletons.grad).all()
 
 
 def test_manifold_loss_grows_with_sigma():
@@ -214,3 +262,5 @@ def test_methods_and_config_validation():
         LossConfig(attention_kind="l2")
     with pytest.raises(FerattError, match="sigma"):
         LossConfig(sigma=0.0)
+    with pytest.raises(FerattError, match="batch, leave-one-out"):
+        LossConfig(class_means="median")

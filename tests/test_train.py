@@ -212,6 +212,30 @@ def test_ddp_with_gloo_matches_single_process_sample_count(render, tmp_path):
     assert (ddp / "summary.json").is_file()
 
 
+def test_class_means_option_reaches_the_loss_and_is_saved(render, tmp_path):
+    from feratt.training.trainer import loss_config
+
+    run_dir = tmp_path / "run"
+    extra = (
+        "--method",
+        "feratt-rep-cls",
+        "--epochs",
+        1,
+        "--max-batches",
+        1,
+        "--class-means",
+        "leave-one-out",
+    )
+    result = run(*train_args(render, run_dir, *extra))
+    assert result.exit_code == 0, result.output
+    saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    assert saved.class_means == "leave-one-out"
+    assert loss_config(saved).class_means == "leave-one-out"
+    assert loss_config(TrainConfig()).class_means == "batch"
+    bad = run(*train_args(render, tmp_path / "bad", "--class-means", "median"))
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and "--class-means" in bad.output
+
+
 def test_bad_inputs(render, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_user_error(run(*train_args(tmp_path / "empty", tmp_path / "r1")), "index.json")

@@ -141,11 +141,19 @@ def summarise(evaluations: dict[str, list[dict[str, Any]]], split: str) -> dict[
 
 
 def table_markdown(table: dict[str, dict[str, Any]]) -> str:
-    """The paper's layout: one row per method, mean +- std over folds of Acc., Prec., Rec. and F1."""
+    """The paper's layout: one row per method, mean +- std over folds of Acc., Prec., Rec. and F1.
+
+    With a single fold there is no spread to show, so the cells hold that fold's figures alone.
+    """
     head = "| Method | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
     lines = [head, "|---|" + "---:|" * len(TABLE_COLUMNS)]
     for method, values in table.items():
-        cells = [f"{values[key]['mean']:.2f} ± {values[key]['std']:.2f}" for key, _ in TABLE_COLUMNS]
+        cells = [
+            f"{values[key]['mean']:.2f}"
+            if len(values[key]["folds"]) == 1
+            else f"{values[key]['mean']:.2f} ± {values[key]['std']:.2f}"
+            for key, _ in TABLE_COLUMNS
+        ]
         lines.append(f"| {METHOD_TITLES.get(method, method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

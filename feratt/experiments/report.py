@@ -57,28 +57,35 @@ def _tests_markdown(tests: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _per_fold(table: dict[str, Any]) -> list[str]:
+def _per_fold(table: dict[str, Any], folds: list[int]) -> list[str]:
     methods = list(table)
-    folds = len(next(iter(table.values()))["accuracy"]["folds"])
     lines = ["| Fold | " + " | ".join(_title(m) for m in methods) + " |", "|---|" + "---:|" * len(methods)]
-    for fold in range(folds):
-        cells = [f"{table[m]['accuracy']['folds'][fold]:.2f}" for m in methods]
+    for position, fold in enumerate(folds):
+        cells = [f"{table[m]['accuracy']['folds'][position]:.2f}" for m in methods]
         lines.append(f"| {fold} | " + " | ".join(cells) + " |")
     return lines
 
 
-def confusion_figures(out: Path, evaluations: dict[str, list[dict[str, Any]]], split: str) -> list[str]:
-    """One confusion-matrix PNG per method, summed over folds; their file names."""
+def _folds_named(folds: list[int]) -> str:
+    return f"fold {folds[0]}" if len(folds) == 1 else "all folds"
+
+
+def confusion_figures(
+    out: Path, evaluations: dict[str, list[dict[str, Any]]], split: str, fold_ids: list[int]
+) -> list[str]:
+    """One confusion-matrix PNG per method, summed over the folds `fold_ids`; their file names."""
     from feratt.experiments.figures import confusion_figure
 
     names = []
-    for method, folds in evaluations.items():
-        rows = [f[split] for f in folds if split in f]
+    for method, fold_evaluations in evaluations.items():
+        rows = [f[split] for f in fold_evaluations if split in f]
         if not rows:
             continue
         matrix = np.sum([np.asarray(r["confusion"]) for r in rows], axis=0)
         path = out / f"confusion-{split}-{method}.png"
-        confusion_figure(matrix, rows[0]["classes"], path, title=f"{_title(method)}, {split}, all folds")
+        confusion_figure(
+            matrix, rows[0]["classes"], path, title=f"{_title(method)}, {split}, {_folds_named(fold_ids)}"
+        )
         names.append(path.name)
     return names
 
@@ -112,15 +119,19 @@ def write_report(out: Path, results: dict[str, Any], evaluations: dict[str, list
         "",
         "Each fold's model is the checkpoint that did best on the validation subjects, held out of the "
         "fold's training subjects; the test subjects never take part in training or selection. "
-        "Figures are mean ± standard deviation over folds, in %. F1 is the paper's: 2PR/(P+R) of the "
-        "macro precision P and the macro recall R.",
+        + (
+            "Figures are one fold's, in %. "
+            if len(settings["folds"]) == 1
+            else "Figures are mean ± standard deviation over folds, in %. "
+        )
+        + "F1 is the paper's: 2PR/(P+R) of the macro precision P and the macro recall R.",
         "",
     ]
     for split, part in results["splits"].items():
         lines += [f"## {SPLIT_TITLES[split]}", "", table_markdown(part["table"]).rstrip(), ""]
-        lines += [f"Per-fold accuracy (%), {split}:", "", *_per_fold(part["table"]), ""]
+        lines += [f"Per-fold accuracy (%), {split}:", "", *_per_fold(part["table"], settings["folds"]), ""]
         lines += _tests_markdown(part["tests"])
-        for name in confusion_figures(out, evaluations, split):
+        for name in confusion_figures(out, evaluations, split, settings["folds"]):
             lines.append(f"![{name}]({name})")
         lines.append("")
     lines += [

@@ -36,6 +36,7 @@ class TrainConfig:
     attention_loss: str = "mse"
     classification_loss: str = "bce"
     sigma: float = 1.0
+    class_means: str = "batch"
     att_target: str = "face"
     teacher_forcing: float = 0.0
     attention_channels: int = 1

@@ -18,6 +18,8 @@ from feratt.errors import FerattError
 
 ATTENTION_KINDS: tuple[str, ...] = ("mse", "tanh")
 CLASSIFICATION_KINDS: tuple[str, ...] = ("bce", "ce")
+#: How L_rep's class means treat the sample being scored: included (the authors' code) or left out.
+CLASS_MEANS: tuple[str, ...] = ("batch", "leave-one-out")
 
 #: The loss terms each training method optimises (eq. 1 with some terms left out).
 METHODS: dict[str, tuple[str, ...]] = {
@@ -34,12 +36,12 @@ def _full(values: Tensor) -> Tensor:
 
 def _check_kind(kind: str, known: tuple[str, ...], what: str) -> None:
     if kind not in known:
-        raise FerattError(f"unknown {what} loss {kind!r}; valid: {', '.join(known)}")
+        raise FerattError(f"unknown {what} {kind!r}; valid: {', '.join(known)}")
 
 
 def attention_loss(attention_image: Tensor, target: Tensor, kind: str = "mse", clamp: float = 30.0) -> Tensor:
     """L_att between the attention image and its target, both normalised the same way by the caller."""
-    _check_kind(kind, ATTENTION_KINDS, "attention")
+    _check_kind(kind, ATTENTION_KINDS, "attention loss")
     if attention_image.shape != target.shape:
         raise ValueError(
             f"attention image {tuple(attention_image.shape)} and target {tuple(target.shape)} differ"
@@ -54,7 +56,7 @@ def attention_loss(attention_image: Tensor, target: Tensor, kind: str = "mse", c
 
 def classification_loss(logits: Tensor, labels: Tensor, kind: str = "bce") -> Tensor:
     """L_cls: BCE-with-logits on one-hot targets ("bce", the paper) or cross-entropy ("ce", their code)."""
-    _check_kind(kind, CLASSIFICATION_KINDS, "classification")
+    _check_kind(kind, CLASSIFICATION_KINDS, "classification loss")
     logits = _full(logits)
     if kind == "ce":
         return F.cross_entropy(logits, labels)
@@ -63,18 +65,25 @@ def classification_loss(logits: Tensor, labels: Tensor, kind: str = "bce") -> Te
     return F.binary_cross_entropy_with_logits(logits, targets)
 
 
-def gaussian_manifold_loss(embedding: Tensor, labels: Tensor, num_classes: int, sigma: float = 1.0) -> Tensor:
+def gaussian_manifold_loss(
+    embedding: Tensor, labels: Tensor, num_classes: int, sigma: float = 1.0, class_means: str = "batch"
+) -> Tensor:
     """L_rep (eqs. 2-5): squared error between the Gaussian class posterior of each z and its one-hot label.
 
-    mu_j is the mean of the batch's embeddings of class j (the sample itself included), recomputed every
-    batch and differentiated through. The posterior uses isotropic Gaussians with a shared sigma and uniform
-    priors over the classes present in the batch, so the normalising constants cancel and it is a softmax of
-    -||z - mu_j||^2 / (2 sigma^2); absent classes are skipped. A batch of one class gives exactly 0 (its
-    posterior is 1), and an empty batch gives a 0 still connected to `embedding` so backward works.
-    Unlike the authors' exp-then-normalise code, the softmax cannot underflow to 0/0 for far-apart points.
+    mu_j is the mean of the batch's embeddings of class j, recomputed every batch and differentiated through.
+    The posterior uses isotropic Gaussians with a shared sigma and uniform priors over the classes present in
+    the batch, so the normalising constants cancel and it is a softmax of -||z - mu_j||^2 / (2 sigma^2);
+    absent classes are skipped. Unlike the authors' exp-then-normalise code, the softmax cannot underflow to
+    0/0 for far-apart points. An empty batch gives a 0 still connected to `embedding` so backward works.
+
+    `class_means="batch"` (the authors' code) counts each sample in its own class mean. With few samples per
+    class, even label-independent embeddings then lie nearest their own class mean, more so as z grows, so
+    the loss can fall without the classes separating. "leave-one-out" scores each sample against its own
+    class mean computed without it; a sample alone in its class has no such mean and is not scored.
     """
     if sigma <= 0:
         raise FerattError(f"sigma must be positive, not {sigma}")
+    _check_kind(class_means, CLASS_MEANS, "kind of class means")
     z = _full(embedding.flatten(1))
     if z.shape[0] == 0:
         return z.sum() * 0.0
@@ -85,9 +94,17 @@ def gaussian_manifold_loss(embedding: Tensor, labels: Tensor, num_classes: int, 
     means = torch.zeros(num_classes, z.shape[1], device=z.device, dtype=z.dtype).index_add(0, labels, z)
     means = means / counts.clamp(min=1.0)[:, None]
     distances = (z[:, None, :] - means[None, :, :]).square().sum(-1)
+    weights = torch.ones_like(counts[labels])
+    if class_means == "leave-one-out":
+        # z - (n mu - z) / (n - 1) = n / (n - 1) (z - mu): the own-class distance grows by (n / (n - 1))^2.
+        own_counts = counts[labels]
+        weights = (own_counts > 1).to(z.dtype)
+        scale = (own_counts / (own_counts - 1.0).clamp(min=1.0)).square()
+        distances = distances * torch.where(onehot.bool(), scale[:, None], torch.ones_like(distances))
     scores = (-distances / (2.0 * sigma**2)).masked_fill(counts[None, :] == 0, float("-inf"))
     posterior = torch.softmax(scores, dim=1)
-    return (posterior - onehot).square().sum(1).mean()
+    errors = (posterior - onehot).square().sum(1)
+    return (errors * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 @dataclass
@@ -106,12 +123,14 @@ class LossConfig:
     attention_kind: str = "mse"
     classification_kind: str = "bce"
     sigma: float = 1.0
+    class_means: str = "batch"
     weights: LossWeights = field(default_factory=LossWeights)
     attention_clamp: float = 30.0
 
     def __post_init__(self) -> None:
-        _check_kind(self.attention_kind, ATTENTION_KINDS, "attention")
-        _check_kind(self.classification_kind, CLASSIFICATION_KINDS, "classification")
+        _check_kind(self.attention_kind, ATTENTION_KINDS, "attention loss")
+        _check_kind(self.classification_kind, CLASSIFICATION_KINDS, "classification loss")
+        _check_kind(self.class_means, CLASS_MEANS, "kind of class means")
         if self.sigma <= 0:
             raise FerattError(f"sigma must be positive, not {self.sigma}")
 
@@ -157,7 +176,11 @@ def compute_losses(
         )
     if "representation" in terms:
         losses["representation"] = gaussian_manifold_loss(
-            _required(output, "embedding", method), labels, num_classes, sigma=config.sigma
+            _required(output, "embedding", method),
+            labels,
+            num_classes,
+            sigma=config.sigma,
+            class_means=config.class_means,
         )
     if "classification" in terms:
         losses["classification"] = classification_loss(

@@ -84,6 +84,7 @@ def loss_config(config: TrainConfig) -> LossConfig:
         attention_kind=config.attention_loss,
         classification_kind=config.classification_loss,
         sigma=config.sigma,
+        class_means=config.class_means,
         weights=LossWeights(
             attention=config.attention_weight,
             representation=config.representation_weight,
