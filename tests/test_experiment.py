@@ -208,3 +208,13 @@ def test_experiment_on_one_fold_reports_its_figures_without_tests(render, tmp_pa
 
     width, height = Image.open(out / "confusion-synthetic-baseline.png").size
     assert 300 < width < 1500 and 300 < height < 1500
+    # A folder saved before --class-means existed holds no such key; it reads as the default and is reused.
+    for path in [out / "experiment.json", *out.glob("runs/*/config.json")]:
+        saved = json.loads(path.read_text())
+        saved.get("training", saved).pop("class_means")
+        path.write_text(json.dumps(saved))
+    again = run(*experiment_args(render, out, "--folds", "1"))
+    assert again.exit_code == 0, again.output
+    assert again.output.count("trained already, reused") == 2
+    changed = run(*experiment_args(render, out, "--folds", "1", "--class-means", "leave-one-out"))
+    assert_user_error(changed, "differs in training")

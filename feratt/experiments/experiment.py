@@ -71,6 +71,11 @@ def bind_folder(out: Path, settings: dict[str, Any]) -> None:
             raise FerattError(f"cannot read {path}: {exc}") from None
         mine = {k: v for k, v in settings.items() if k != "feratt_version"}
         theirs = {k: v for k, v in existing.items() if k != "feratt_version"}
+        if isinstance(theirs.get("training"), dict):
+            # A folder made before a training option existed reads as that option's default.
+            defaults = TrainConfig().to_dict()
+            known = {k: defaults[k] for k in mine["training"] if k in defaults}
+            theirs["training"] = {**known, **theirs["training"]}
         if mine != theirs:
             changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise FerattError(
@@ -87,7 +92,8 @@ def check_run_config(run_dir: Path, config: TrainConfig) -> None:
     path = run_dir / "config.json"
     if not path.is_file():
         return
-    theirs = json.loads(path.read_text())
+    # Through TrainConfig, so a run saved before an option existed reads as that option's default.
+    theirs = TrainConfig.from_dict(json.loads(path.read_text())).to_dict()
     mine = config.to_dict()
     ignored = ("workers", "real_test", "tensorboard", "verify")
     changed = sorted(k for k in set(mine) | set(theirs) if k not in ignored and mine.get(k) != theirs.get(k))
