@@ -43,20 +43,25 @@ def data_checksums(shards: Path) -> dict[str, Any]:
     }
 
 
+def _training_settings(config: TrainConfig) -> dict[str, Any]:
+    """The training options an experiment shares across its runs (not the per-run ones)."""
+    training = config.to_dict()
+    for per_run in ("method", "workers", "real_test", "tensorboard", "verify"):
+        training.pop(per_run, None)
+    return training
+
+
 def _settings(
     shards: Path, methods: list[str], folds: list[int], config: TrainConfig, real_test: str | None
 ) -> dict[str, Any]:
     """What an experiment folder is bound to; a rerun with other settings is refused."""
-    training = config.to_dict()
-    for per_run in ("method", "workers", "real_test", "tensorboard", "verify"):
-        training.pop(per_run, None)
     return {
         "kind": EXPERIMENT_KIND,
         "shards": str(shards),
         "data": data_checksums(shards),
         "methods": methods,
         "folds": folds,
-        "training": training,
+        "training": _training_settings(config),
         "real_test": real_test,
     }
 
@@ -72,10 +77,8 @@ def bind_folder(out: Path, settings: dict[str, Any]) -> None:
         mine = {k: v for k, v in settings.items() if k != "feratt_version"}
         theirs = {k: v for k, v in existing.items() if k != "feratt_version"}
         if isinstance(theirs.get("training"), dict):
-            # A folder made before a training option existed reads as that option's default.
-            defaults = TrainConfig().to_dict()
-            known = {k: defaults[k] for k in mine["training"] if k in defaults}
-            theirs["training"] = {**known, **theirs["training"]}
+            # Through TrainConfig, so a folder made before an option existed reads as that option's default.
+            theirs["training"] = _training_settings(TrainConfig.from_dict(theirs["training"]))
         if mine != theirs:
             changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise FerattError(
