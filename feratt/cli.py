@@ -19,7 +19,34 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Library fields whose command-line option is not simply `--field-name`.
+FIELD_OPTIONS: dict[str, str] = {}
+
+
+def option_for(field: str) -> str:
+    """The command-line option that sets library field `field`."""
+    return FIELD_OPTIONS.get(field, "--" + field.replace("_", "-"))
+
+
+def user_error(exc: FerattError) -> UserError:
+    """The one-line CLI error for a library error, naming the option when the error names a field."""
+    message = str(exc)
+    if exc.field is not None:
+        message = f"{option_for(exc.field)}: {message}"
+    return UserError(message)
+
+
+class FerattGroup(click.Group):
+    """The command group: the one place where library errors become one 'Error:' line and exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FerattError as exc:
+            raise user_error(exc) from None
+
+
+@click.group(cls=FerattGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="feratt")
 def main() -> None:
     """Build synthetic face-expression training sets and train FERAtt on them."""

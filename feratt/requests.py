@@ -1,0 +1,23 @@
+"""Typed requests: each API call takes a frozen dataclass, or the same fields as keyword arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from feratt.errors import FerattError
+
+RequestT = TypeVar("RequestT")
+
+
+def request_from(cls: type[RequestT], request: RequestT | None, fields: dict[str, Any]) -> RequestT:
+    """`request` with `fields` replaced, or a new `cls(**fields)` when no request is given."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise FerattError(f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    if request is None:
+        return cls(**fields)
+    if not isinstance(request, cls):
+        raise TypeError(f"expected a {cls.__name__}, got {type(request).__name__}")
+    return dataclasses.replace(request, **fields) if fields else request  # type: ignore[type-var]
