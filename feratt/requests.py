@@ -15,7 +15,9 @@ def request_from(cls: type[RequestT], request: RequestT | None, fields: dict[str
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise FerattError(f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        raise FerattError(
+            f"{cls.__name__} has no field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+        )
     if request is None:
         return cls(**fields)
     if not isinstance(request, cls):
