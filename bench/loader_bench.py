@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from render_bench import make_backgrounds
 
 from feratt.cli import main
-from feratt.datasets.bank import ensure_demo_bank
+from feratt.datasets.build import ensure_demo_bank
 from feratt.training.data import ShardStream, make_loader, read_render_index, shards_for_subjects
 
 FIELDS = ("images", "masks", "faces", "labels")

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from feratt.manifests.folds import make_folds, split_fold
 from feratt.training.data import read_render_index, shards_for_subjects
+from feratt.training.folds import render_folds, split_fold
 from feratt.training.losses import classification_loss, gaussian_manifold_loss
 from feratt.training.models.blocks import Normalize
 from feratt.training.models.feratt import Representation
@@ -96,7 +96,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     index = read_render_index(args.render)
     classes = len(index["classes"])
-    split = split_fold(make_folds(sorted(index["subjects"]), 10, 0), 0, 2, 0)
+    split = split_fold(render_folds(args.render, 10, 0), 0, 2, 0)
     data = (load_faces(args.render, split.train), load_faces(args.render, split.test))
     print(f"fold 0: {len(data[0][1])} training and {len(data[1][1])} test faces, {classes} classes")
     print(

@@ -21,7 +21,8 @@ from pathlib import Path
 import cv2
 from skimage import data
 
-from feratt.datasets.bank import ensure_demo_bank, read_bank
+from feratt.datasets.bank import read_bank
+from feratt.datasets.build import ensure_demo_bank
 from feratt.manifests.plan import face_counts, make_plan
 from feratt.renderer.backgrounds import folder_backgrounds
 from feratt.renderer.config import RenderConfig

@@ -17,9 +17,8 @@ import torch
 
 from feratt.training.config import TrainConfig
 from feratt.training.losses import compute_losses
-from feratt.training.trainer import build_model, loss_config, model_name
+from feratt.training.methods import METHODS, build_model, get_method, loss_config
 
-METHODS = ("baseline", "feratt-cls", "feratt-rep-cls")
 NUM_CLASSES = 7
 
 
@@ -45,6 +44,7 @@ def step_times(
     targets = torch.rand(batch, 3, size, size, device=device)
     labels = torch.arange(batch, device=device) % NUM_CLASSES
     settings = loss_config(config)
+    terms = get_method(method).terms
     times = []
     for step in range(steps + 2):
         if device.type == "cuda":
@@ -54,8 +54,8 @@ def step_times(
             torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)
         )
         with context:
-            output = model(images, target=targets) if model_name(method) == "feratt" else model(images)
-            losses = compute_losses(method, output, targets, labels, NUM_CLASSES, settings)
+            output = model(images, target=targets)
+            losses = compute_losses(terms, output, targets, labels, NUM_CLASSES, settings)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()

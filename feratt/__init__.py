@@ -1,3 +1,66 @@
-"""feratt: synthetic face-expression training sets and the FERAtt network."""
+"""feratt: synthetic face-expression training sets and the FERAtt network.
+
+The public API, one function per stage, each taking a typed request (or its fields as keyword
+arguments), optional `progress(done, total)` and `log(line)` callbacks, and returning a typed result::
+
+    import feratt
+
+    bank = feratt.build_bank(source="builtin:demo", out="bank.h5")
+    render = feratt.render(bank="bank.h5", out="synth")
+    run = feratt.train("synth", "runs/base", feratt.TrainConfig(method="baseline"))
+
+Names load on first use, so `import feratt` (and `feratt --help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "BankRequest": "feratt.datasets.build",
+    "BankResult": "feratt.datasets.build",
+    "build_bank": "feratt.datasets.build",
+    "BackgroundSource": "feratt.renderer.api",
+    "RenderRequest": "feratt.renderer.api",
+    "RenderResult": "feratt.renderer.api",
+    "render": "feratt.renderer.api",
+    "index_render": "feratt.renderer.api",
+    "inspect_render": "feratt.renderer.api",
+    "verify_render": "feratt.renderer.api",
+    "RenderConfig": "feratt.renderer.config",
+    "TrainConfig": "feratt.training.config",
+    "TrainResult": "feratt.training.loop",
+    "train": "feratt.training.loop",
+    "EvaluationResult": "feratt.experiments.evaluate",
+    "evaluate": "feratt.experiments.evaluate",
+    "ExperimentRequest": "feratt.experiments.experiment",
+    "ExperimentResult": "feratt.experiments.experiment",
+    "run_experiment": "feratt.experiments.experiment",
+    "NoiseResult": "feratt.experiments.noise",
+    "noise_robustness": "feratt.experiments.noise",
+    "EmbedResult": "feratt.experiments.embed",
+    "embed": "feratt.experiments.embed",
+    "Prediction": "feratt.experiments.predict",
+    "PredictionResult": "feratt.experiments.predict",
+    "predict": "feratt.experiments.predict",
+    "load_trained": "feratt.training.checkpoints",
+    "create_model": "feratt.training.models",
+    "FerattError": "feratt.errors",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'feratt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

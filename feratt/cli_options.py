@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
+
+from feratt.training.config import TrainConfig, load_config_file
+from feratt.training.methods import METHODS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -34,15 +38,20 @@ scoring_options = compose(
 
 @contextlib.contextmanager
 def progress_bar(unit: str, description: str | None = None) -> Iterator[Callable[[int, int | None], None]]:
-    """A `progress(done, total)` callback drawing a tqdm bar on a terminal (nothing elsewhere)."""
+    """A `progress(done, total)` callback drawing a tqdm bar on a terminal (nothing elsewhere).
+
+    The bar opens on the first call, so lines a stage logs before its work starts come first.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(unit=unit, desc=description, disable=None, leave=False)
+    bar = None
     seen = 0
 
     def progress(done: int, total: int | None) -> None:
-        nonlocal seen
-        if done < seen or total != bar.total:
+        nonlocal bar, seen
+        if bar is None:
+            bar = tqdm(total=total, unit=unit, desc=description, disable=None, leave=False)
+        elif done < seen or total != bar.total:
             bar.reset(total=total)
             seen = 0
         bar.update(done - seen)
@@ -51,4 +60,123 @@ def progress_bar(unit: str, description: str | None = None) -> Iterator[Callable
     try:
         yield progress
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+
+
+def parse_range(text: str, option: str) -> tuple[float, float]:
+    """LOW:HIGH as two floats, LOW <= HIGH; a click error naming `option` otherwise."""
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise click.BadParameter(
+            f"takes LOW:HIGH, such as 0.3:1.0; got {text!r}", param_hint=option
+        ) from None
+    if low > high:
+        raise click.BadParameter(f"LOW must not exceed HIGH; got {text!r}", param_hint=option)
+    return low, high
+
+
+method_option = click.option(
+    "--method", default="feratt-rep-cls", show_default=True, help=f"One of {', '.join(METHODS)}."
+)
+
+_TRAINING_OPTION_DECORATORS = (
+    click.option(
+        "--preset", default="paper", show_default=True, help="paper (128 px) or cpu-small (64 px, narrow)."
+    ),
+    click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), help="JSON or YAML file of options."
+    ),
+    click.option(
+        "--fold-size",
+        type=click.IntRange(1),
+        default=10,
+        show_default=True,
+        help="Test subjects per fold (leave-K-subjects-out).",
+    ),
+    click.option(
+        "--val-subjects",
+        type=click.IntRange(0),
+        default=2,
+        show_default=True,
+        help="Training subjects held out to pick the best checkpoint.",
+    ),
+    click.option("--epochs", type=click.IntRange(1), default=60, show_default=True),
+    click.option("--batch-size", type=click.IntRange(1), default=200, show_default=True),
+    click.option("--lr", type=float, default=1e-4, show_default=True),
+    click.option("--in-size", type=click.IntRange(32), help="Input size (default from the preset)."),
+    click.option(
+        "--width", type=click.FloatRange(0.05, 4), help="Width multiplier (default from the preset)."
+    ),
+    click.option("--attention-weight", type=float, default=10.0, show_default=True),
+    click.option("--representation-weight", type=float, default=1.0, show_default=True),
+    click.option("--classification-weight", type=float, default=1.0, show_default=True),
+    click.option("--attention-loss", type=click.Choice(["mse", "tanh"]), default="mse", show_default=True),
+    click.option("--classification-loss", type=click.Choice(["bce", "ce"]), default="bce", show_default=True),
+    click.option(
+        "--sigma",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1.0,
+        show_default=True,
+        help="Sigma of the Gaussian manifold loss.",
+    ),
+    click.option(
+        "--class-means",
+        type=click.Choice(["batch", "leave-one-out"]),
+        default="batch",
+        show_default=True,
+        help="Manifold loss class means: with the sample itself (their code) or without it.",
+    ),
+    click.option(
+        "--att-target", type=click.Choice(["face", "input-masked"]), default="face", show_default=True
+    ),
+    click.option("--teacher-forcing", type=click.FloatRange(0, 1), default=0.0, show_default=True),
+    click.option("--attention-channels", type=click.IntRange(1), default=1, show_default=True),
+    click.option("--ft-blocks", type=click.IntRange(1), default=4, show_default=True),
+    click.option("--rec-concat", is_flag=True, help="The later code's G_rec: concatenate input and G_att."),
+    click.option(
+        "--attention-weights",
+        type=click.Path(dir_okay=False),
+        help="Local torchvision resnet34 state_dict for the attention encoder.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Loader workers."),
+    click.option("--noise-sigma", help="Training-time Gaussian noise, a sigma range LOW:HIGH in [0, 1]."),
+    click.option("--no-verify", "verify", flag_value=False, default=True, help="Skip shard sha256 checks."),
+    click.option("--deterministic", is_flag=True, help="Repeatable runs (slower)."),
+    click.option("--no-amp", "amp", flag_value=False, default=True, help="No mixed precision on CUDA."),
+    click.option("--compile", is_flag=True, help="torch.compile the model."),
+    click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs."),
+    click.option("--max-batches", type=click.IntRange(1), help="Stop each pass after this many batches."),
+    click.option(
+        "--real-test",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Face bank: also test on the test subjects' unrendered faces (the paper's Real tables).",
+    ),
+)
+
+
+#: The training options `train` and `experiment` share, in --help order.
+training_options = compose(*_TRAINING_OPTION_DECORATORS)
+
+
+def train_config_from_cli(
+    ctx: click.Context, config_file: str | None, options: dict[str, Any]
+) -> TrainConfig:
+    """The TrainConfig of a command line: a flag given explicitly, then the --config file, then defaults."""
+    values = load_config_file(config_file) if config_file else {}
+    for field in dataclasses.fields(TrainConfig):
+        name = field.name
+        if name not in options:
+            continue
+        explicit = ctx.get_parameter_source(name) not in (
+            click.core.ParameterSource.DEFAULT,
+            click.core.ParameterSource.DEFAULT_MAP,
+            None,
+        )
+        if explicit or name not in values:
+            values[name] = options[name]
+    if isinstance(values.get("noise_sigma"), str):
+        values["noise_sigma"] = parse_range(values["noise_sigma"], "--noise-sigma")
+    return TrainConfig.from_dict(values).resolved()

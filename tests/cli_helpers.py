@@ -7,9 +7,7 @@ from click.testing import CliRunner
 from skimage import data
 
 from feratt.cli import main
-from feratt.datasets.bank import BankOptions, build_faces, write_bank
-from feratt.datasets.demo import list_demo
-from feratt.datasets.records import ReaderOptions
+from feratt.datasets.build import build_bank
 
 
 def run(*args):
@@ -27,9 +25,7 @@ def assert_user_error(result, message):
 
 def write_demo_bank(path: Path, subjects: int, size: int = 96) -> Path:
     """A face bank of `subjects` demo subjects, one face per class each."""
-    listing = list_demo(ReaderOptions(demo_subjects=subjects, demo_per_class=1))
-    options = BankOptions(size=size)
-    write_bank(path, listing, build_faces(listing, options), options)
+    build_bank(source="builtin:demo", out=path, demo_subjects=subjects, demo_per_class=1, size=size, jobs=1)
     return path
 
 
@@ -42,23 +38,37 @@ def write_backgrounds(folder: Path, names=("coffee", "chelsea", "rocket"), size=
     return folder
 
 
-def render_tiny(base: Path, subjects: int = 4, *extra) -> Path:
-    """A face bank of `subjects` demo subjects in `base` and a 64 px render of it, 2 samples a face."""
+def render_tiny(base: Path, subjects: int = 4, config: dict | None = None, **fields) -> Path:
+    """A face bank of `subjects` demo subjects in `base` and a 64 px render of it, 2 samples a face.
+
+    `config` holds preset_config's arguments (a preset, overrides); `fields` replace RenderRequest fields.
+    """
+    from feratt.renderer.api import render
+    from feratt.renderer.config import preset_config
+
     write_demo_bank(base / "bank.h5", subjects=subjects)
     backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))
-    out = base / "render"
-    args = ("--backgrounds", backgrounds, "--size", 64, "--per-face", 2, "--jobs", 1, *extra)
-    result = run("render", base / "bank.h5", "--out", out, *args)
-    assert result.exit_code == 0, result.output
-    return out
+    defaults = {"backgrounds": backgrounds, "per_face": 2, "jobs": 1}
+    rendered = preset_config(**{"size": 64, **(config or {})})
+    result = render(bank=base / "bank.h5", out=base / "render", config=rendered, **{**defaults, **fields})
+    assert result.complete
+    return result.out
 
 
-def train_tiny(render: Path, run_dir: Path, method: str, *extra) -> Path:
-    """A cpu-small run of `method` on a tiny render: 1 epoch of 2 batches, folds of 2 test subjects."""
-    result = run(
-        "train", render, "--out", run_dir, "--method", method, "--preset", "cpu-small",
-        "--epochs", 1, "--max-batches", 2, "--batch-size", 8, "--workers", 0, "--device", "cpu",
-        "--fold-size", 2, "--val-subjects", 1, *extra,
+def train_tiny(render: Path, run_dir: Path, method: str, *extra, folds: str = "0", **fields) -> Path:
+    """A cpu-small run of `method` on a tiny render: 1 epoch of 2 batches, folds of 2 test subjects.
+
+    `extra` may name the folds as the command line does ("--fold", "all"); `fields` set TrainConfig fields.
+    """
+    from feratt.training.config import TrainConfig
+    from feratt.training.loop import train
+
+    flags = dict(zip(extra[::2], extra[1::2], strict=True))
+    folds = flags.pop("--fold", folds)
+    assert not flags, f"train_tiny takes --fold only, not {sorted(flags)}"
+    config = TrainConfig(
+        method=method, preset="cpu-small", epochs=1, max_batches=2, batch_size=8, workers=0,
+        fold_size=2, val_subjects=1,
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    train(render, run_dir, config, folds=folds, device="cpu", **fields)
     return run_dir

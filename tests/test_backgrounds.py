@@ -73,8 +73,9 @@ def test_coco_unknown_category_lists_the_valid_names(tmp_path):
     annotations, images_dir = make_coco_tree(tmp_path)
     with pytest.raises(FerattError, match=r"unknown COCO category persn .*valid names: cat, dog, person$"):
         coco_backgrounds(annotations, images_dir, exclude_categories=("persn",))
-    with pytest.raises(FerattError, match=r"include_categories"):
+    with pytest.raises(FerattError, match=r"among the included categories") as caught:
         coco_backgrounds(annotations, images_dir, include_categories=("zebra",))
+    assert caught.value.field == "include_categories"
     with pytest.raises(FerattError, match=r"both included and excluded"):
         coco_backgrounds(annotations, images_dir, include_categories=("person",))
 

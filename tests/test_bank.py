@@ -1,17 +1,33 @@
-"""The face bank: crops, mask precedence, HDF5 layout, checksum, determinism and atomic writes."""
+"""The face bank: building it through the API, crops, mask precedence, HDF5 layout, checksum, writes."""
 
 import json
+from collections import Counter
+from pathlib import Path
 
 import cv2
 import h5py
 import numpy as np
 import pytest
+from fixture_trees import (
+    make_bu3dfe_tree,
+    make_ckplus_folders_tree,
+    make_ckplus_tree,
+    make_class_folders_tree,
+    make_csv_tree,
+    make_jaffe_tree,
+    write_emotion_file,
+)
 from PIL import Image
+from skimage import data
 
 from feratt.datasets.bank import BankOptions, build_faces, read_bank, write_bank
-from feratt.datasets.demo import list_demo
-from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions
+from feratt.datasets.build import BankRequest, BankResult, build_bank, ensure_demo_bank
+from feratt.datasets.classes import canonical_name
+from feratt.datasets.records import FaceEntry, FaceListing
 from feratt.errors import FerattError
+
+#: content_sha256 of a 2-subject, 1-face-per-class demo bank at 64 px, as written before the library API.
+DEMO_BANK_CHECKSUM = "69c894fe3b01373953021620dc7e3d0a27fbc3f5560c8a84900a2fd5146de264"
 
 
 def _write(path, listing, options=None, jobs=1):
@@ -19,12 +35,17 @@ def _write(path, listing, options=None, jobs=1):
     return write_bank(path, listing, build_faces(listing, options, jobs=jobs), options)
 
 
+def _demo(out, **fields):
+    """A bank of the built-in demo set: 2 subjects, one face per class, one worker unless told."""
+    return build_bank(
+        **{"source": "builtin:demo", "out": out, "demo_subjects": 2, "demo_per_class": 1, "jobs": 1, **fields}
+    )
+
+
 @pytest.fixture(scope="module")
 def demo_bank(tmp_path_factory):
     path = tmp_path_factory.mktemp("bank") / "demo.h5"
-    listing = list_demo(ReaderOptions(demo_subjects=2, demo_per_class=1))
-    summary = _write(path, listing, BankOptions(size=96))
-    return path, summary
+    return path, _demo(path, size=96)
 
 
 def test_demo_bank_contents(demo_bank):
@@ -37,9 +58,12 @@ def test_demo_bank_contents(demo_bank):
     assert bank.labels.tolist() == list(range(7)) * 2
     assert bank.subjects == ["D01"] * 7 + ["D02"] * 7
     assert bank.sources[0] == "builtin:demo/D01/neutral/0"
+    assert summary.path == path and summary.format == "demo" and summary.root == "builtin:demo"
+    assert summary.total == 14 and summary.classes == bank.classes and summary.notes == []
+    assert summary.skipped == [] and summary.conversions == {} and summary.preview is None
     assert summary.per_class == dict.fromkeys(bank.classes, 2)
     assert summary.per_subject == {"D01": 7, "D02": 7}
-    assert sum(summary.per_method.values()) == 14
+    assert summary.per_method == dict(sorted(Counter(bank.methods).items()))
     assert set(bank.methods) <= {"grabcut", "fallback"}
     # The crop is centred on the mask, whose box spans 1 / (1 + 2 x margin 0.2) of the crop.
     for mask in bank.masks:
@@ -85,10 +109,9 @@ def test_corrupted_bank_is_detected(demo_bank, tmp_path):
 
 
 def test_bank_is_byte_identical_for_any_number_of_jobs(tmp_path):
-    listing = list_demo(ReaderOptions(demo_subjects=2, demo_per_class=1))
-    one = _write(tmp_path / "one.h5", listing, BankOptions(size=64), jobs=1)
-    two = _write(tmp_path / "two.h5", listing, BankOptions(size=64), jobs=2)
-    assert one.checksum == two.checksum
+    one = _demo(tmp_path / "one.h5", size=64, jobs=1)
+    two = _demo(tmp_path / "two.h5", size=64, jobs=2)
+    assert one.checksum == two.checksum == DEMO_BANK_CHECKSUM
     assert (tmp_path / "one.h5").read_bytes() == (tmp_path / "two.h5").read_bytes()
 
 
@@ -173,3 +196,183 @@ def test_written_files_get_ordinary_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "x.bin").read_bytes() == b"abc"
     assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_build_bank_reports_progress_and_log_lines(tmp_path):
+    calls, lines = [], []
+    result = _demo(
+        tmp_path / "b.h5", size=64, progress=lambda done, total: calls.append((done, total)), log=lines.append
+    )
+    assert calls == [(done, 14) for done in range(15)]
+    assert lines == ["detected format: demo", "14 faces listed in builtin:demo (7 classes)"]
+    assert result.checksum == DEMO_BANK_CHECKSUM
+    lines.clear()
+    _demo(tmp_path / "c.h5", size=64, format="demo", log=lines.append)
+    assert lines == [
+        "14 faces listed in builtin:demo (7 classes)"
+    ]  # nothing detected when the format is given
+
+
+def test_build_bank_takes_a_request_and_field_overrides(tmp_path):
+    request = BankRequest(
+        "builtin:demo", tmp_path / "a.h5", size=64, demo_subjects=2, demo_per_class=1, jobs=1
+    )
+    result = build_bank(request, out=tmp_path / "b.h5")
+    assert isinstance(result, BankResult) and result.path == tmp_path / "b.h5"
+    assert result.checksum == DEMO_BANK_CHECKSUM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5"]
+    assert request.reader_options().demo_subjects == 2 and request.bank_options().size == 64
+    with pytest.raises(FerattError, match="BankRequest has no field"):
+        build_bank(request, sizes=64)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"size": 16}, "size", "the face size must be 32 to 1024 pixels, got 16"),
+        ({"margin": -0.1}, "margin", "the margin must be 0 to 2, got -0.1"),
+        ({"forehead": 1.5}, "forehead", "the forehead raise must be 0 to 1, got 1.5"),
+        ({"jobs": 0}, "jobs", "the number of parallel workers must not be 0 (-1: all cores)"),
+        ({"demo_subjects": 0}, "demo_subjects", "the demo set needs at least one subject"),
+        ({"demo_per_class": 0}, "demo_per_class", "the demo set needs at least one face per class"),
+        ({"masks_root": "no-masks"}, "masks_root", "masks folder no-masks does not exist"),
+        (
+            {"out": "missing-dir/bank.h5"},
+            "out",
+            "cannot write missing-dir/bank.h5: folder missing-dir does not exist",
+        ),
+        ({"out": "."}, "out", "cannot write .: . is a folder"),
+        ({"preview": "nodir/x.png"}, "preview", "cannot write nodir/x.png: folder nodir does not exist"),
+    ],
+)
+def test_bad_requests_name_their_field_and_write_nothing(tmp_path, monkeypatch, fields, field, message):
+    monkeypatch.chdir(tmp_path)
+    fields = {"out": "bank.h5", **fields}
+    with pytest.raises(FerattError) as info:
+        _demo(**fields)
+    assert str(info.value) == message and info.value.field == field
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_bank_with_preview(tmp_path):
+    out, sheet = tmp_path / "bank.h5", tmp_path / "sheet.png"
+    result = _demo(out, preview=sheet, demo_subjects=3, size=96)
+    assert result.preview == sheet and result.path == out
+    assert result.per_class["happy"] == 3
+    assert result.per_subject == {"D01": 7, "D02": 7, "D03": 7}
+    assert result.skipped == []
+    bank = read_bank(out)
+    assert len(bank) == 21 and sorted(set(bank.subjects)) == ["D01", "D02", "D03"]
+    picture = np.asarray(Image.open(sheet))
+    assert picture.shape[0] == 7 * (96 + 14) + 6 * 2  # a row per class
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.h5", "sheet.png"]
+
+
+def test_ensure_demo_bank_keeps_a_valid_bank(tmp_path):
+    path = tmp_path / "cache" / "demo.h5"
+    path.parent.mkdir()
+    _demo(path, size=64)
+    written = path.stat().st_mtime_ns
+    assert ensure_demo_bank(path) == path
+    assert path.stat().st_mtime_ns == written
+
+
+def test_astronaut_in_a_class_folder(tmp_path):
+    (tmp_path / "faces" / "happy").mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(tmp_path / "faces" / "happy" / "eileen_1.png")
+    lines = []
+    result = build_bank(
+        source=tmp_path / "faces", out=tmp_path / "bank.h5", preview=tmp_path / "a.png", log=lines.append
+    )
+    assert lines[0] == "detected format: folders"
+    assert result.format == "folders" and result.per_method == {"grabcut": 1}
+    bank = read_bank(tmp_path / "bank.h5")
+    assert bank.subjects == ["eileen"] and bank.classes == ("happy",)
+    assert 0.3 < (bank.masks[0] > 0).mean() < 0.7
+
+
+def test_bad_images_are_skipped_and_converted_ones_kept(tmp_path):
+    root = tmp_path / "faces"
+    (root / "happy").mkdir(parents=True)
+    (root / "sadness").mkdir(parents=True)
+    face = np.asarray(data.astronaut()[40:220, 130:310])
+    Image.fromarray(face).save(root / "happy" / "s1_ok.png")
+    Image.fromarray(face).convert("RGBA").save(root / "happy" / "s2_rgba.png")
+    Image.fromarray(face).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "happy" / "s3_pal.png")
+    Image.fromarray(face).convert("CMYK").save(root / "sadness" / "s4_cmyk.jpg")
+    grey16 = np.asarray(Image.fromarray(face).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey16).save(root / "sadness" / "s5_16.png")
+    (root / "sadness" / "s6_empty.png").write_bytes(b"")
+    full = (root / "happy" / "s1_ok.png").read_bytes()
+    (root / "sadness" / "s7_cut.png").write_bytes(full[: len(full) // 3])
+    (root / "sadness" / "s8_junk.jpg").write_bytes(b"GIF89a but not really")
+    result = build_bank(source=root, out=tmp_path / "b.h5", jobs=2)
+    assert sorted((s.path, s.reason) for s in result.skipped) == [
+        (str(root / "sadness" / "s6_empty.png"), "empty file (0 bytes)"),
+        (str(root / "sadness" / "s7_cut.png"), "truncated image"),
+        (str(root / "sadness" / "s8_junk.jpg"), "not a readable image"),
+    ]
+    assert result.conversions == {"RGBA": 1, "palette": 1, "CMYK": 1, "16-bit": 1}
+    bank = read_bank(tmp_path / "b.h5")
+    assert bank.subjects == ["s1", "s2", "s3", "s4", "s5"]
+    with h5py.File(tmp_path / "b.h5") as h5:
+        conversions = [c.decode() for c in h5["conversions"][()]]
+        assert conversions == ["", "RGBA", "palette", "CMYK", "16-bit"]
+        assert h5["grey"][()].tolist() == [False, False, False, False, True]
+        reasons = sorted(r.decode() for r in h5["skipped/reason"][()])
+    assert reasons == ["empty file (0 bytes)", "not a readable image", "truncated image"]
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    base = tmp_path_factory.mktemp("trees")
+    return {
+        "ckplus": make_ckplus_tree(base / "ckplus", n_subjects=3, size=(96, 80)),
+        "ckplus-folders": make_ckplus_folders_tree(base / "ckplus-folders", n_subjects=2),
+        "bu3dfe": make_bu3dfe_tree(base / "bu3dfe", n_subjects=2, intensities=(4,)),
+        "jaffe": make_jaffe_tree(base / "jaffe", subjects=("KA", "YM"), per_expression=1),
+        "folders": make_class_folders_tree(base / "folders", {"happy": 2, "sad": 1}),
+        "csv": make_csv_tree(base / "csv", {"fear": 2, "surprise": 1}),
+    }
+
+
+@pytest.mark.parametrize("fmt", ["ckplus-folders", "bu3dfe", "jaffe", "folders", "csv"])
+def test_build_bank_detects_each_layout(tmp_path, trees, fmt):
+    tree = trees[fmt]
+    lines = []
+    result = build_bank(source=tree.root, out=tmp_path / "b.h5", size=64, jobs=1, log=lines.append)
+    assert lines[0] == f"detected format: {fmt}" and result.format == fmt
+    bank = read_bank(tmp_path / "b.h5")
+    expected = {file.relpath: file for file in tree.files if file.class_name is not None}
+    assert len(bank) == len(expected)
+    assert set(bank.subjects) == {file.subject for file in expected.values()}
+    labelled = sorted(zip(bank.subjects, (bank.classes[i] for i in bank.labels), strict=True))
+    assert labelled == sorted((f.subject, canonical_name(f.class_name)) for f in expected.values())
+    assert bank.attrs["format"] == fmt
+
+
+def test_ckplus_bank_uses_landmarks_and_counts_unlabelled(tmp_path, trees):
+    tree = trees["ckplus"]
+    lines = []
+    result = build_bank(
+        source=tree.root, out=tmp_path / "b.h5", size=64, neutral_subjects=2, log=lines.append
+    )
+    assert lines[0] == "detected format: ckplus"
+    unlabelled = len(tree.unlabelled())
+    assert f"{unlabelled} sequences without an emotion file (unlabelled), not used" in result.notes
+    bank = read_bank(tmp_path / "b.h5")
+    assert len(bank) == len(tree.labelled()) + 2
+    assert bank.classes == ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
+    assert set(bank.methods) == {"landmarks"}
+    assert (bank.labels == 0).sum() == 2
+    assert len(json.loads(bank.attrs["protocol"])["neutral_sequences"]) == 2
+
+
+def test_unknown_emotion_code_writes_no_bank(tmp_path):
+    tree = make_ckplus_tree(tmp_path / "ck", n_subjects=1, landmarks=False)
+    write_emotion_file(Path(tree.labelled()[0].emotion_file), 9)
+    with pytest.raises(
+        FerattError, match=r"emotion code .* is not a CK\+ code; valid codes: 0 neutral, 1 anger, 2 contempt"
+    ):
+        build_bank(source=tree.root, out=tmp_path / "b.h5")
+    assert not (tmp_path / "b.h5").exists()

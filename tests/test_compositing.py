@@ -12,19 +12,21 @@ from skimage import color, data
 from feratt.errors import FerattError
 from feratt.renderer import functional as F
 from feratt.renderer.config import PRESETS, ColourConfig, GeometryConfig, RenderConfig
-from feratt.renderer.sample import (
+from feratt.renderer.params import (
     PARAM_FIELDS,
     ColourParams,
     GeometryParams,
     SampleParams,
+    params_to_vector,
+    vector_to_params,
+)
+from feratt.renderer.sample import (
     apply_colour,
     frame_face,
-    params_to_vector,
     render_sample,
     sample_colour,
     sample_geometry,
     sample_params,
-    vector_to_params,
 )
 
 SIZE = 128

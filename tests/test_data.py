@@ -18,7 +18,6 @@ from feratt.datasets.bank import BankOptions, build_faces, write_bank
 from feratt.datasets.demo import list_demo
 from feratt.datasets.records import ReaderOptions
 from feratt.errors import FerattError
-from feratt.manifests.folds import make_folds, read_folds, split_fold, write_folds
 from feratt.training.data import (
     ShardRef,
     ShardStream,
@@ -27,6 +26,7 @@ from feratt.training.data import (
     read_render_index,
     shards_for_subjects,
 )
+from feratt.training.folds import make_folds, read_folds, render_folds, resolve_folds, split_fold, write_folds
 
 SUBJECTS = [f"D{i:02d}" for i in range(1, 7)]
 PER_SUBJECT = 28  # 7 faces x 4 samples, in shards of 10, 10 and 8
@@ -283,7 +283,7 @@ def test_folds_are_disjoint_covering_and_split_cleanly():
         count = len(subjects)
         size = rng.randint(3, 10)
         if count < 2 * size:
-            with pytest.raises(FerattError, match=f"use --fold-size {count // 2} or less"):
+            with pytest.raises(FerattError, match=f"use a fold size of {count // 2} or less"):
                 make_folds(subjects, size, seed=trial)
             continue
         folds = make_folds(rng.sample(subjects, count), size, seed=trial)
@@ -318,7 +318,10 @@ def test_too_few_subjects_suggest_a_smaller_fold_size():
     jaffe = ["KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM"]
     with pytest.raises(FerattError) as caught:
         make_folds(jaffe, 10)
-    assert str(caught.value) == "10 subjects cannot make folds of 10 test subjects; use --fold-size 5 or less"
+    assert (
+        str(caught.value) == "10 subjects cannot make folds of 10 test subjects; use a fold size of 5 or less"
+    )
+    assert caught.value.field == "fold_size"
     assert [len(f) for f in make_folds(jaffe, 5)] == [5, 5]
     assert len(make_folds(jaffe, 3)) == 3
     with pytest.raises(FerattError, match="at least 2"):
@@ -332,8 +335,18 @@ def test_fold_out_of_range_and_too_many_validation_subjects():
     assert str(caught.value) == "fold 7 does not exist: the data set has 5 folds (0-4)"
     with pytest.raises(FerattError, match="fold -1 does not exist"):
         split_fold(folds, -1)
-    with pytest.raises(FerattError, match="use --val-subjects 19 or less"):
+    with pytest.raises(FerattError, match="hold out 19 or fewer") as caught:
         split_fold(folds, 0, val_subjects=20)
+    assert caught.value.field == "val_subjects"
+
+
+def test_fold_specs_resolve_to_indices():
+    assert resolve_folds("all", 3) == [0, 1, 2]
+    assert resolve_folds("2", 3) == resolve_folds(2, 3) == [2]
+    for spec, message in (("3", "fold 3 does not exist"), ("first", "an index or 'all'")):
+        with pytest.raises(FerattError, match=message) as caught:
+            resolve_folds(spec, 3)
+        assert caught.value.field == "fold"
 
 
 def test_folds_json_round_trip(tmp_path):
@@ -348,3 +361,7 @@ def test_folds_json_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(FerattError, match="not a feratt folds file"):
         read_folds(tmp_path / "bad.json")
+
+
+def test_render_folds_are_the_folds_of_the_renders_subjects(render):
+    assert render_folds(render, 2, seed=3) == make_folds(SUBJECTS, 2, seed=3)

@@ -1,4 +1,4 @@
-"""`feratt embed` on tiny trained runs: embeddings, k-NN accuracy on z, the t-SNE subsample, bad input."""
+"""Embedding tiny trained runs: embeddings, k-NN accuracy on z, the t-SNE subsample, bad input."""
 
 import json
 
@@ -7,11 +7,12 @@ import pytest
 from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from PIL import Image
 
-from feratt.experiments.embed import stratified_subsample
+from feratt.errors import FerattError
+from feratt.experiments.embed import embed, stratified_subsample
 from feratt.experiments.evaluate import run_model, synthetic_loader
-from feratt.experiments.runs import load_trained
-from feratt.manifests.folds import make_folds, split_fold
+from feratt.training.checkpoints import load_trained
 from feratt.training.data import read_render_index
+from feratt.training.folds import make_folds, split_fold
 from feratt.training.metrics import knn_accuracy
 
 
@@ -26,12 +27,15 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def embedded(runs):
-    """`feratt embed` of the FERAtt run, at most 20 of its 28 test points in the t-SNE."""
-    result = run(
-        "embed", runs["feratt-rep-cls"], "--shards", runs["render"], "--max-points", 20, "--device", "cpu"
-    )
-    assert result.exit_code == 0, result.output
-    return runs["feratt-rep-cls"] / "fold-0" / "embed", result.output
+    """The embedding of the FERAtt run, at most 20 of its 28 test points in the t-SNE; the lines logged."""
+    lines = []
+    result = embed(runs["feratt-rep-cls"], runs["render"], max_points=20, device="cpu", log=lines.append)
+    out = runs["feratt-rep-cls"] / "fold-0" / "embed"
+    assert result.out == out and result.written == [
+        out / n for n in ("embeddings.npz", "embed.json", "tsne.png")
+    ]
+    assert json.loads((out / "embed.json").read_text()) == json.loads(json.dumps(result.to_dict()))
+    return out, "\n".join(lines)
 
 
 def test_embed_writes_the_test_embeddings(runs, embedded):
@@ -97,9 +101,26 @@ def test_stratified_subsample():
 
 
 def test_bad_inputs(runs, tmp_path):
-    base = ("--shards", runs["render"], "--out", tmp_path / "out", "--device", "cpu")
+    out = tmp_path / "out"
+    with pytest.raises(FerattError, match="has no embedding z: embed needs a FERAtt run"):
+        embed(runs["baseline"], runs["render"], out=out, device="cpu")
+    assert not out.exists()
+    with pytest.raises(FerattError, match="no checkpoint for fold 1"):
+        embed(runs["feratt-rep-cls"], runs["render"], fold=1, out=out, device="cpu")
+    with pytest.raises(FerattError, match="at least 4 points") as error:
+        embed(runs["feratt-rep-cls"], runs["render"], out=out, max_points=2, device="cpu")
+    assert error.value.field == "max_points"
+    base = ("--shards", runs["render"], "--out", out, "--device", "cpu")
     assert_user_error(run("embed", runs["baseline"], *base), "has no embedding z")
-    assert not (tmp_path / "out").exists()
-    assert_user_error(run("embed", runs["feratt-rep-cls"], *base, "--fold", 1), "no checkpoint for fold 1")
     result = run("embed", runs["feratt-rep-cls"], *base, "--max-points", 2)
     assert result.exit_code == 2 and "Invalid value for '--max-points'" in result.output
+
+
+def test_embed_command_prints_the_lines_logged_and_the_files(runs, embedded, tmp_path):
+    out, logged = embedded
+    args = ("--shards", runs["render"], "--max-points", 20, "--out", tmp_path / "e", "--device", "cpu")
+    result = run("embed", runs["feratt-rep-cls"], *args)
+    assert result.exit_code == 0, result.output
+    files = [f"wrote {tmp_path / 'e' / n}" for n in ("embeddings.npz", "embed.json", "tsne.png")]
+    assert result.output.splitlines() == [*logged.splitlines(), *files]
+    assert (tmp_path / "e" / "embed.json").read_bytes() == (out / "embed.json").read_bytes()

@@ -1,4 +1,4 @@
-"""`feratt evaluate` and `feratt experiment` end to end on a tiny render: tables, reuse, bad input."""
+"""Evaluation and experiments end to end on a tiny render: tables, reuse, bad input; their commands."""
 
 import csv
 import json
@@ -6,12 +6,17 @@ import json
 import pytest
 from cli_helpers import assert_user_error, render_tiny, run
 
+from feratt.errors import FerattError
+from feratt.experiments.evaluate import evaluate
+from feratt.experiments.experiment import ExperimentRequest, run_experiment
+from feratt.training.config import TrainConfig
+
 
 @pytest.fixture(scope="module")
 def render(tmp_path_factory):
     """A render of 4 demo subjects (2 folds of 2), 7 classes, 2 samples a face at 64 px."""
     base = tmp_path_factory.mktemp("experiment-inputs")
-    return render_tiny(base, 4, "--shard-size", 14, "--fit-mask", 0.05)
+    return render_tiny(base, 4, shard_size=14, config={"fit_mask": 0.05})
 
 
 def experiment_args(render, out, *extra):
@@ -42,18 +47,38 @@ def experiment_args(render, out, *extra):
     )
 
 
+def experiment_request(render, out, eval_shards=None, **config):
+    """The request `experiment_args` makes on the command line."""
+    settings = dict(epochs=1, batch_size=8, max_batches=2, fold_size=2, val_subjects=1, workers=0)
+    return ExperimentRequest(
+        shards=render,
+        out=out,
+        methods=("baseline", "feratt-cls"),
+        config=TrainConfig(preset="cpu-small", **settings, **config),
+        eval_shards=eval_shards,
+    )
+
+
+def run_logged(request, **fields):
+    """Run an experiment on the CPU; its result and the lines it logged."""
+    lines = []
+    result = run_experiment(request, device="cpu", log=lines.append, **fields)
+    return result, lines
+
+
 @pytest.fixture(scope="module")
 def experiment(render, tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "exp"
     bank = render.parent / "bank.h5"
-    result = run(*experiment_args(render, out, "--real-test", bank))
-    assert result.exit_code == 0, result.output
-    return out, result.output
+    result, _ = run_logged(experiment_request(render, out, real_test=str(bank)))
+    return out, result
 
 
 def test_experiment_tables_cover_every_method_and_fold(experiment):
-    out, _ = experiment
+    out, result = experiment
     results = json.loads((out / "results.json").read_text())
+    assert results == json.loads(json.dumps(result.to_dict()))
+    assert result.report == out / "report.md" and list(result.evaluations) == ["baseline", "feratt-cls"]
     assert set(results["splits"]) == {"synthetic", "real"}
     for split in ("synthetic", "real"):
         table = results["splits"][split]["table"]
@@ -63,7 +88,8 @@ def test_experiment_tables_cover_every_method_and_fold(experiment):
             assert len(values["accuracy"]["folds"]) == 2
         rows = list(csv.reader((out / f"table-{split}.csv").read_text().splitlines()))
         assert len(rows) == 3 and len(rows[0]) == 9
-        markdown = (out / f"table-{split}.md").read_text().splitlines()
+        assert (out / f"table-{split}.md").read_text() == result.splits[split].markdown
+        markdown = result.splits[split].markdown.splitlines()
         assert markdown[0].startswith("| Method | Acc. | Prec. | Rec. | F1 |") and len(markdown) == 4
     evaluations = sorted(p.name for p in (out / "evaluations").glob("*.json"))
     assert evaluations == [f"{m}-fold-{f}.json" for m in ("baseline", "feratt-cls") for f in (0, 1)]
@@ -84,8 +110,9 @@ def test_experiment_tables_cover_every_method_and_fold(experiment):
     assert (out / "cd-synthetic.png").is_file() and (out / "confusion-synthetic-baseline.png").is_file()
 
 
-def test_experiment_rerun_reuses_finished_runs(render, experiment):
-    out, _ = experiment
+def test_experiment_command_reuses_finished_runs_and_prints_the_tables(render, experiment):
+    """The command line makes the same request as the API: the folder made through the API is reused."""
+    out, first = experiment
     checkpoints = sorted(out.glob("runs/*/fold-*/best.pt"))
     assert len(checkpoints) == 4
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
@@ -95,12 +122,30 @@ def test_experiment_rerun_reuses_finished_runs(render, experiment):
     assert result.output.count("trained already, reused") == 4
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
     assert (out / "results.json").read_bytes() == before
+    tables = "".join(f"{split} test:\n{part.markdown}" for split, part in first.splits.items())
+    assert result.output.endswith(f"{tables}wrote {out / 'report.md'}\n")
 
 
 def test_experiment_folder_of_another_configuration_is_refused(render, experiment):
     out, _ = experiment
+    with pytest.raises(FerattError, match=r"another configuration \(differs in training\)") as error:
+        run_experiment(experiment_request(render, out, real_test=str(render.parent / "bank.h5"), lr=0.5))
+    assert error.value.field == "out"
     result = run(*experiment_args(render, out, "--real-test", render.parent / "bank.h5", "--lr", 0.5))
-    assert_user_error(result, "another configuration (differs in training)")
+    assert_user_error(result, "--out: ")
+
+
+def test_experiment_request_is_checked(render, tmp_path):
+    with pytest.raises(FerattError, match="unknown method 'nope'") as error:
+        ExperimentRequest(shards=render, out=tmp_path, methods=("baseline", "nope"))
+    assert error.value.field == "methods"
+    with pytest.raises(FerattError, match="fold 7 does not exist") as error:
+        run_experiment(experiment_request(render, tmp_path / "exp"), folds="7")
+    assert error.value.field == "folds"
+    assert not (tmp_path / "exp").exists()
+    assert_user_error(
+        run(*experiment_args(render, tmp_path / "exp", "--methods", "nope")), "--methods: unknown"
+    )
 
 
 def test_evaluate_writes_deterministic_results(render, experiment, tmp_path):
@@ -110,8 +155,17 @@ def test_evaluate_writes_deterministic_results(render, experiment, tmp_path):
     first = run(*args, "--out", tmp_path / "a.json", "--real-test", render.parent / "bank.h5")
     assert first.exit_code == 0, first.output
     assert "(paper F1)" in first.output
-    second = run(*args, "--out", tmp_path / "b.json", "--real-test", render.parent / "bank.h5")
-    assert second.exit_code == 0, second.output
+    assert first.output.splitlines()[-1] == f"wrote {tmp_path / 'a.json'}"
+    second = evaluate(
+        run_dir,
+        render,
+        fold=1,
+        out_file=tmp_path / "b.json",
+        real_test=render.parent / "bank.h5",
+        device="cpu",
+    )
+    assert second.path == tmp_path / "b.json" and second.real is not None
+    assert json.loads((tmp_path / "b.json").read_text()) == json.loads(json.dumps(second.to_dict()))
     a = json.loads((tmp_path / "a.json").read_text())
     b = json.loads((tmp_path / "b.json").read_text())
     for part in (a, b):
@@ -130,42 +184,27 @@ def test_evaluate_bad_inputs(render, experiment, tmp_path):
     (tmp_path / "empty-run").mkdir()
     assert_user_error(run("evaluate", tmp_path / "empty-run", "--shards", render), "has no checkpoint")
     several = run("evaluate", out / "runs" / "baseline", "--shards", render)
-    assert_user_error(several, "choose one with --fold")
-
-
-def args_for(run_dir, shards, out_file):
-    return ("evaluate", run_dir, "--shards", shards, "--fold", 0, "--out", out_file, "--device", "cpu")
+    assert_user_error(several, "--fold: run folder")
+    assert several.output.rstrip().endswith("holds several folds (fold-0, fold-1): choose one")
 
 
 def test_evaluate_on_an_evaluation_render_of_the_same_bank(render, experiment, tmp_path):
     """The authors' evaluation geometry: a --geometry eval render of the bank, scored fold by fold."""
     out, _ = experiment
-    eval_render = render_tiny(tmp_path, 4, "--geometry", "eval", "--seed", 7, "--shard-size", 14)
+    eval_render = render_tiny(tmp_path, 4, config={"preset": "eval"}, seed=7, shard_size=14)
     index = json.loads((eval_render / "index.json").read_text())
     assert index["render_config"]["geometry"]["rotation"] == 45.0
-    result = run(
-        "evaluate",
-        out / "runs" / "baseline",
-        "--shards",
-        eval_render,
-        "--fold",
-        0,
-        "--out",
-        tmp_path / "e.json",
-    )
-    assert result.exit_code == 0, result.output
+    evaluate(out / "runs" / "baseline", eval_render, fold=0, out_file=tmp_path / "e.json")
     evaluated = json.loads((tmp_path / "e.json").read_text())
     trained = json.loads((out / "evaluations" / "baseline-fold-0.json").read_text())
     assert evaluated["test_subjects"] == trained["test_subjects"] and evaluated["synthetic"]["samples"] == 28
 
     # The same evaluation render as an experiment's test set.
     exp = tmp_path / "exp-eval"
-    result = run(*experiment_args(render, exp, "--eval-shards", eval_render))
-    assert result.exit_code == 0, result.output
+    run_logged(experiment_request(render, exp, eval_shards=eval_render))
     again = json.loads((exp / "evaluations" / "baseline-fold-0.json").read_text())
     assert again["test_subjects"] == trained["test_subjects"]
-    direct = run(*args_for(exp / "runs" / "baseline", eval_render, tmp_path / "direct.json"))
-    assert direct.exit_code == 0, direct.output
+    evaluate(exp / "runs" / "baseline", eval_render, fold=0, out_file=tmp_path / "direct.json", device="cpu")
     assert (
         json.loads((tmp_path / "direct.json").read_text())["synthetic"]["confusion"]
         == again["synthetic"]["confusion"]
@@ -174,10 +213,10 @@ def test_evaluate_on_an_evaluation_render_of_the_same_bank(render, experiment, t
 
 
 def test_table_shows_spread_over_folds_and_plain_figures_for_one_fold():
-    from feratt.experiments.experiment import table_markdown
+    from feratt.experiments.tables import MetricSummary, table_markdown
 
     def table(folds):
-        values = {"mean": sum(folds) / len(folds), "std": abs(folds[0] - folds[-1]) / 2, "folds": folds}
+        values = MetricSummary(mean=sum(folds) / len(folds), std=abs(folds[0] - folds[-1]) / 2, folds=folds)
         return {"baseline": {key: values for key in ("accuracy", "precision", "recall", "f1")}}
 
     assert table_markdown(table([50.0, 60.0])).splitlines()[2] == (
@@ -190,8 +229,7 @@ def test_table_shows_spread_over_folds_and_plain_figures_for_one_fold():
 
 def test_experiment_on_one_fold_reports_its_figures_without_tests(render, tmp_path):
     out = tmp_path / "one"
-    result = run(*experiment_args(render, out, "--folds", "1"))
-    assert result.exit_code == 0, result.output
+    run_logged(experiment_request(render, out), folds="1")
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["folds"] == [1]
     accuracy = results["splits"]["synthetic"]["table"]["baseline"]["accuracy"]
@@ -213,8 +251,8 @@ def test_experiment_on_one_fold_reports_its_figures_without_tests(render, tmp_pa
         saved = json.loads(path.read_text())
         saved.get("training", saved).pop("class_means")
         path.write_text(json.dumps(saved))
-    again = run(*experiment_args(render, out, "--folds", "1"))
-    assert again.exit_code == 0, again.output
-    assert again.output.count("trained already, reused") == 2
-    changed = run(*experiment_args(render, out, "--folds", "1", "--class-means", "leave-one-out"))
-    assert_user_error(changed, "differs in training")
+    _, again = run_logged(experiment_request(render, out), folds="1")
+    assert again.count("baseline fold 1: trained already, reused") == 1
+    assert sum("trained already, reused" in line for line in again) == 2
+    with pytest.raises(FerattError, match="differs in training"):
+        run_logged(experiment_request(render, out, class_means="leave-one-out"), folds="1")

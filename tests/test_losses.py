@@ -9,15 +9,14 @@ import torch.nn.functional as F
 
 from feratt.errors import FerattError
 from feratt.training.losses import (
-    METHODS,
     LossConfig,
     LossWeights,
     attention_loss,
     classification_loss,
     compute_losses,
     gaussian_manifold_loss,
-    method_terms,
 )
+from feratt.training.methods import METHODS, get_method
 
 
 def clusters(distance, per_class=10, classes=3, dim=8, noise=0.1, seed=0):
@@ -225,7 +224,7 @@ def test_compute_losses_total_is_weighted_sum():
     target = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     config = LossConfig(weights=LossWeights(attention=2.0, representation=3.0, classification=5.0))
-    losses = compute_losses("feratt-rep-cls", output, target, labels, 3, config)
+    losses = compute_losses(METHODS["feratt-rep-cls"].terms, output, target, labels, 3, config)
     assert set(losses) == {"attention", "representation", "classification", "total"}
     assert losses["attention"].item() == pytest.approx(attention_loss(output.attention_image, target).item())
     assert losses["representation"].item() == pytest.approx(
@@ -240,24 +239,29 @@ def test_compute_losses_total_is_weighted_sum():
 def test_compute_losses_uses_only_the_methods_terms():
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     baseline = compute_losses(
-        "baseline", model_output(False, False), None, labels, 3, LossConfig(classification_kind="ce")
+        ("classification",), model_output(False, False), None, labels, 3, LossConfig(classification_kind="ce")
     )
     assert set(baseline) == {"classification", "total"}
     assert baseline["total"].item() == pytest.approx(baseline["classification"].item())
     output = model_output(with_embedding=False)
-    cls = compute_losses("feratt-cls", output, output.attention_image, labels, 3, LossConfig())
+    cls = compute_losses(METHODS["feratt-cls"].terms, output, output.attention_image, labels, 3, LossConfig())
     assert set(cls) == {"attention", "classification", "total"}
     assert cls["attention"].item() == 0.0
     with pytest.raises(FerattError, match="embedding"):
-        compute_losses("feratt-rep-cls", output, output.attention_image, labels, 3, LossConfig())
+        compute_losses(
+            METHODS["feratt-rep-cls"].terms, output, output.attention_image, labels, 3, LossConfig()
+        )
 
 
 def test_methods_and_config_validation():
-    assert method_terms("feratt-rep-cls") == METHODS["feratt-rep-cls"]
-    with pytest.raises(FerattError, match="baseline, feratt-cls, feratt-rep-cls"):
-        method_terms("feratt")
-    with pytest.raises(FerattError):
-        compute_losses("nope", model_output(), None, torch.zeros(6, dtype=torch.int64), 3, LossConfig())
+    assert get_method("feratt-rep-cls").terms == ("attention", "representation", "classification")
+    assert [m.title for m in METHODS.values()] == ["PreActResNet18", "FERAtt+Cls", "FERAtt+Rep+Cls"]
+    assert [m.model for m in METHODS.values()] == ["baseline", "feratt", "feratt"]
+    with pytest.raises(FerattError, match="baseline, feratt-cls, feratt-rep-cls") as caught:
+        get_method("feratt")
+    assert caught.value.field == "method"
+    with pytest.raises(FerattError, match="unknown loss terms"):
+        compute_losses(("nope",), model_output(), None, torch.zeros(6, dtype=torch.int64), 3, LossConfig())
     with pytest.raises(FerattError, match="mse, tanh"):
         LossConfig(attention_kind="l2")
     with pytest.raises(FerattError, match="sigma"):

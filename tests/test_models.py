@@ -8,15 +8,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from feratt.errors import FerattError
+from feratt.training.config import TrainConfig
 from feratt.training.models import (
-    MODEL_PRESETS,
     FERAtt,
     ModelOutput,
     ResNet34Encoder,
     create_model,
     list_models,
     load_resnet34_weights,
-    preset_kwargs,
 )
 
 WIDTH = 0.125  # narrow networks keep the tests fast; the structure is the same at every width
@@ -53,10 +52,14 @@ def assert_every_parameter_learns(model: nn.Module) -> None:
 
 def test_list_models_and_presets():
     assert list_models() == ["baseline", "feratt"]
-    assert preset_kwargs("paper") == {"in_size": 128, "width": 1.0}
-    assert preset_kwargs("cpu-small") == MODEL_PRESETS["cpu-small"]
-    with pytest.raises(FerattError, match="known presets"):
-        preset_kwargs("huge")
+    paper = TrainConfig(preset="paper").resolved()
+    assert (paper.in_size, paper.width) == (128, 1.0)
+    small_preset = TrainConfig(preset="cpu-small").resolved()
+    assert (small_preset.in_size, small_preset.width) == (64, 0.25)
+    assert TrainConfig(preset="cpu-small", in_size=96).resolved().in_size == 96
+    with pytest.raises(FerattError, match="valid presets") as caught:
+        TrainConfig(preset="huge").resolved()
+    assert caught.value.field == "preset"
 
 
 def test_unknown_model_name_lists_known_names():
@@ -107,7 +110,8 @@ def test_baseline_output_shapes(size):
 
 def test_full_feratt_has_about_46m_parameters():
     with torch.device("meta"):  # builds the shapes without allocating or running anything
-        model = create_model("feratt", num_classes=8, **preset_kwargs("paper"))
+        paper = TrainConfig(preset="paper").resolved()
+        model = create_model("feratt", num_classes=8, in_size=paper.in_size, width=paper.width)
         encoder = ResNet34Encoder()
     assert 45e6 < sum(p.numel() for p in model.parameters()) < 47e6
     # torchvision's resnet34 without its fc layer: 21,284,672 parameters and 216 state_dict keys.

@@ -1,4 +1,4 @@
-"""`feratt noise` on tiny trained runs: the sigma-0 reference, seeded noise, outputs and bad input."""
+"""Robustness to noise on tiny trained runs: the sigma-0 reference, seeded noise, outputs and bad input."""
 
 import csv
 import json
@@ -8,8 +8,10 @@ import pytest
 from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from PIL import Image
 
+from feratt.errors import FerattError
 from feratt.experiments.evaluate import Noise, add_noise, fold_test_subjects, run_model, synthetic_loader
-from feratt.experiments.runs import load_trained
+from feratt.experiments.noise import noise_robustness
+from feratt.training.checkpoints import load_trained
 from feratt.training.data import read_render_index
 
 
@@ -44,12 +46,31 @@ def noise_args(runs, out, *extra):
     )
 
 
+def robustness(runs, out, **options):
+    """`noise_args` through the API: both runs at sigmas 0.05 and 0.3; the result and the lines logged."""
+    lines = []
+    result = noise_robustness(
+        [runs["feratt-rep-cls"], runs["baseline"]],
+        runs["render"],
+        [0.05, 0.3],
+        out,
+        batch_size=16,
+        device="cpu",
+        log=lines.append,
+        **options,
+    )
+    return result, lines
+
+
 @pytest.fixture(scope="module")
 def noise_out(runs):
-    """`feratt noise` over both runs, synthetic and real test splits."""
+    """Noise robustness of both runs, synthetic and real test splits."""
     out = runs["base"] / "noise-1"
-    result = run(*noise_args(runs, out, "--real-test", runs["bank"]))
-    assert result.exit_code == 0, result.output
+    result, _ = robustness(runs, out, real_test=runs["bank"])
+    assert result.written == [out / name for name in ("noise.json", "noise.csv")] + [
+        out / f"{name}.png" for name in ("noise-synthetic", "noise-real", "figure7")
+    ]
+    assert json.loads((out / "noise.json").read_text()) == json.loads(json.dumps(result.to_dict()))
     return out
 
 
@@ -73,7 +94,7 @@ def test_sigma_zero_is_the_clean_evaluation(runs, noise_out, method):
     entry = next(m for m in written["methods"] if m["method"] == method)["folds"]["0"]["synthetic"][0]
     assert entry["sigma"] == 0.0
     assert entry["metrics"]["confusion"] == clean.confusion().tolist()
-    assert entry["metrics"]["accuracy"] == clean.metrics(trained.classes)["accuracy"]
+    assert entry["metrics"]["accuracy"] == clean.metrics(trained.classes).accuracy
     # Lab L at sigma 0 goes through a Lab round trip: the same predictions, nearly the same logits.
     lab = run_model(trained, loader, noise=Noise(0.0, lab_l=True))
     np.testing.assert_array_equal(lab.predictions, clean.predictions)
@@ -138,20 +159,31 @@ def test_noise_writes_json_csv_and_figures(runs, noise_out, tmp_path):
     assert figure["run"] == str(runs["feratt-rep-cls"]) and figure["image_index"] == 0
     assert [c["sigma"] for c in figure["columns"]] == [0.0, 0.05, 0.3]
     assert all(0.0 < c["probability"] <= 1.0 for c in figure["columns"])
-    # A rerun writes the same numbers.
+    # A rerun writes the same numbers; so does the command line.
     again = tmp_path / "noise-2"
+    robustness(runs, again, real_test=runs["bank"])
+    assert (again / "noise.json").read_bytes() == (noise_out / "noise.json").read_bytes()
+    assert (again / "noise.csv").read_bytes() == (noise_out / "noise.csv").read_bytes()
     result = run(*noise_args(runs, again, "--real-test", runs["bank"]))
     assert result.exit_code == 0, result.output
+    assert result.output.endswith(
+        "".join(
+            f"wrote {again / name}\n"
+            for name in ("noise.json", "noise.csv", "noise-synthetic.png", "noise-real.png", "figure7.png")
+        )
+    )
     assert (again / "noise.json").read_bytes() == (noise_out / "noise.json").read_bytes()
     assert (again / "noise.csv").read_bytes() == (noise_out / "noise.csv").read_bytes()
 
 
 def test_baseline_alone_on_lab_l_skips_figure_7(runs, tmp_path):
     out = tmp_path / "noise"
-    args = ("noise", runs["baseline"], "--shards", runs["render"], "--sigmas", "0.1", "--lab-l", "--fold", 0)
-    result = run(*args, "--out", out, "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    assert "figure 7 (I_att under noise) skipped" in result.output
+    lines = []
+    result = noise_robustness(
+        [runs["baseline"]], runs["render"], [0.1], out, lab_l=True, fold="0", device="cpu", log=lines.append
+    )
+    assert "note: no FERAtt run given: figure 7 (I_att under noise) skipped" in lines
+    assert result.figure7 is None and [m.method for m in result.methods] == ["baseline"]
     written = json.loads((out / "noise.json").read_text())
     assert written["lab_l"] and written["figure7"] is None and not (out / "figure7.png").exists()
     assert list(written["methods"][0]["folds"]) == ["0"] and written["splits"] == ["synthetic"]
@@ -162,12 +194,26 @@ def test_baseline_alone_on_lab_l_skips_figure_7(runs, tmp_path):
 def test_bad_inputs(runs, tmp_path):
     empty = tmp_path / "empty-run"
     empty.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(FerattError, match="has no checkpoint"):
+        noise_robustness([runs["baseline"], empty], runs["render"], [0.1], out, device="cpu")
+    assert not (out / "noise.json").exists()
+    with pytest.raises(FerattError, match="no checkpoint for fold 5"):
+        noise_robustness([runs["baseline"]], runs["render"], [0.1], out, fold="5", device="cpu")
+    with pytest.raises(FerattError, match="an index or 'all'") as error:
+        noise_robustness([runs["baseline"]], runs["render"], [0.1], out, fold="x", device="cpu")
+    assert error.value.field == "fold"
+    with pytest.raises(FerattError, match="past the end of the test split") as error:
+        noise_robustness([runs["feratt-rep-cls"]], runs["render"], [0.1], out, image_index=999, device="cpu")
+    assert error.value.field == "image_index"
+    with pytest.raises(FerattError, match="a noise sigma must be a finite number") as error:
+        noise_robustness([runs["baseline"]], runs["render"], [0.1, -0.2], out, device="cpu")
+    assert error.value.field == "sigmas"
     base = ("--shards", runs["render"], "--out", tmp_path / "out", "--device", "cpu")
     assert_user_error(run("noise", runs["baseline"], empty, *base), "has no checkpoint")
-    assert not (tmp_path / "out" / "noise.json").exists()
-    assert_user_error(run("noise", runs["baseline"], *base, "--fold", 5), "no checkpoint for fold 5")
     assert_user_error(
-        run("noise", runs["feratt-rep-cls"], *base, "--image-index", 999), "past the end of the test split"
+        run("noise", runs["feratt-rep-cls"], *base, "--image-index", 999),
+        "--image-index: test sample 999 is past",
     )
     for sigmas in ("0.1,abc", "0.1,-0.2", ",", "nan"):
         result = run("noise", runs["baseline"], *base, f"--sigmas={sigmas}")

@@ -1,6 +1,7 @@
-"""`feratt predict` on image files and folders: probabilities, JSON, attention images, bad input."""
+"""Predictions on image files and folders: probabilities, JSON, attention images, bad input."""
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -9,8 +10,9 @@ import torch
 from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from skimage import data
 
-from feratt.experiments.predict import predict_images, prepare_image, read_rgb, unique_stems
-from feratt.experiments.runs import load_trained
+from feratt.errors import FerattError
+from feratt.experiments.predict import predict, predict_images, prepare_image, read_rgb, unique_stems
+from feratt.training.checkpoints import load_trained
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +52,34 @@ def _json(result):
 
 
 @pytest.mark.parametrize("which", ["feratt_run", "baseline_run"])
-def test_probabilities_sum_to_one_and_json_names_every_class(request, which, photos):
+def test_probabilities_sum_to_one_and_name_every_class(request, which, photos):
+    run_dir = request.getfixturevalue(which)
+    astronaut, _ = photos
+    result = predict(run_dir, [astronaut], device="cpu")
+    trained = load_trained(run_dir)
+    assert result.method == trained.method and result.classes == trained.classes
+    assert result.checkpoint == trained.checkpoint
+    [prediction] = result.predictions
+    assert prediction.path == astronaut
+    assert list(prediction.probabilities) == trained.classes
+    assert abs(sum(prediction.probabilities.values()) - 1.0) < 1e-6
+    probabilities = prediction.probabilities
+    assert prediction.label == max(probabilities, key=probabilities.get)
+    assert prediction.probability == probabilities[prediction.label]
+    assert [name for name, _ in prediction.ranked()] == sorted(probabilities, key=lambda c: -probabilities[c])
+    assert result.attention_written == []
+
+
+@pytest.mark.parametrize("which", ["feratt_run", "baseline_run"])
+def test_command_prints_json_or_one_line_per_image(request, which, photos):
     run_dir = request.getfixturevalue(which)
     astronaut, _ = photos
     document = _json(run("predict", run_dir, astronaut, "--json", "--device", "cpu"))
-    trained = load_trained(run_dir)
-    assert document["method"] == trained.method and document["classes"] == trained.classes
-    assert document["checkpoint"] == str(trained.checkpoint)
+    assert document == predict(run_dir, [astronaut], device="cpu").to_dict()
+    assert list(document) == ["checkpoint", "method", "fold", "epoch", "classes", "predictions"]
     [prediction] = document["predictions"]
     assert prediction["path"] == str(astronaut)
-    assert list(prediction["probabilities"]) == trained.classes
-    assert abs(sum(prediction["probabilities"].values()) - 1.0) < 1e-6
     probabilities = prediction["probabilities"]
-    assert prediction["prediction"] == max(probabilities, key=probabilities.get)
 
     text = run("predict", run_dir, astronaut, "--device", "cpu")
     assert text.exit_code == 0, text.output
@@ -74,9 +91,9 @@ def test_probabilities_sum_to_one_and_json_names_every_class(request, which, pho
     assert shown == ranked
 
 
-def test_cli_matches_the_library(feratt_run, photos):
+def test_predict_matches_the_model_on_the_images(feratt_run, photos):
     astronaut, pair = photos
-    document = _json(run("predict", feratt_run, astronaut, pair, "--json", "--device", "cpu"))
+    document = predict(feratt_run, [astronaut, pair], device="cpu").to_dict()
     paths = [astronaut, pair / "astronaut.png", pair / "camera.png"]
     assert [p["path"] for p in document["predictions"]] == [str(p) for p in paths]
     trained = load_trained(feratt_run)
@@ -92,22 +109,23 @@ def test_cli_matches_the_library(feratt_run, photos):
 def test_folder_of_two_images_and_other_checkpoint_forms(baseline_run, photos):
     _, pair = photos
     for checkpoint in (baseline_run, baseline_run / "fold-0", baseline_run / "fold-0" / "best.pt"):
-        document = _json(run("predict", checkpoint, pair, "--json", "--device", "cpu"))
-        assert [p["path"] for p in document["predictions"]] == [
-            str(pair / "astronaut.png"),
-            str(pair / "camera.png"),
-        ]
+        result = predict(checkpoint, [pair], device="cpu")
+        assert [p.path for p in result.predictions] == [pair / "astronaut.png", pair / "camera.png"]
 
 
 def test_save_attention_writes_inputs_and_attention_at_the_input_size(feratt_run, photos, tmp_path):
     astronaut, pair = photos
     out = tmp_path / "attention"
-    result = run("predict", feratt_run, astronaut, pair, "--save-attention", out, "--device", "cpu")
-    assert result.exit_code == 0, result.output
+    result = predict(feratt_run, [astronaut, pair], save_attention=out, device="cpu")
     # Two inputs are named astronaut.png: the second gets a numeric suffix instead of overwriting.
     stems = ["astronaut", "astronaut-1", "camera"]
     expected = {f"{s}-{kind}.png" for s in stems for kind in ("input", "attention")}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == expected == {p.name for p in result.attention_written}
+    again = run(
+        "predict", feratt_run, astronaut, pair, "--save-attention", tmp_path / "cli", "--device", "cpu"
+    )
+    assert again.exit_code == 0, again.output
+    assert again.output.splitlines()[-1] == f"wrote 6 images to {tmp_path / 'cli'}"
     for name in expected:
         image = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8
@@ -121,28 +139,35 @@ def test_save_attention_writes_inputs_and_attention_at_the_input_size(feratt_run
 
 def test_baseline_has_no_attention_to_save(baseline_run, photos, tmp_path):
     astronaut, _ = photos
+    with pytest.raises(FerattError, match=r"needs a FERAtt model.*no attention image") as error:
+        predict(baseline_run, [astronaut], save_attention=tmp_path / "att", device="cpu")
+    assert error.value.field == "save_attention"
+    assert not (tmp_path / "att").exists()
     result = run("predict", baseline_run, astronaut, "--save-attention", tmp_path / "att", "--device", "cpu")
-    assert_user_error(result, "no attention image")
+    assert_user_error(result, "--save-attention: saving attention images needs a FERAtt model")
     assert not (tmp_path / "att").exists()
 
 
 def test_unreadable_image_is_a_clear_error(feratt_run, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"this is not a PNG")
+    with pytest.raises(FerattError, match=re.escape(f"{bad}: not a readable image")):
+        predict(feratt_run, [bad], device="cpu")
     assert_user_error(run("predict", feratt_run, bad, "--device", "cpu"), f"{bad}: not a readable image")
 
 
 def test_checkpoint_of_another_version_is_a_clear_error(photos, tmp_path):
     old = tmp_path / "old.pt"
     torch.save({"checkpoint_version": 999}, old)
-    result = run("predict", old, photos[0], "--device", "cpu")
-    assert_user_error(result, "not a feratt checkpoint of this version")
+    with pytest.raises(FerattError, match="not a feratt checkpoint of this version"):
+        predict(old, [photos[0]], device="cpu")
 
 
 def test_folder_without_images_is_a_clear_error(feratt_run, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no faces here")
-    assert_user_error(run("predict", feratt_run, tmp_path / "empty", "--device", "cpu"), "holds no images")
+    with pytest.raises(FerattError, match="holds no images"):
+        predict(feratt_run, [tmp_path / "empty"], device="cpu")
 
 
 def test_prepare_image_centre_crops_then_resizes():

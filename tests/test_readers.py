@@ -227,6 +227,24 @@ def test_ckplus_needs_both_folders(tmp_path):
         read_ckplus(tmp_path, ReaderOptions())
 
 
+@pytest.mark.parametrize(
+    ("options", "field", "message"),
+    [
+        ({"last_frames": 0}, "last_frames", "the number of frames per sequence must be at least 1, got 0"),
+        (
+            {"neutral_subjects": -1},
+            "neutral_subjects",
+            "the number of neutral subjects must be 0 or more, got -1",
+        ),
+    ],
+)
+def test_ckplus_bad_protocol_options_name_their_field(tmp_path, options, field, message):
+    make_ckplus_tree(tmp_path, n_subjects=1)
+    with pytest.raises(FerattError) as info:
+        read_ckplus(tmp_path, ReaderOptions(**options))
+    assert str(info.value) == message and info.value.field == field
+
+
 # --- CK+ in class folders ------------------------------------------------------------------------
 
 
@@ -300,8 +318,9 @@ def test_bu3dfe_intensity_option(tmp_path):
     assert listing.classes[entry.label] == "happy"
     assert entry.subject == "M0001"
     assert listing.protocol["intensity"] == 2
-    with pytest.raises(FerattError, match="bu_intensity must be 1-4"):
+    with pytest.raises(FerattError, match="the BU-3DFE intensity must be 1 to 4, got 5") as info:
         read_bu3dfe(tmp_path, ReaderOptions(bu_intensity=5))
+    assert info.value.field == "bu_intensity"
     # Pointing at one subject folder instead of the data set's root finds no subject folders.
     with pytest.raises(FerattError, match=r"no faces found in .*F0001 \(format bu3dfe\)"):
         read_bu3dfe(tmp_path / "F0001", ReaderOptions())
@@ -391,10 +410,12 @@ def test_folders_subject_regex(tmp_path):
     assert [(Path(s.path).name, s.reason) for s in listing.skipped] == [
         ("unnamed.png", "subject pattern '-(s\\\\d+)$' did not match the file name")
     ]
-    with pytest.raises(FerattError, match="has no capture group"):
+    with pytest.raises(FerattError, match="has no capture group") as info:
         read_folders(tmp_path, ReaderOptions(subject_regex=r"s\d+"))
-    with pytest.raises(FerattError, match="invalid subject pattern"):
+    assert info.value.field == "subject_regex"
+    with pytest.raises(FerattError, match="invalid subject pattern") as info:
         read_folders(tmp_path, ReaderOptions(subject_regex=r"(s\d+"))
+    assert info.value.field == "subject_regex"
 
 
 def test_folders_unknown_class_and_empty(tmp_path):

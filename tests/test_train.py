@@ -1,18 +1,30 @@
-"""`feratt train` end to end on a tiny render: outputs, resume after SIGKILL, DDP with gloo, bad input."""
+"""Training on a tiny render through the API: outputs, resume after SIGKILL, DDP with gloo, bad input;
+and `feratt train` on the command line: options, the config file, exit codes and output lines."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
+import click
 import pytest
 import torch
 from cli_helpers import assert_user_error, run, write_backgrounds, write_demo_bank
+from click.testing import CliRunner
 
+from feratt.cli_options import train_config_from_cli, training_options
+from feratt.errors import FerattError
+from feratt.training.checkpoints import FoldResult, fold_finished, read_metrics
 from feratt.training.config import TrainConfig
+from feratt.training.loop import TrainResult, train
+
+#: A cpu-small configuration for a 6-subject render: folds of 2 test subjects, 1 validation subject.
+TINY = TrainConfig(preset="cpu-small", epochs=2, batch_size=16, fold_size=2, val_subjects=1, workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -23,58 +35,35 @@ def render(tmp_path_factory):
     backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))
     out = base / "render"
     result = run(
-        "render",
-        base / "bank.h5",
-        "--out",
-        out,
-        "--backgrounds",
-        backgrounds,
-        "--size",
-        64,
-        "--per-face",
-        4,
-        "--shard-size",
-        14,
-        "--jobs",
-        1,
-    )
+        "render", base / "bank.h5", "--out", out, "--backgrounds", backgrounds, "--size", 64,
+        "--per-face", 4, "--shard-size", 14, "--jobs", 1,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
 
 
 def train_args(render, run_dir, *extra):
+    """`feratt train` arguments of the TINY configuration."""
     return (
-        "train",
-        render,
-        "--out",
-        run_dir,
-        "--preset",
-        "cpu-small",
-        "--epochs",
-        2,
-        "--batch-size",
-        16,
-        "--fold-size",
-        2,
-        "--val-subjects",
-        1,
-        "--workers",
-        0,
-        "--device",
-        "cpu",
-        *extra,
-    )
+        "train", render, "--out", run_dir, "--preset", "cpu-small", "--epochs", 2, "--batch-size", 16,
+        "--fold-size", 2, "--val-subjects", 1, "--workers", 0, "--device", "cpu", *extra,
+    )  # fmt: skip
+
+
+def train_tiny(render, run_dir, lines=None, **fields) -> TrainResult:
+    """Train TINY with `fields` replaced on the CPU; log lines go to `lines`."""
+    log = lines.append if lines is not None else None
+    return train(render, run_dir, replace(TINY, **fields), device="cpu", log=log)
 
 
 @pytest.mark.parametrize("method", ["baseline", "feratt-cls", "feratt-rep-cls"])
 def test_train_writes_metrics_checkpoints_and_summary(render, tmp_path, method):
     run_dir = tmp_path / "run"
-    result = run(*train_args(render, run_dir, "--method", method))
-    assert result.exit_code == 0, result.output
+    result = train_tiny(render, run_dir, method=method)
     folds = json.loads((run_dir / "folds.json").read_text())
     test_subjects = set(folds["folds"][0]["test"])
     assert len(test_subjects) == 2
-    lines = [json.loads(line) for line in (run_dir / "fold-0" / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run_dir / "fold-0")
     assert [line["epoch"] for line in lines] == [0, 1]
     # 6 subjects: 2 test, 1 validation, 3 train; 28 samples a subject.
     assert lines[0]["train"]["samples"] == 84
@@ -88,27 +77,32 @@ def test_train_writes_metrics_checkpoints_and_summary(render, tmp_path, method):
     for key in ("accuracy", "precision", "recall", "f1", "confusion"):
         assert key in lines[1]["test"]
     assert sum(map(sum, lines[1]["test"]["confusion"])) == 56
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["method"] == method and summary["folds"][0]["test_subjects"] == sorted(test_subjects)
-    assert set(summary["folds"][0]["test_subjects"]).isdisjoint(summary["folds"][0]["validation_subjects"])
-    assert "final" in summary["aggregate"] and "best_on_validation" in summary["aggregate"]
+    assert isinstance(result, TrainResult) and isinstance(result.folds[0], FoldResult)
+    assert result.method == method and result.folds[0].test_subjects == sorted(test_subjects)
+    assert set(result.folds[0].test_subjects).isdisjoint(result.folds[0].validation_subjects)
+    assert {"final", "best_on_validation"} <= set(result.aggregate)
+    assert result.folds[0].final.confusion == lines[1]["test"]["confusion"]
+    assert json.loads((run_dir / "summary.json").read_text()) == result.to_dict()
     assert (run_dir / "fold-0" / "last.pt").is_file() and (run_dir / "fold-0" / "best.pt").is_file()
+    assert fold_finished(run_dir / "fold-0", 2) and not fold_finished(run_dir / "fold-0", 3)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["in_size"] == 64 and config["method"] == method
 
 
 def test_real_test_scores_the_test_subjects_unrendered_faces(render, tmp_path):
-    from feratt.training.data import normalise_batch, read_render_index
+    from feratt.training.checkpoints import load_checkpoint
+    from feratt.training.data import normalise_batch, prepare_inputs, read_render_index
+    from feratt.training.methods import build_model
+    from feratt.training.metrics import MetricAccumulator
     from feratt.training.realtest import load_real_faces
-    from feratt.training.trainer import build_model, load_checkpoint, prepare_inputs
 
     bank = render.parent / "bank.h5"
     run_dir = tmp_path / "run"
-    result = run(*train_args(render, run_dir, "--method", "baseline", "--real-test", bank))
-    assert result.exit_code == 0, result.output
-    assert "real test on 14 unrendered faces" in result.output
+    log = []
+    result = train_tiny(render, run_dir, log, method="baseline", real_test=str(bank))
+    assert "fold 0: real test on 14 unrendered faces of the test subjects" in log
     test_subjects = json.loads((run_dir / "folds.json").read_text())["folds"][0]["test"]
-    lines = [json.loads(line) for line in (run_dir / "fold-0" / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run_dir / "fold-0")
     assert all(line["real_test"]["samples"] == 14 for line in lines)  # 2 subjects x 7 classes
     # The logged figures are the last checkpoint's predictions on exactly those faces.
     faces, notes = load_real_faces(bank, test_subjects, read_render_index(render))
@@ -118,31 +112,29 @@ def test_real_test_scores_the_test_subjects_unrendered_faces(render, tmp_path):
     model = build_model(config, 7)
     model.load_state_dict(state["model"])
     model.eval()
-    confusion = torch.zeros(7, 7, dtype=torch.int64)
+    confusion = MetricAccumulator(7)
     with torch.no_grad():
         for raw in faces.batches(16):
             batch = normalise_batch(raw, "cpu")
-            predictions = model(prepare_inputs(batch, config)[0]).logits.argmax(1)
-            confusion += torch.bincount(batch["label"] * 7 + predictions, minlength=49).view(7, 7)
-    assert confusion.tolist() == lines[-1]["real_test"]["confusion"]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["folds"][0]["real_final"]["confusion"] == confusion.tolist()
-    assert {"real_final", "real_best_on_validation"} <= set(summary["aggregate"])
+            confusion.update(batch["label"], model(prepare_inputs(batch, config)[0]).logits)
+    assert confusion.confusion().tolist() == lines[-1]["real_test"]["confusion"]
+    assert result.folds[0].real_final.confusion == confusion.confusion().tolist()
+    assert {"real_final", "real_best_on_validation"} <= set(result.aggregate)
 
 
 def test_real_test_bank_must_match_the_render(render):
-    from feratt.errors import FerattError
     from feratt.training.data import read_render_index
     from feratt.training.realtest import load_real_faces
 
     bank = render.parent / "bank.h5"
     index = read_render_index(render)
-    with pytest.raises(FerattError, match="has no faces of the test subjects"):
+    with pytest.raises(FerattError, match="has no faces of the test subjects") as caught:
         load_real_faces(bank, ["X99"], index)
+    assert caught.value.field == "real_test"
     with pytest.raises(FerattError, match="has classes"):
         load_real_faces(bank, ["D01"], {**index, "classes": index["classes"][::-1]})
     _, notes = load_real_faces(bank, ["D01"], {**index, "bank_sha256": "0" * 64})
-    assert notes == [f"--real-test bank {bank} is not the bank the render was made from"]
+    assert notes == [f"the real-test bank {bank} is not the bank the render was made from"]
 
 
 def _weights(path):
@@ -182,73 +174,144 @@ def test_killed_run_resumes_to_the_same_weights(render, tmp_path):
     assert expected.keys() == again.keys()
     for key in expected:
         torch.testing.assert_close(expected[key], again[key], rtol=0, atol=0, msg=key)
-    lines = (resumed / "fold-0" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+    assert [line["epoch"] for line in read_metrics(resumed / "fold-0")] == [0, 1, 2]
 
 
 @pytest.mark.slow
 def test_ddp_with_gloo_matches_single_process_sample_count(render, tmp_path):
     single = tmp_path / "single"
-    assert run(*train_args(render, single, "--epochs", 1, "--method", "baseline")).exit_code == 0
+    train_tiny(render, single, epochs=1, method="baseline")
     ddp = tmp_path / "ddp"
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        "-m",
-        "feratt",
-        *map(str, train_args(render, ddp, "--epochs", 1, "--method", "baseline")),
-    ]
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        "-m", "feratt", *map(str, train_args(render, ddp, "--epochs", 1, "--method", "baseline")),
+    ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    one = json.loads((single / "fold-0" / "metrics.jsonl").read_text().splitlines()[0])
-    two = json.loads((ddp / "fold-0" / "metrics.jsonl").read_text().splitlines()[0])
+    one, two = read_metrics(single / "fold-0")[0], read_metrics(ddp / "fold-0")[0]
     for part in ("train", "validation", "test"):
         assert two[part]["samples"] == one[part]["samples"], part
     assert (ddp / "summary.json").is_file()
 
 
-def test_class_means_option_reaches_the_loss_and_is_saved(render, tmp_path):
-    from feratt.training.trainer import loss_config
+def test_class_means_reaches_the_loss_and_is_saved(render, tmp_path):
+    from feratt.training.methods import loss_config
 
     run_dir = tmp_path / "run"
-    extra = (
-        "--method",
-        "feratt-rep-cls",
-        "--epochs",
-        1,
-        "--max-batches",
-        1,
-        "--class-means",
-        "leave-one-out",
-    )
-    result = run(*train_args(render, run_dir, *extra))
-    assert result.exit_code == 0, result.output
+    train_tiny(render, run_dir, method="feratt-rep-cls", epochs=1, max_batches=1, class_means="leave-one-out")
     saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     assert saved.class_means == "leave-one-out"
     assert loss_config(saved).class_means == "leave-one-out"
     assert loss_config(TrainConfig()).class_means == "batch"
-    bad = run(*train_args(render, tmp_path / "bad", "--class-means", "median"))
-    assert bad.exit_code == 2 and "Traceback" not in bad.output and "--class-means" in bad.output
 
 
-def test_bad_inputs(render, tmp_path):
+def test_bad_inputs_are_errors_naming_their_field(render, tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_user_error(run(*train_args(tmp_path / "empty", tmp_path / "r1")), "index.json")
-    assert_user_error(run(*train_args(render, tmp_path / "r2", "--fold", 7)), "fold 7 does not exist")
-    assert_user_error(run(*train_args(render, tmp_path / "r3", "--method", "fancy")), "fancy")
+    with pytest.raises(FerattError, match=r"index\.json"):
+        train_tiny(tmp_path / "empty", tmp_path / "r1")
+    with pytest.raises(FerattError, match="fold 7 does not exist") as caught:
+        train(render, tmp_path / "r2", TINY, folds=7, device="cpu")
+    assert caught.value.field == "fold"
+    with pytest.raises(FerattError, match="fancy") as caught:
+        train_tiny(render, tmp_path / "r3", method="fancy")
+    assert caught.value.field == "method" and not (tmp_path / "r3").exists()
     broken = tmp_path / "broken"
     shutil.copytree(render, broken)
     shard = sorted(broken.glob("shards/*/shard-*.h5"))[0]
     blob = bytearray(shard.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     shard.write_bytes(bytes(blob))
-    assert_user_error(run(*train_args(broken, tmp_path / "r4", "--fold", "all")), shard.name)
+    with pytest.raises(FerattError, match=re.escape(shard.name)):
+        train(broken, tmp_path / "r4", TINY, folds="all", device="cpu")
     run_dir = tmp_path / "r5"
-    assert run(*train_args(render, run_dir, "--epochs", 1, "--method", "baseline")).exit_code == 0
-    result = run(*train_args(render, run_dir, "--epochs", 2, "--method", "feratt-cls", "--resume"))
-    assert_user_error(result, "is for baseline")
+    train_tiny(render, run_dir, epochs=1, method="baseline")
+    with pytest.raises(FerattError, match="is for baseline"):
+        train(render, run_dir, TINY, resume=True, device="cpu", method="feratt-cls")
+
+
+def test_train_prints_each_epoch_and_the_aggregate(render, tmp_path):
+    result = run(
+        *train_args(render, tmp_path / "run", "--epochs", 1, "--max-batches", 1, "--method", "baseline")
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("fold 0 epoch 0: train loss ") and ", test acc " in lines[0]
+    assert lines[1].startswith("final: accuracy ") and " +- " in lines[1]
+    assert lines[2].startswith("best_on_validation: accuracy ")
+    assert lines[3] == f"wrote {tmp_path / 'run' / 'summary.json'}"
+
+
+def test_train_errors_are_one_line_naming_the_option(render, tmp_path):
+    assert_user_error(run(*train_args(render, tmp_path / "r1", "--fold", 7)), "--fold: fold 7 does not exist")
+    assert_user_error(
+        run(*train_args(render, tmp_path / "r2", "--method", "fancy")), "--method: unknown method"
+    )
+    bad = run(*train_args(render, tmp_path / "r3", "--class-means", "median"))
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and "--class-means" in bad.output
+
+
+@click.command()
+@training_options
+@click.pass_context
+def _config_command(ctx, config_file, **options):
+    click.echo(json.dumps(train_config_from_cli(ctx, config_file, options).to_dict()))
+
+
+def test_options_override_the_config_file_which_overrides_the_defaults(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps({"epochs": 5, "batch-size": 7, "noise_sigma": "0.1:0.2", "preset": "cpu-small"})
+    )
+    result = CliRunner().invoke(_config_command, ["--config", str(path), "--epochs", "3", "--lr", "0.5"])
+    assert result.exit_code == 0, result.output
+    config = TrainConfig.from_dict(json.loads(result.output))
+    assert (config.epochs, config.batch_size, config.lr, config.noise_sigma) == (3, 7, 0.5, (0.1, 0.2))
+    assert (config.in_size, config.width, config.seed) == (64, 0.25, 0)
+    bad = CliRunner().invoke(_config_command, ["--noise-sigma", "0.3"])
+    assert bad.exit_code == 2 and "--noise-sigma" in bad.output
+
+
+def test_devices_are_resolved_in_the_library():
+    from feratt.training.device import pick_device
+
+    assert pick_device("cpu") == pick_device(torch.device("cpu")) == torch.device("cpu")
+    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(FerattError, match="unknown device") as caught:
+        pick_device("abacus")
+    assert caught.value.field == "device"
+
+
+def test_checkpoints_and_metrics_of_a_run_folder(tmp_path):
+    from feratt.training.checkpoints import find_checkpoint, fold_summary, run_checkpoints
+    from feratt.training.folds import FoldSplit
+
+    for fold in (0, 2, 10):
+        (tmp_path / f"fold-{fold}").mkdir()
+        (tmp_path / f"fold-{fold}" / "best.pt").touch()
+    (tmp_path / "fold-x").mkdir()
+    assert [p.parent.name for p in run_checkpoints(tmp_path)] == ["fold-0", "fold-2", "fold-10"]
+    assert find_checkpoint(tmp_path, fold=2) == tmp_path / "fold-2" / "best.pt"
+    assert find_checkpoint(tmp_path / "fold-10") == tmp_path / "fold-10" / "best.pt"
+    with pytest.raises(FerattError, match="holds several folds") as caught:
+        find_checkpoint(tmp_path)
+    assert caught.value.field == "fold"
+    with pytest.raises(FerattError, match="has no checkpoint"):
+        find_checkpoint(tmp_path, which="last")
+    fold_dir = tmp_path / "fold-0"
+    scores = {"accuracy": 0.5, "precision": 0.4, "recall": 0.3, "f1": 0.2, "confusion": [[1, 1], [0, 0]]}
+    records = [
+        {"epoch": 0, "validation": {"accuracy": 0.9}, "test": {**scores, "accuracy": 0.7}},
+        {"epoch": 1, "validation": {"accuracy": 0.8}, "test": scores},
+    ]
+    (fold_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert read_metrics(fold_dir) == records and read_metrics(tmp_path / "fold-2") == []
+    assert fold_finished(fold_dir, 2) and not fold_finished(fold_dir, 3)
+    assert not fold_finished(tmp_path / "fold-2", 1)
+    summary = fold_summary(fold_dir, FoldSplit(0, ["A"], ["B"], ["C"])).to_dict()
+    assert summary == {
+        "fold": 0,
+        "test_subjects": ["A"],
+        "validation_subjects": ["B"],
+        "final": scores,
+        "best_on_validation": {**scores, "accuracy": 0.7, "epoch": 0},
+    }

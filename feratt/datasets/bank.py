@@ -22,6 +22,7 @@ from feratt.datasets.imageio import IMAGE_EXTENSIONS, read_image, read_landmarks
 from feratt.datasets.records import FaceEntry, FaceListing, FaceRecord, Skipped
 from feratt.errors import BadInputFile, FerattError
 from feratt.hdf5 import read_strings, set_image_attrs, write_strings
+from feratt.progress import Progress, no_progress
 
 BANK_SCHEMA_VERSION = 1
 
@@ -146,33 +147,41 @@ def build_face(entry: FaceEntry, classes: tuple[str, ...], options: BankOptions)
 
 
 def build_faces(
-    listing: FaceListing, options: BankOptions, jobs: int = 1, progress: bool = False
+    listing: FaceListing, options: BankOptions, jobs: int = 1, progress: Progress | None = None
 ) -> Iterator[FaceResult]:
     """Process every entry of `listing` in parallel, yielding results in listing order."""
     from joblib import Parallel, delayed
-    from tqdm import tqdm
 
+    report = progress or no_progress
+    total = len(listing.entries)
+    report(0, total)
     tasks = (delayed(build_face)(entry, listing.classes, options) for entry in listing.entries)
     results = Parallel(n_jobs=jobs, return_as="generator", batch_size=4)(tasks)
-    yield from tqdm(
-        results, total=len(listing.entries), desc="faces", unit="face", disable=None if progress else True
-    )
+    for done, result in enumerate(results, 1):
+        report(done, total)
+        yield result
 
 
 @dataclass
-class BankSummary:
-    """What went into a bank: counts per class, subject and mask method, and what was skipped."""
+class BankResult:
+    """A written face bank: its path, source, faces per class, subject and mask method, and skipped files."""
 
+    path: Path
+    format: str
+    root: str
     classes: tuple[str, ...]
     per_class: dict[str, int]
     per_subject: dict[str, int]
     per_method: dict[str, int]
     conversions: dict[str, int]
     skipped: list[Skipped]
+    notes: list[str]
     checksum: str
+    preview: Path | None = None
 
     @property
     def total(self) -> int:
+        """The number of faces in the bank."""
         return sum(self.per_class.values())
 
 
@@ -186,106 +195,150 @@ def _update_digest(
     digest.update(source.encode() + b"\0")
 
 
+def _new_digest(classes: tuple[str, ...]) -> Any:
+    return hashlib.sha256(json.dumps(list(classes)).encode())
+
+
+def _count(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+@dataclass
+class _BankContents:
+    """What has gone into a bank being written: per-face tables, counts, skipped files and the digest."""
+
+    listing: FaceListing
+    digest: Any
+    skipped: list[Skipped]
+    per_class: dict[str, int]
+    per_subject: dict[str, int] = field(default_factory=dict)
+    per_method: dict[str, int] = field(default_factory=dict)
+    conversions: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, list[Any]] = field(
+        default_factory=lambda: {
+            k: [] for k in ("labels", "subjects", "sources", "methods", "grey", "conversions")
+        }
+    )
+
+    @classmethod
+    def start(cls, listing: FaceListing) -> _BankContents:
+        return cls(
+            listing, _new_digest(listing.classes), list(listing.skipped), dict.fromkeys(listing.classes, 0)
+        )
+
+    def add(self, face: BankFace) -> None:
+        _update_digest(self.digest, face.image, face.mask, face.label, face.subject, face.source)
+        for name, value in (
+            ("labels", face.label),
+            ("subjects", face.subject),
+            ("sources", face.source),
+            ("methods", face.method),
+            ("grey", face.grey),
+            ("conversions", face.conversion),
+        ):
+            self.tables[name].append(value)
+        self.per_class[self.listing.classes[face.label]] += 1
+        _count(self.per_subject, face.subject)
+        _count(self.per_method, face.method)
+        if face.conversion:
+            _count(self.conversions, face.conversion)
+
+    def result(self, path: str | Path) -> BankResult:
+        return BankResult(
+            path=Path(path),
+            format=self.listing.format,
+            root=self.listing.root,
+            classes=self.listing.classes,
+            per_class=self.per_class,
+            per_subject=dict(sorted(self.per_subject.items())),
+            per_method=dict(sorted(self.per_method.items())),
+            conversions=self.conversions,
+            skipped=self.skipped,
+            notes=self.listing.notes,
+            checksum=self.digest.hexdigest(),
+        )
+
+
+def _face_datasets(h5: h5py.File, size: int) -> tuple[h5py.Dataset, h5py.Dataset]:
+    """The empty, growable image and mask datasets: one gzip chunk per face."""
+    chunked = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "track_times": False}
+    images = h5.create_dataset(
+        "images",
+        (0, size, size, 3),
+        np.uint8,
+        maxshape=(None, size, size, 3),
+        chunks=(1, size, size, 3),
+        **chunked,
+    )
+    masks = h5.create_dataset(
+        "masks", (0, size, size), np.uint8, maxshape=(None, size, size), chunks=(1, size, size), **chunked
+    )
+    return images, masks
+
+
+def _append_face(images: h5py.Dataset, masks: h5py.Dataset, face: BankFace) -> None:
+    index = images.shape[0]
+    images.resize(index + 1, axis=0)
+    masks.resize(index + 1, axis=0)
+    images[index] = face.image
+    masks[index] = face.mask
+
+
+def _write_tables(h5: h5py.File, contents: _BankContents) -> None:
+    """The per-face labels, flags and strings, and the skipped files with their reasons."""
+    tables = contents.tables
+    h5.create_dataset("labels", data=np.asarray(tables["labels"], np.int16), track_times=False)
+    h5.create_dataset("grey", data=np.asarray(tables["grey"], bool), track_times=False)
+    for name in ("subjects", "sources", "methods", "conversions"):
+        write_strings(h5, name, tables[name])
+    skipped_group = h5.create_group("skipped", track_order=True)
+    write_strings(skipped_group, "path", [s.path for s in contents.skipped])
+    write_strings(skipped_group, "reason", [s.reason for s in contents.skipped])
+
+
+def _bank_attrs(listing: FaceListing, options: BankOptions, checksum: str) -> dict[str, Any]:
+    return {
+        "schema_version": BANK_SCHEMA_VERSION,
+        "feratt_version": __version__,
+        "kind": "feratt-face-bank",
+        "format": listing.format,
+        "source": listing.root,
+        "class_names": json.dumps(list(listing.classes)),
+        "protocol": json.dumps(listing.protocol, sort_keys=True),
+        "notes": json.dumps(listing.notes),
+        "seed": options.seed,
+        "face_size": options.size,
+        "margin": options.margin,
+        "forehead": options.forehead,
+        "masks_root": options.masks_root or "",
+        "content_sha256": checksum,
+    }
+
+
 def write_bank(
     path: str | Path,
     listing: FaceListing,
     results: Iterable[FaceResult],
     options: BankOptions,
-) -> BankSummary:
-    """Write processed faces to an HDF5 bank atomically and return its summary."""
-    size = options.size
-    digest = hashlib.sha256(json.dumps(list(listing.classes)).encode())
-    skipped = list(listing.skipped)
-    per_class = dict.fromkeys(listing.classes, 0)
-    per_subject: dict[str, int] = {}
-    per_method: dict[str, int] = {}
-    conversions: dict[str, int] = {}
-    meta: dict[str, list[Any]] = {
-        k: [] for k in ("labels", "subjects", "sources", "methods", "grey", "conversions")
-    }
+) -> BankResult:
+    """Write processed faces to an HDF5 bank atomically and return what went into it."""
+    contents = _BankContents.start(listing)
     with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="v110") as h5:
-        chunked = {
-            "chunks": True,
-            "compression": "gzip",
-            "compression_opts": 4,
-            "shuffle": True,
-            "track_times": False,
-        }
-        images = h5.create_dataset(
-            "images",
-            (0, size, size, 3),
-            np.uint8,
-            maxshape=(None, size, size, 3),
-            **{**chunked, "chunks": (1, size, size, 3)},
-        )
-        masks = h5.create_dataset(
-            "masks",
-            (0, size, size),
-            np.uint8,
-            maxshape=(None, size, size),
-            **{**chunked, "chunks": (1, size, size)},
-        )
+        images, masks = _face_datasets(h5, options.size)
         for result in results:
-            skipped.extend(result.skipped)
-            face = result.face
-            if face is None:
-                continue
-            index = images.shape[0]
-            images.resize(index + 1, axis=0)
-            masks.resize(index + 1, axis=0)
-            images[index] = face.image
-            masks[index] = face.mask
-            _update_digest(digest, face.image, face.mask, face.label, face.subject, face.source)
-            meta["labels"].append(face.label)
-            meta["subjects"].append(face.subject)
-            meta["sources"].append(face.source)
-            meta["methods"].append(face.method)
-            meta["grey"].append(face.grey)
-            meta["conversions"].append(face.conversion)
-            per_class[listing.classes[face.label]] += 1
-            per_subject[face.subject] = per_subject.get(face.subject, 0) + 1
-            per_method[face.method] = per_method.get(face.method, 0) + 1
-            if face.conversion:
-                conversions[face.conversion] = conversions.get(face.conversion, 0) + 1
+            contents.skipped.extend(result.skipped)
+            if result.face is not None:
+                _append_face(images, masks, result.face)
+                contents.add(result.face)
         if images.shape[0] == 0:
             raise FerattError(f"none of the {len(listing.entries)} faces in {listing.root} could be read")
         set_image_attrs(images, truecolor=True)
         set_image_attrs(masks, truecolor=False)
-        h5.create_dataset("labels", data=np.asarray(meta["labels"], np.int16), track_times=False)
-        h5.create_dataset("grey", data=np.asarray(meta["grey"], bool), track_times=False)
-        for name in ("subjects", "sources", "methods", "conversions"):
-            write_strings(h5, name, meta[name])
-        skipped_group = h5.create_group("skipped", track_order=True)
-        write_strings(skipped_group, "path", [s.path for s in skipped])
-        write_strings(skipped_group, "reason", [s.reason for s in skipped])
-        checksum = digest.hexdigest()
-        attrs = {
-            "schema_version": BANK_SCHEMA_VERSION,
-            "feratt_version": __version__,
-            "kind": "feratt-face-bank",
-            "format": listing.format,
-            "source": listing.root,
-            "class_names": json.dumps(list(listing.classes)),
-            "protocol": json.dumps(listing.protocol, sort_keys=True),
-            "notes": json.dumps(listing.notes),
-            "seed": options.seed,
-            "face_size": size,
-            "margin": options.margin,
-            "forehead": options.forehead,
-            "masks_root": options.masks_root or "",
-            "content_sha256": checksum,
-        }
-        for key, value in attrs.items():
+        _write_tables(h5, contents)
+        result = contents.result(path)
+        for key, value in _bank_attrs(listing, options, result.checksum).items():
             h5.attrs[key] = value
-    return BankSummary(
-        listing.classes,
-        per_class,
-        dict(sorted(per_subject.items())),
-        dict(sorted(per_method.items())),
-        conversions,
-        skipped,
-        checksum,
-    )
+    return result
 
 
 @dataclass
@@ -308,7 +361,7 @@ class FaceBank:
 
 def bank_checksum(bank: FaceBank) -> str:
     """Recompute the content checksum that `write_bank` stores."""
-    digest = hashlib.sha256(json.dumps(list(bank.classes)).encode())
+    digest = _new_digest(bank.classes)
     for i in range(len(bank)):
         _update_digest(
             digest, bank.images[i], bank.masks[i], int(bank.labels[i]), bank.subjects[i], bank.sources[i]
@@ -344,21 +397,3 @@ def read_bank(path: str | Path, verify: bool = True) -> FaceBank:
     if verify and bank_checksum(bank) != bank.attrs["content_sha256"]:
         raise FerattError(f"face bank {path} is corrupt: its content does not match its checksum")
     return bank
-
-
-def ensure_demo_bank(path: Path, seed: int = 0, jobs: int = -1) -> Path:
-    """Build the default demo face bank at `path` unless a valid one is already there."""
-    from feratt.datasets.demo import list_demo
-    from feratt.datasets.records import ReaderOptions
-
-    if path.is_file():
-        try:
-            read_bank(path)
-            return path
-        except FerattError:
-            pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    listing = list_demo(ReaderOptions(seed=seed))
-    options = BankOptions(seed=seed)
-    write_bank(path, listing, build_faces(listing, options, jobs=jobs), options)
-    return path

@@ -5,22 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from feratt.datasets.classes import SEVEN_CLASSES
+from feratt.datasets.classes import SEVEN_CLASSES, expression_class
 from feratt.datasets.generic import finish_listing, require_folder, visible_children
 from feratt.datasets.imageio import is_image_file
 from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions, Skipped
 from feratt.errors import FerattError
-
-#: The expression codes in BU-3DFE file names, and the classes they stand for.
-BU3DFE_EXPRESSION_CODES: dict[str, str] = {
-    "AN": "anger",
-    "DI": "disgust",
-    "FE": "fear",
-    "HA": "happy",
-    "NE": "neutral",
-    "SA": "sadness",
-    "SU": "surprise",
-}
 
 #: BU-3DFE has no contempt: the canonical order without it, whichever classes occur.
 BU3DFE_CLASSES: tuple[str, ...] = SEVEN_CLASSES
@@ -34,8 +23,6 @@ BU3DFE_F2D_NAME = re.compile(r"([FM]\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F2D", re.
 NEUTRAL_CODE = "NE"
 INTENSITIES = range(1, 5)
 
-_VALID_CODES = ", ".join(f"{code} {name}" for code, name in BU3DFE_EXPRESSION_CODES.items())
-
 
 def is_f2d_image(path: Path) -> bool:
     """Whether `path` is named like a BU-3DFE 2D frontal image (`*_F2D` with an image extension)."""
@@ -47,7 +34,7 @@ def read_bu3dfe(root: Path, options: ReaderOptions) -> FaceListing:
     require_folder(root, "bu3dfe")
     intensity = options.bu_intensity
     if intensity not in INTENSITIES:
-        raise FerattError(f"bu_intensity must be 1-4, got {intensity}")
+        raise FerattError(f"the BU-3DFE intensity must be 1 to 4, got {intensity}", field="bu_intensity")
     index = {cls: i for i, cls in enumerate(BU3DFE_CLASSES)}
     skipped: list[Skipped] = []
     entries: list[FaceEntry] = []
@@ -66,8 +53,7 @@ def read_bu3dfe(root: Path, options: ReaderOptions) -> FaceListing:
                 skipped.append(Skipped(str(path), "name does not match F0001_AN04WH_F2D"))
                 continue
             subject, code, level_text = match.group(1).upper(), match.group(2).upper(), match.group(3)
-            if code not in BU3DFE_EXPRESSION_CODES:
-                raise FerattError(f"{path}: unknown expression code {code!r}; valid codes: {_VALID_CODES}")
+            cls = expression_class(code, path)
             if subject != subject_dir.name:
                 skipped.append(
                     Skipped(str(path), f"name says subject {subject} but it lies in {subject_dir.name}/")
@@ -87,7 +73,7 @@ def read_bu3dfe(root: Path, options: ReaderOptions) -> FaceListing:
             entries.append(
                 FaceEntry(
                     source=str(path),
-                    label=index[BU3DFE_EXPRESSION_CODES[code]],
+                    label=index[cls],
                     subject=subject,
                     relpath=f"{subject_dir.name}/{path.name}",
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,31 +70,30 @@ def _read_emotion_code(path: Path) -> int:
     return int(value)
 
 
+def _sequence_folders(folder: Path, skipped: list[Skipped]) -> Iterator[tuple[str, str, Path]]:
+    """Subject, sequence name and path of every `<folder>/<subject>/<sequence>/` folder."""
+    for subject_dir in visible_children(folder, skipped):
+        if subject_dir.is_dir():
+            for seq_dir in visible_children(subject_dir, skipped):
+                if seq_dir.is_dir():
+                    yield subject_dir.name, seq_dir.name, seq_dir
+
+
 def _list_sequences(images: Path, skipped: list[Skipped]) -> dict[str, _Sequence]:
     sequences: dict[str, _Sequence] = {}
-    for subject_dir in visible_children(images, skipped):
-        if not subject_dir.is_dir():
-            continue
-        for seq_dir in visible_children(subject_dir, skipped):
-            if not seq_dir.is_dir():
-                continue
-            seq = _Sequence(subject_dir.name, seq_dir.name)
-            seq.frames = [p for p in visible_children(seq_dir, skipped) if p.is_file() and is_image_file(p)]
-            sequences[seq.key] = seq
+    for subject, name, seq_dir in _sequence_folders(images, skipped):
+        seq = _Sequence(subject, name)
+        seq.frames = [p for p in visible_children(seq_dir, skipped) if p.is_file() and is_image_file(p)]
+        sequences[seq.key] = seq
     return sequences
 
 
 def _list_emotion_files(emotion: Path, skipped: list[Skipped]) -> dict[str, list[Path]]:
     files: dict[str, list[Path]] = {}
-    for subject_dir in visible_children(emotion, skipped):
-        if not subject_dir.is_dir():
-            continue
-        for seq_dir in visible_children(subject_dir, skipped):
-            if not seq_dir.is_dir():
-                continue
-            found = [p for p in visible_children(seq_dir, skipped) if p.name.lower().endswith(EMOTION_SUFFIX)]
-            if found:
-                files[f"{subject_dir.name}/{seq_dir.name}"] = found
+    for subject, name, seq_dir in _sequence_folders(emotion, skipped):
+        found = [p for p in visible_children(seq_dir, skipped) if p.name.lower().endswith(EMOTION_SUFFIX)]
+        if found:
+            files[f"{subject}/{name}"] = found
     return files
 
 
@@ -130,60 +130,78 @@ def _entry(root: Path, seq: _Sequence, frame: Path, label: int) -> FaceEntry:
     )
 
 
-def read_ckplus(root: Path, options: ReaderOptions) -> FaceListing:
-    """List CK+ by the paper's protocol: peak frame(s) of labelled sequences plus random neutral frames."""
+def _check_ckplus(root: Path, options: ReaderOptions) -> None:
     require_folder(root, "ckplus")
     for name in (IMAGES_DIR, EMOTION_DIR):
         if not (root / name).is_dir():
             raise FerattError(f"{root} is not a CK+ folder: it has no {name}/ folder")
     if options.last_frames < 1:
-        raise FerattError(f"last_frames must be at least 1, got {options.last_frames}")
+        raise FerattError(
+            f"the number of frames per sequence must be at least 1, got {options.last_frames}",
+            field="last_frames",
+        )
     if options.neutral_subjects < 0:
-        raise FerattError(f"neutral_subjects must be 0 or more, got {options.neutral_subjects}")
+        raise FerattError(
+            f"the number of neutral subjects must be 0 or more, got {options.neutral_subjects}",
+            field="neutral_subjects",
+        )
 
-    classes = CANONICAL_CLASSES if options.include_neutral else CANONICAL_CLASSES[1:]
-    index = {cls: i for i, cls in enumerate(classes)}
-    skipped: list[Skipped] = []
-    notes: list[str] = []
+
+def _peak_frames(
+    key: str, path: Path, seq: _Sequence | None, index: dict[str, int], last_frames: int
+) -> tuple[int, list[Path]]:
+    """The label and frames of one labelled sequence: up to `last_frames` ending at the peak frame.
+
+    BadInputFile when the sequence cannot be used.
+    """
+    if seq is None or not seq.frames:
+        raise BadInputFile(str(path), f"sequence {key} has no frames in {IMAGES_DIR}/")
+    cls = CKPLUS_EMOTION_CODES[_read_emotion_code(path)]
+    if cls not in index:
+        raise BadInputFile(str(path), "emotion code 0 (neutral), but the neutral class is excluded")
+    peak_stem = path.name[: -len(EMOTION_SUFFIX)]
+    stems = [frame.stem for frame in seq.frames]
+    if peak_stem not in stems:
+        raise BadInputFile(str(path), f"names frame {peak_stem}, which is not in {IMAGES_DIR}/{key}/")
+    peak = stems.index(peak_stem)
+    # The first frame of a CK+ sequence is neutral, so an expression window never reaches back to it.
+    start = max(peak - last_frames + 1, 1 if peak > 0 else 0)
+    return index[cls], seq.frames[start : peak + 1]
+
+
+def _labelled_entries(
+    root: Path,
+    sequences: dict[str, _Sequence],
+    emotion_files: dict[str, list[Path]],
+    index: dict[str, int],
+    last_frames: int,
+    skipped: list[Skipped],
+) -> tuple[list[FaceEntry], int]:
+    """The frames of every usable labelled sequence, and how many sequences gave fewer than asked."""
     entries: list[FaceEntry] = []
-    sequences = _list_sequences(root / IMAGES_DIR, skipped)
-    emotion_files = _list_emotion_files(root / EMOTION_DIR, skipped)
-
     shortened = 0
     for key in sorted(emotion_files):
         files = emotion_files[key]
         if len(files) > 1:
-            for path in files:
-                skipped.append(Skipped(str(path), f"sequence {key} has {len(files)} emotion files"))
-            continue
-        path = files[0]
-        seq = sequences.get(key)
-        if seq is None or not seq.frames:
-            skipped.append(Skipped(str(path), f"sequence {key} has no frames in {IMAGES_DIR}/"))
+            skipped.extend(
+                Skipped(str(path), f"sequence {key} has {len(files)} emotion files") for path in files
+            )
             continue
         try:
-            code = _read_emotion_code(path)
+            label, frames = _peak_frames(key, files[0], sequences.get(key), index, last_frames)
         except BadInputFile as exc:
             skipped.append(Skipped(exc.path, exc.reason))
             continue
-        cls = CKPLUS_EMOTION_CODES[code]
-        if cls not in index:
-            skipped.append(Skipped(str(path), "emotion code 0 (neutral), but the neutral class is excluded"))
-            continue
-        peak_stem = path.name[: -len(EMOTION_SUFFIX)]
-        stems = [frame.stem for frame in seq.frames]
-        if peak_stem not in stems:
-            skipped.append(
-                Skipped(str(path), f"names frame {peak_stem}, which is not in {IMAGES_DIR}/{key}/")
-            )
-            continue
-        peak = stems.index(peak_stem)
-        # The first frame of a CK+ sequence is neutral, so an expression window never reaches back to it.
-        start = max(peak - options.last_frames + 1, 1 if peak > 0 else 0)
-        if peak + 1 - start < options.last_frames:
-            shortened += 1
-        entries.extend(_entry(root, seq, frame, index[cls]) for frame in seq.frames[start : peak + 1])
+        shortened += len(frames) < last_frames
+        seq = sequences[key]
+        entries.extend(_entry(root, seq, frame, label) for frame in frames)
+    return entries, shortened
 
+
+def _sequence_notes(
+    sequences: dict[str, _Sequence], emotion_files: dict[str, list[Path]], shortened: int, last_frames: int
+) -> list[str]:
+    notes = []
     unlabelled = sum(1 for key, seq in sequences.items() if seq.frames and key not in emotion_files)
     if unlabelled:
         notes.append(f"{unlabelled} sequences without an emotion file (unlabelled), not used")
@@ -192,48 +210,62 @@ def read_ckplus(root: Path, options: ReaderOptions) -> FaceListing:
         notes.append(f"{no_frames} sequence folders in {IMAGES_DIR}/ hold no frames")
     if shortened:
         notes.append(
-            f"{shortened} labelled sequences have fewer than {options.last_frames} frames between the first "
+            f"{shortened} labelled sequences have fewer than {last_frames} frames between the first "
             "frame and the peak; they gave fewer frames"
         )
+    return notes
 
+
+def _neutral_entries(
+    root: Path,
+    sequences: dict[str, _Sequence],
+    labelled: list[FaceEntry],
+    label: int,
+    options: ReaderOptions,
+    notes: list[str],
+) -> tuple[list[FaceEntry], list[str]]:
+    """The first frames of one random sequence of each randomly chosen subject, and those sequences."""
+    picks, pool = _choose_neutral_sequences(sequences, options.neutral_subjects, options.seed)
+    if pool < options.neutral_subjects:
+        notes.append(
+            f"only {pool} subjects have frames, fewer than the {options.neutral_subjects} asked for "
+            "the neutral class; took one sequence of each"
+        )
+    used = {entry.source for entry in labelled}
+    kept = [seq for seq in picks if str(seq.frames[0]) not in used]
+    clashes = len(picks) - len(kept)
+    if clashes:
+        notes.append(
+            f"{clashes} neutral picks left out: their first frame is also a labelled sequence's peak"
+        )
+    return [_entry(root, seq, seq.frames[0], label) for seq in kept], [seq.key for seq in kept]
+
+
+def read_ckplus(root: Path, options: ReaderOptions) -> FaceListing:
+    """List CK+ by the paper's protocol: peak frame(s) of labelled sequences plus random neutral frames."""
+    _check_ckplus(root, options)
+    classes = CANONICAL_CLASSES if options.include_neutral else CANONICAL_CLASSES[1:]
+    index = {cls: i for i, cls in enumerate(classes)}
+    skipped: list[Skipped] = []
+    sequences = _list_sequences(root / IMAGES_DIR, skipped)
+    emotion_files = _list_emotion_files(root / EMOTION_DIR, skipped)
+    entries, shortened = _labelled_entries(
+        root, sequences, emotion_files, index, options.last_frames, skipped
+    )
+    notes = _sequence_notes(sequences, emotion_files, shortened, options.last_frames)
     neutral_keys: list[str] = []
     if options.include_neutral:
-        picks, pool = _choose_neutral_sequences(sequences, options.neutral_subjects, options.seed)
-        if pool < options.neutral_subjects:
-            notes.append(
-                f"only {pool} subjects have frames, fewer than the {options.neutral_subjects} asked for "
-                "the neutral class; took one sequence of each"
-            )
-        used = {entry.source for entry in entries}
-        clashes = 0
-        for seq in picks:
-            frame = seq.frames[0]
-            if str(frame) in used:
-                clashes += 1
-                continue
-            entries.append(_entry(root, seq, frame, index["neutral"]))
-            neutral_keys.append(seq.key)
-        if clashes:
-            notes.append(
-                f"{clashes} neutral picks left out: their first frame is also a labelled sequence's peak"
-            )
-
-    listing = FaceListing(
-        format="ckplus",
-        root=str(root),
-        classes=tuple(classes),
-        entries=entries,
-        skipped=skipped,
-        protocol={
-            "protocol": f"ckplus-{len(classes)}",
-            "last_frames": options.last_frames,
-            "include_neutral": options.include_neutral,
-            "neutral_subjects": options.neutral_subjects if options.include_neutral else 0,
-            "seed": options.seed,
-            "neutral_sequences": sorted(neutral_keys),
-        },
-        notes=notes,
-    )
+        neutral, neutral_keys = _neutral_entries(root, sequences, entries, index["neutral"], options, notes)
+        entries.extend(neutral)
+    protocol = {
+        "protocol": f"ckplus-{len(classes)}",
+        "last_frames": options.last_frames,
+        "include_neutral": options.include_neutral,
+        "neutral_subjects": options.neutral_subjects if options.include_neutral else 0,
+        "seed": options.seed,
+        "neutral_sequences": sorted(neutral_keys),
+    }
+    listing = FaceListing("ckplus", str(root), tuple(classes), entries, skipped, protocol, notes)
     return finish_listing(listing)
 
 

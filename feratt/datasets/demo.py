@@ -9,6 +9,7 @@ import numpy as np
 
 from feratt.datasets.classes import SEVEN_CLASSES
 from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions
+from feratt.errors import FerattError
 
 DEMO_SOURCE = "builtin:demo"
 DEMO_SIZE = 160
@@ -393,10 +394,10 @@ def render_demo_face(source: str, seed: int, size: int = DEMO_SIZE) -> tuple[np.
 
 def list_demo(options: ReaderOptions) -> FaceListing:
     """List the demo set: every subject shows every class `demo_per_class` times."""
-    if options.demo_subjects < 1 or options.demo_per_class < 1:
-        from feratt.errors import FerattError
-
-        raise FerattError("the demo set needs at least one subject and one face per class")
+    if options.demo_subjects < 1:
+        raise FerattError("the demo set needs at least one subject", field="demo_subjects")
+    if options.demo_per_class < 1:
+        raise FerattError("the demo set needs at least one face per class", field="demo_per_class")
     entries = [
         FaceEntry(
             source=demo_source(subject, name, variant),

@@ -133,11 +133,12 @@ def compile_subject_regex(pattern: str) -> re.Pattern[str]:
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        raise FerattError(f"invalid subject pattern {pattern!r}: {exc}") from None
+        raise FerattError(f"invalid subject pattern {pattern!r}: {exc}", field="subject_regex") from None
     if compiled.groups < 1:
         raise FerattError(
             f"subject pattern {pattern!r} has no capture group; put the subject part in parentheses, "
-            f"e.g. {DEFAULT_SUBJECT_REGEX}"
+            f"e.g. {DEFAULT_SUBJECT_REGEX}",
+            field="subject_regex",
         )
     return compiled
 

@@ -5,30 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from feratt.datasets.classes import SEVEN_CLASSES
+from feratt.datasets.classes import SEVEN_CLASSES, expression_class
 from feratt.datasets.generic import finish_listing, require_folder, visible_children
 from feratt.datasets.imageio import is_image_file
 from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions, Skipped
-from feratt.errors import FerattError
-
-#: The expression codes in JAFFE file names, and the classes they stand for.
-JAFFE_CODES: dict[str, str] = {
-    "AN": "anger",
-    "DI": "disgust",
-    "FE": "fear",
-    "HA": "happy",
-    "NE": "neutral",
-    "SA": "sadness",
-    "SU": "surprise",
-}
 
 #: JAFFE has no contempt: the canonical order without it, whichever classes occur.
 JAFFE_CLASSES: tuple[str, ...] = SEVEN_CLASSES
 
 #: A JAFFE file stem: subject, expression, pose index, image number (KA.AN1.39).
 JAFFE_NAME = re.compile(r"([A-Z]{2})\.([A-Z]{2})(\d+)\.(\d+)", re.IGNORECASE)
-
-_VALID_CODES = ", ".join(f"{code} {name}" for code, name in JAFFE_CODES.items())
 
 
 def read_jaffe(root: Path, options: ReaderOptions) -> FaceListing:
@@ -50,11 +36,8 @@ def read_jaffe(root: Path, options: ReaderOptions) -> FaceListing:
             skipped.append(Skipped(str(path), "name does not match the JAFFE pattern KA.AN1.39.tiff"))
             continue
         subject, code = match.group(1).upper(), match.group(2).upper()
-        if code not in JAFFE_CODES:
-            raise FerattError(f"{path}: unknown expression code {code!r}; valid codes: {_VALID_CODES}")
-        entries.append(
-            FaceEntry(source=str(path), label=index[JAFFE_CODES[code]], subject=subject, relpath=path.name)
-        )
+        label = index[expression_class(code, path)]
+        entries.append(FaceEntry(source=str(path), label=label, subject=subject, relpath=path.name))
     if folders:
         notes.append(f"{folders} subfolders of {root} ignored (JAFFE images lie directly in the folder)")
     listing = FaceListing(

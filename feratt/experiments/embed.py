@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +11,24 @@ import numpy as np
 import torch
 
 from feratt import __version__
-from feratt.atomic import atomic_path, atomic_write_bytes
+from feratt.atomic import atomic_path
 from feratt.errors import FerattError
-from feratt.experiments.evaluate import check_render, fold_split, run_model, synthetic_loader
+from feratt.experiments.evaluate import (
+    Outputs,
+    SplitMetrics,
+    check_render,
+    checkpoint_fields,
+    fold_split,
+    run_model,
+    synthetic_loader,
+)
 from feratt.experiments.figures import new_figure, save_png
-from feratt.experiments.runs import load_trained
+from feratt.jsonfile import write_json
+from feratt.progress import Log, Progress, no_log
+from feratt.training.checkpoints import TrainedModel, load_trained
 from feratt.training.data import read_render_index
+from feratt.training.device import pick_device
+from feratt.training.methods import METHODS
 from feratt.training.metrics import knn_accuracy
 
 #: Neighbours of the k-NN classifier fitted on the training embeddings.
@@ -87,7 +99,123 @@ def plot_tsne(
     save_png(figure, path)
 
 
-def embed_experiment(
+@dataclass
+class TsneMap:
+    """The t-SNE of figure 6: how many test points it shows and the settings it ran with."""
+
+    points: int
+    max_points: int
+    perplexity: float
+    perplexity_used: float
+    seed: int
+    method: str = "barnes_hut"
+    init: str = "pca"
+
+
+@dataclass
+class EmbedResult:
+    """A FERAtt fold's representation z: classifier and k-NN accuracy on it, and its t-SNE map."""
+
+    checkpoint: Path
+    method: str
+    fold: int
+    epoch: int
+    shards: Path
+    classes: list[str]
+    test_subjects: list[str]
+    train_subjects: list[str]
+    test_samples: int
+    train_samples: int
+    embedding_dim: int
+    test_metrics: SplitMetrics
+    knn_accuracy: float
+    tsne: TsneMap
+    #: The folder holding embeddings.npz, embed.json and tsne.png.
+    out: Path
+    knn_k: int = KNN_K
+
+    @property
+    def classifier_accuracy(self) -> float:
+        return self.test_metrics.accuracy
+
+    @property
+    def written(self) -> list[Path]:
+        """The files written, in the order they are listed."""
+        return [self.out / name for name in ("embeddings.npz", "embed.json", "tsne.png")]
+
+    def to_dict(self) -> dict[str, Any]:
+        """embed.json."""
+        return {
+            "kind": EMBED_KIND,
+            "schema_version": EMBED_SCHEMA_VERSION,
+            "feratt_version": __version__,
+            **checkpoint_fields(self),
+            "shards": str(self.shards),
+            "classes": self.classes,
+            "test_subjects": self.test_subjects,
+            "train_subjects": self.train_subjects,
+            "test_samples": self.test_samples,
+            "train_samples": self.train_samples,
+            "embedding_dim": self.embedding_dim,
+            "classifier_accuracy": self.classifier_accuracy,
+            "knn_accuracy": self.knn_accuracy,
+            "knn_k": self.knn_k,
+            "test_metrics": self.test_metrics.to_dict(),
+            "tsne": dataclasses.asdict(self.tsne),
+        }
+
+
+def _check_settings(max_points: int, perplexity: float) -> None:
+    if max_points < 4:
+        raise FerattError(f"the t-SNE needs at least 4 points, not {max_points}", field="max_points")
+    if not perplexity > 0:
+        raise FerattError(f"the perplexity must be above 0, not {perplexity}", field="perplexity")
+
+
+def _feratt_model(run: str | Path, fold: int | None, device: torch.device) -> TrainedModel:
+    """The trained model `run` names, refused unless its method has an embedding z."""
+    trained = load_trained(run, fold, device=device)
+    if not trained.is_feratt:
+        names = " or ".join(name for name, method in METHODS.items() if method.attention)
+        raise FerattError(
+            f"{trained.checkpoint} is a {trained.method} model, which has no embedding z: "
+            f"embed needs a FERAtt run ({names})"
+        )
+    return trained
+
+
+def _write_embeddings(
+    path: Path, test: Outputs, classes: list[str], chosen: np.ndarray, points: np.ndarray
+) -> None:
+    """embeddings.npz: the test embeddings, labels, predictions, logits and the t-SNE points."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            embeddings=test.embeddings.astype(np.float32),
+            labels=test.labels,
+            predictions=test.predictions,
+            logits=test.logits.astype(np.float32),
+            classes=np.asarray(classes, dtype=str),
+            tsne_index=chosen,
+            tsne=points,
+        )
+
+
+def _outputs(
+    trained: TrainedModel,
+    shards: Path,
+    subjects: list[str],
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    progress: Progress | None,
+) -> Outputs:
+    """The model's outputs (with embeddings) on the rendered samples of `subjects`."""
+    loader = synthetic_loader(shards, subjects, batch_size, workers, True)
+    return run_model(trained, loader, device, progress=progress)
+
+
+def embed(
     run: str | Path,
     shards: str | Path,
     *,
@@ -98,91 +226,59 @@ def embed_experiment(
     seed: int = 0,
     batch_size: int = 100,
     workers: int = 0,
-    device: torch.device | str = "cpu",
-    echo: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Embed a fold's test and training samples; write embeddings.npz, embed.json and tsne.png."""
-    if max_points < 4:
-        raise FerattError(f"--max-points must be at least 4, not {max_points}")
-    if not perplexity > 0:
-        raise FerattError(f"--perplexity must be above 0, not {perplexity}")
+    device: str | torch.device = "auto",
+    progress: Progress | None = None,
+    log: Log | None = None,
+) -> EmbedResult:
+    """Embed a FERAtt fold's test and training samples; write embeddings.npz, embed.json and tsne.png.
+
+    `out` defaults to the fold folder's embed/.
+    """
+    _check_settings(max_points, perplexity)
+    log = log or no_log
     shards = Path(shards)
-    trained = load_trained(run, fold, device=device)
-    if not trained.is_feratt:
-        raise FerattError(
-            f"{trained.checkpoint} is a {trained.method} model, which has no embedding z: "
-            "embed needs a FERAtt run (feratt-cls or feratt-rep-cls)"
-        )
+    target = pick_device(device)
+    trained = _feratt_model(run, fold, target)
     index = read_render_index(shards)
     check_render(trained, index, shards)
     split = fold_split(trained, index)
     out = Path(out) if out is not None else trained.checkpoint.parent / "embed"
     out.mkdir(parents=True, exist_ok=True)
-
-    test = run_model(trained, synthetic_loader(shards, split.test, batch_size, workers, True), device)
-    train = run_model(trained, synthetic_loader(shards, split.train, batch_size, workers, True), device)
+    test = _outputs(trained, shards, split.test, batch_size, workers, target, progress)
+    train = _outputs(trained, shards, split.train, batch_size, workers, target, progress)
     if test.embeddings is None or train.embeddings is None:
         raise FerattError(f"{trained.checkpoint} gave no embeddings: is it a FERAtt model?")
     knn = knn_accuracy(train.embeddings, train.labels, test.embeddings, test.labels, k=KNN_K)
     metrics = test.metrics(trained.classes)
-    echo(
-        f"fold {trained.fold}: classifier test accuracy {metrics['accuracy']:.4f}, "
+    log(
+        f"fold {trained.fold}: classifier test accuracy {metrics.accuracy:.4f}, "
         f"{KNN_K}-NN accuracy on z {knn:.4f} ({len(test.labels)} test, {len(train.labels)} training samples)"
     )
-
-    rng = np.random.default_rng([seed % (1 << 63), 0x75E])
-    chosen = stratified_subsample(test.labels, max_points, rng)
+    chosen = stratified_subsample(test.labels, max_points, np.random.default_rng([seed % (1 << 63), 0x75E]))
     points, used = tsne_points(test.embeddings[chosen], perplexity, seed)
     if used != perplexity:
-        echo(f"note: perplexity {perplexity:g} lowered to {used:.3g} for {len(chosen)} points")
-    with atomic_path(out / "embeddings.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(
-            handle,
-            embeddings=test.embeddings.astype(np.float32),
-            labels=test.labels,
-            predictions=test.predictions,
-            logits=test.logits.astype(np.float32),
-            classes=np.asarray(trained.classes, dtype=str),
-            tsne_index=chosen,
-            tsne=points,
-        )
-    plot_tsne(
-        points,
-        test.labels[chosen],
-        test.predictions[chosen],
-        trained.classes,
-        f"t-SNE of z, {trained.method} fold {trained.fold} ({len(chosen)} test samples)",
-        out / "tsne.png",
+        log(f"note: perplexity {perplexity:g} lowered to {used:.3g} for {len(chosen)} points")
+    _write_embeddings(out / "embeddings.npz", test, trained.classes, chosen, points)
+    title = f"t-SNE of z, {trained.method} fold {trained.fold} ({len(chosen)} test samples)"
+    plot_tsne(points, test.labels[chosen], test.predictions[chosen], trained.classes, title, out / "tsne.png")
+    result = EmbedResult(
+        checkpoint=trained.checkpoint,
+        method=trained.method,
+        fold=trained.fold,
+        epoch=trained.epoch,
+        shards=shards,
+        classes=trained.classes,
+        test_subjects=split.test,
+        train_subjects=split.train,
+        test_samples=len(test.labels),
+        train_samples=len(train.labels),
+        embedding_dim=int(test.embeddings.shape[1]),
+        test_metrics=metrics,
+        knn_accuracy=knn,
+        tsne=TsneMap(
+            points=len(chosen), max_points=max_points, perplexity=perplexity, perplexity_used=used, seed=seed
+        ),
+        out=out,
     )
-    result: dict[str, Any] = {
-        "kind": EMBED_KIND,
-        "schema_version": EMBED_SCHEMA_VERSION,
-        "feratt_version": __version__,
-        "checkpoint": str(trained.checkpoint),
-        "method": trained.method,
-        "fold": trained.fold,
-        "epoch": trained.epoch,
-        "shards": str(shards),
-        "classes": trained.classes,
-        "test_subjects": split.test,
-        "train_subjects": split.train,
-        "test_samples": len(test.labels),
-        "train_samples": len(train.labels),
-        "embedding_dim": int(test.embeddings.shape[1]),
-        "classifier_accuracy": metrics["accuracy"],
-        "knn_accuracy": knn,
-        "knn_k": KNN_K,
-        "test_metrics": metrics,
-        "tsne": {
-            "points": len(chosen),
-            "max_points": max_points,
-            "perplexity": perplexity,
-            "perplexity_used": used,
-            "method": "barnes_hut",
-            "init": "pca",
-            "seed": seed,
-        },
-    }
-    atomic_write_bytes(out / "embed.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
-    result["out"] = str(out)
+    write_json(out / "embed.json", result.to_dict())
     return result

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import torch
 
 from feratt.errors import FerattError
-from feratt.experiments.runs import TrainedModel
-from feratt.manifests.folds import FoldSplit, make_folds, split_fold
+from feratt.jsonfile import write_json
+from feratt.progress import Log, Progress, no_log
+from feratt.training.checkpoints import TrainedModel, load_trained
 from feratt.training.data import (
     ShardStream,
     make_loader,
     normalise_batch,
+    prepare_inputs,
     read_render_index,
     shards_for_subjects,
 )
-from feratt.training.metrics import classification_metrics
+from feratt.training.device import pick_device
+from feratt.training.folds import FoldSplit, make_folds, split_fold
+from feratt.training.metrics import classification_metrics, confusion_matrix
 from feratt.training.realtest import RealTestLoader, load_real_faces
-from feratt.training.trainer import model_name, prepare_inputs
 
 #: What the paper's tables call F1, spelled out wherever it is reported.
 F1_DEFINITION = "paper F1 = 2PR/(P+R) of macro precision P and macro recall R"
@@ -55,6 +59,43 @@ def add_noise(images: np.ndarray, noise: Noise, rng: np.random.Generator) -> np.
 
 
 @dataclass
+class SplitMetrics:
+    """A model's figures on one test split: the paper's table metrics, per-class values, the confusion."""
+
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    macro_f1: float
+    per_class: dict[str, list[Any]]
+    classes: list[str]
+    confusion: list[list[int]]
+    samples: int
+    f1_definition: str = F1_DEFINITION
+    confusion_png: str | None = None
+
+    @classmethod
+    def from_confusion(cls, confusion: np.ndarray, classes: list[str]) -> SplitMetrics:
+        """The metrics of a confusion matrix (rows true classes, columns predicted ones)."""
+        return cls(
+            **classification_metrics(confusion),
+            classes=list(classes),
+            confusion=confusion.tolist(),
+            samples=int(confusion.sum()),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SplitMetrics:
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if self.confusion_png is None:
+            del data["confusion_png"]
+        return data
+
+
+@dataclass
 class Outputs:
     """Everything a pass of a model over a test split gives back, in sample order."""
 
@@ -69,18 +110,77 @@ class Outputs:
 
     def confusion(self) -> np.ndarray:
         """Rows true classes, columns predicted ones."""
-        index = self.labels * self.num_classes + self.predictions
-        return np.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+        return confusion_matrix(self.labels, self.predictions, self.num_classes)
 
-    def metrics(self, classes: list[str]) -> dict[str, Any]:
+    def metrics(self, classes: list[str]) -> SplitMetrics:
         """Accuracy, macro P/R, paper F1, macro-F1, per-class figures and the confusion matrix."""
-        confusion = self.confusion()
-        result = classification_metrics(confusion)
-        result["f1_definition"] = F1_DEFINITION
-        result["classes"] = list(classes)
-        result["confusion"] = confusion.tolist()
-        result["samples"] = len(self.labels)
-        return result
+        return SplitMetrics.from_confusion(self.confusion(), classes)
+
+
+class FromCheckpoint(Protocol):
+    """A result about one trained model, named by its checkpoint."""
+
+    checkpoint: Path
+    method: str
+    fold: int
+    epoch: int
+
+
+def checkpoint_fields(result: FromCheckpoint) -> dict[str, Any]:
+    """The JSON fields that say which model a result is of."""
+    return {
+        "checkpoint": str(result.checkpoint),
+        "method": result.method,
+        "fold": result.fold,
+        "epoch": result.epoch,
+    }
+
+
+@dataclass
+class EvaluationResult:
+    """A model's figures on its fold's test subjects: rendered samples and, when asked, real faces."""
+
+    checkpoint: Path
+    method: str
+    fold: int
+    epoch: int
+    shards: Path
+    test_subjects: list[str]
+    synthetic: SplitMetrics
+    real: SplitMetrics | None = None
+    notes: list[str] = field(default_factory=list)
+    #: Where the results JSON was written, if it was.
+    path: Path | None = None
+
+    @property
+    def splits(self) -> dict[str, SplitMetrics]:
+        """The metrics of each split evaluated, synthetic first."""
+        return {"synthetic": self.synthetic, **({"real": self.real} if self.real is not None else {})}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results JSON."""
+        return {
+            **checkpoint_fields(self),
+            "shards": str(self.shards),
+            "test_subjects": list(self.test_subjects),
+            "notes": list(self.notes),
+            **{split: metrics.to_dict() for split, metrics in self.splits.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
+        """A results JSON read back (keys it does not know, such as a cache's stamp, are ignored)."""
+        return cls(
+            checkpoint=Path(data["checkpoint"]),
+            method=data["method"],
+            fold=data["fold"],
+            epoch=data["epoch"],
+            shards=Path(data["shards"]),
+            test_subjects=list(data["test_subjects"]),
+            synthetic=SplitMetrics.from_dict(data["synthetic"]),
+            real=SplitMetrics.from_dict(data["real"]) if "real" in data else None,
+            notes=list(data["notes"]),
+        )
 
 
 def fold_split(trained: TrainedModel, render_index: dict[str, Any]) -> FoldSplit:
@@ -116,18 +216,27 @@ def real_loader(bank: Path, subjects: list[str], render_index: dict[str, Any], b
     return RealTestLoader(faces, batch_size), notes
 
 
+def _sample_count(batches: Iterable[dict[str, Any]]) -> int | None:
+    """How many samples a shard loader gives; None for other batches."""
+    samples = getattr(getattr(batches, "dataset", None), "samples", None)
+    return samples if isinstance(samples, int) else None
+
+
 @torch.no_grad()
 def run_model(
     trained: TrainedModel,
     batches: Iterable[dict[str, Any]],
     device: torch.device | str = "cpu",
     noise: Noise | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> Outputs:
     """Logits (and embeddings) of the model on every batch; noise, if any, is seeded per batch."""
     model, config = trained.model, trained.config
     model.eval()
     logits, labels, embeddings = [], [], []
-    feratt = model_name(config.method) == "feratt"
+    feratt = trained.is_feratt
+    total, done = _sample_count(batches), 0
     for step, raw in enumerate(batches):
         if noise is not None:
             rng = np.random.default_rng([noise.seed, step, 0x401CE])
@@ -140,6 +249,9 @@ def run_model(
         labels.append(batch["label"].cpu().numpy().astype(np.int64))
         if output.embedding is not None:
             embeddings.append(output.embedding.float().cpu().numpy())
+        if progress is not None:
+            done += len(labels[-1])
+            progress(done, total)
     if not logits:
         raise FerattError("the test split is empty: no samples of the fold's test subjects")
     return Outputs(
@@ -154,67 +266,83 @@ def evaluate_model(
     trained: TrainedModel,
     shards: Path,
     *,
-    real_test: str | None = None,
+    real_test: str | Path | None = None,
     batch_size: int = 100,
     workers: int = 0,
     verify: bool = True,
     device: torch.device | str = "cpu",
-) -> dict[str, Any]:
+    progress: Progress | None = None,
+) -> EvaluationResult:
     """Metrics of a model on its fold's test subjects in `shards` (and their real faces), with notes."""
     index = read_render_index(shards)
     check_render(trained, index, shards)
     subjects = fold_test_subjects(trained, index)
-    results: dict[str, Any] = {
-        "checkpoint": str(trained.checkpoint),
-        "method": trained.method,
-        "fold": trained.fold,
-        "epoch": trained.epoch,
-        "shards": str(shards),
-        "test_subjects": subjects,
-        "notes": [],
-    }
     loader = synthetic_loader(shards, subjects, batch_size, workers, verify=verify)
-    results["synthetic"] = run_model(trained, loader, device).metrics(trained.classes)
+    result = EvaluationResult(
+        checkpoint=trained.checkpoint,
+        method=trained.method,
+        fold=trained.fold,
+        epoch=trained.epoch,
+        shards=shards,
+        test_subjects=subjects,
+        synthetic=run_model(trained, loader, device, progress=progress).metrics(trained.classes),
+    )
     if real_test:
-        batches, results["notes"] = real_loader(Path(real_test), subjects, index, batch_size)
-        results["real"] = run_model(trained, batches, device).metrics(trained.classes)
-    return results
+        batches, result.notes = real_loader(Path(real_test), subjects, index, batch_size)
+        result.real = run_model(trained, batches, device, progress=progress).metrics(trained.classes)
+    return result
 
 
-def evaluate_to_files(
-    run_path: Path,
-    shards: Path,
+def write_evaluation(result: EvaluationResult, out_file: Path, classes: list[str]) -> None:
+    """Write a confusion-matrix PNG per split beside `out_file`, then the results JSON itself."""
+    from feratt.experiments.figures import confusion_figure
+
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    for split, metrics in result.splits.items():
+        figure = out_file.with_name(f"{out_file.stem}-confusion-{split}.png")
+        confusion_figure(
+            np.asarray(metrics.confusion),
+            classes,
+            figure,
+            title=f"{result.method}, fold {result.fold}, {split} test",
+        )
+        metrics.confusion_png = figure.name
+    write_json(out_file, result.to_dict())
+    result.path = out_file
+
+
+def evaluate(
+    run_or_checkpoint: str | Path,
+    shards: str | Path,
     *,
     fold: int | None = None,
     which: str = "best",
-    real_test: str | None = None,
-    out_file: Path | None = None,
+    real_test: str | Path | None = None,
+    out_file: str | Path | None = None,
     batch_size: int = 100,
     workers: int = 0,
-    device: torch.device | str = "cpu",
-) -> tuple[Path, dict[str, Any]]:
-    """Evaluate the model `run_path` names; write the results JSON and confusion PNGs; return both."""
-    import json
+    device: str | torch.device = "auto",
+    progress: Progress | None = None,
+    log: Log | None = None,
+) -> EvaluationResult:
+    """Evaluate the model a run folder, fold folder or checkpoint names on its fold's test subjects.
 
-    from feratt.atomic import atomic_write_bytes
-    from feratt.experiments.figures import confusion_figure
-    from feratt.experiments.runs import load_trained
-
-    trained = load_trained(run_path, fold=fold, which=which, device=device)
-    results = evaluate_model(
-        trained, shards, real_test=real_test, batch_size=batch_size, workers=workers, device=device
+    Writes the results JSON (`out_file`, by default beside the checkpoint) and a confusion-matrix
+    PNG per split beside it.
+    """
+    target = pick_device(device)
+    trained = load_trained(run_or_checkpoint, fold=fold, which=which, device=target)
+    result = evaluate_model(
+        trained,
+        Path(shards),
+        real_test=real_test,
+        batch_size=batch_size,
+        workers=workers,
+        device=target,
+        progress=progress,
     )
-    out_file = out_file or trained.checkpoint.parent / f"evaluation-{trained.checkpoint.stem}.json"
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    for split in ("synthetic", "real"):
-        if split in results:
-            figure = out_file.with_name(f"{out_file.stem}-confusion-{split}.png")
-            confusion_figure(
-                np.asarray(results[split]["confusion"]),
-                trained.classes,
-                figure,
-                title=f"{trained.method}, fold {trained.fold}, {split} test",
-            )
-            results[split]["confusion_png"] = figure.name
-    atomic_write_bytes(out_file, (json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
-    return out_file, results
+    for note in result.notes:
+        (log or no_log)(f"note: {note}")
+    default = trained.checkpoint.parent / f"evaluation-{trained.checkpoint.stem}.json"
+    write_evaluation(result, Path(out_file) if out_file is not None else default, trained.classes)
+    return result

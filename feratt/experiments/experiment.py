@@ -1,13 +1,10 @@
-"""`feratt experiment`: train and evaluate several methods on every fold, then tables, tests and a report."""
+"""Experiments: train and evaluate several methods on every fold, then tables, tests and a report."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
-import json
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +14,75 @@ import torch
 from feratt import __version__
 from feratt.atomic import atomic_write_bytes
 from feratt.errors import FerattError
-from feratt.manifests.folds import make_folds
+from feratt.experiments.evaluate import EvaluationResult, evaluate_model
+from feratt.experiments.report import write_report
+from feratt.experiments.tables import SplitTable, Table, summarise, table_csv, table_markdown
+from feratt.jsonfile import read_json, write_json
+from feratt.progress import Log, Progress, no_log
+from feratt.requests import request_from
+from feratt.training.checkpoints import find_checkpoint, fold_finished, load_trained
 from feratt.training.config import TrainConfig
 from feratt.training.data import read_render_index
+from feratt.training.device import pick_device
+from feratt.training.folds import render_folds, resolve_folds
+from feratt.training.loop import train
+from feratt.training.methods import METHODS
 
 EXPERIMENT_FILE = "experiment.json"
 EXPERIMENT_KIND = "feratt-experiment"
-#: The paper's table columns: metric key in the evaluation JSON, and its heading.
-TABLE_COLUMNS = (("accuracy", "Acc."), ("precision", "Prec."), ("recall", "Rec."), ("f1", "F1"))
-METHOD_TITLES = {"baseline": "PreActResNet18", "feratt-cls": "FERAtt+Cls", "feratt-rep-cls": "FERAtt+Rep+Cls"}
+#: Training options that may differ between the runs of one experiment folder.
+PER_RUN_OPTIONS = ("workers", "real_test", "tensorboard", "verify")
 
 
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+@dataclass(frozen=True)
+class ExperimentRequest:
+    """An experiment: `methods` trained and tested on the `folds` of the render `shards`, into `out`.
+
+    Test samples come from `eval_shards` when given (a render of the same bank, such as one with the
+    authors' evaluation geometry), else from the training render's test subjects; `config.real_test`
+    adds the test subjects' real faces.
+    """
+
+    shards: Path
+    out: Path
+    methods: tuple[str, ...] = tuple(METHODS)
+    folds: str | int = "all"
+    config: TrainConfig = field(default_factory=TrainConfig)
+    eval_shards: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shards", Path(self.shards))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "methods", tuple(dict.fromkeys(self.methods)))
+        if self.eval_shards is not None:
+            object.__setattr__(self, "eval_shards", Path(self.eval_shards))
+        if not self.methods:
+            raise FerattError("name at least one method", field="methods")
+        unknown = [method for method in self.methods if method not in METHODS]
+        if unknown:
+            raise FerattError(
+                f"unknown method {unknown[0]!r}; valid methods: {', '.join(METHODS)}", field="methods"
+            )
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment wrote: per split its table and tests, the report and the table files."""
+
+    out: Path
+    settings: dict[str, Any]
+    evaluations: dict[str, list[EvaluationResult]]
+    splits: dict[str, SplitTable]
+    report: Path
+    tables: dict[str, list[Path]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """EXP/results.json."""
+        return {
+            "settings": self.settings,
+            "feratt_version": __version__,
+            "splits": {split: part.to_dict() for split, part in self.splits.items()},
+        }
 
 
 def data_checksums(shards: Path) -> dict[str, Any]:
@@ -46,48 +99,52 @@ def data_checksums(shards: Path) -> dict[str, Any]:
 def _training_settings(config: TrainConfig) -> dict[str, Any]:
     """The training options an experiment shares across its runs (not the per-run ones)."""
     training = config.to_dict()
-    for per_run in ("method", "workers", "real_test", "tensorboard", "verify"):
+    for per_run in ("method", *PER_RUN_OPTIONS):
         training.pop(per_run, None)
     return training
 
 
-def _settings(
-    shards: Path, methods: list[str], folds: list[int], config: TrainConfig, real_test: str | None
-) -> dict[str, Any]:
+def _settings(request: ExperimentRequest, folds: list[int], config: TrainConfig) -> dict[str, Any]:
     """What an experiment folder is bound to; a rerun with other settings is refused."""
-    return {
+    settings = {
         "kind": EXPERIMENT_KIND,
-        "shards": str(shards),
-        "data": data_checksums(shards),
-        "methods": methods,
+        "shards": str(request.shards),
+        "data": data_checksums(request.shards),
+        "methods": list(request.methods),
         "folds": folds,
         "training": _training_settings(config),
-        "real_test": real_test,
+        "real_test": config.real_test,
     }
+    if request.eval_shards is not None:
+        settings["eval_shards"] = str(request.eval_shards)
+        settings["eval_data"] = data_checksums(request.eval_shards)
+    return settings
+
+
+def _differing(mine: dict[str, Any], theirs: dict[str, Any], ignored: tuple[str, ...] = ()) -> list[str]:
+    """The keys, sorted, whose values differ between two settings (ignoring `ignored`)."""
+    keys = (set(mine) | set(theirs)) - set(ignored)
+    return sorted(k for k in keys if mine.get(k) != theirs.get(k))
 
 
 def bind_folder(out: Path, settings: dict[str, Any]) -> None:
     """Create EXP/experiment.json, or check that the one there has the same settings."""
     path = out / EXPERIMENT_FILE
-    if path.exists():
-        try:
-            existing = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise FerattError(f"cannot read {path}: {exc}") from None
-        mine = {k: v for k, v in settings.items() if k != "feratt_version"}
-        theirs = {k: v for k, v in existing.items() if k != "feratt_version"}
-        if isinstance(theirs.get("training"), dict):
-            # Through TrainConfig, so a folder made before an option existed reads as that option's default.
-            theirs["training"] = _training_settings(TrainConfig.from_dict(theirs["training"]))
-        if mine != theirs:
-            changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise FerattError(
-                f"{out} holds an experiment of another configuration (differs in {', '.join(changed)}); "
-                "use another --out"
-            )
+    if not path.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(path, {**settings, "feratt_version": __version__})
         return
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(path, {**settings, "feratt_version": __version__})
+    theirs = read_json(path)
+    if isinstance(theirs.get("training"), dict):
+        # Through TrainConfig, so a folder made before an option existed reads as that option's default.
+        theirs["training"] = _training_settings(TrainConfig.from_dict(theirs["training"]))
+    changed = _differing(settings, theirs, ignored=("feratt_version",))
+    if changed:
+        raise FerattError(
+            f"{out} holds an experiment of another configuration (differs in {', '.join(changed)}); "
+            "use another output folder",
+            field="out",
+        )
 
 
 def check_run_config(run_dir: Path, config: TrainConfig) -> None:
@@ -96,32 +153,25 @@ def check_run_config(run_dir: Path, config: TrainConfig) -> None:
     if not path.is_file():
         return
     # Through TrainConfig, so a run saved before an option existed reads as that option's default.
-    theirs = TrainConfig.from_dict(json.loads(path.read_text())).to_dict()
-    mine = config.to_dict()
-    ignored = ("workers", "real_test", "tensorboard", "verify")
-    changed = sorted(k for k in set(mine) | set(theirs) if k not in ignored and mine.get(k) != theirs.get(k))
+    theirs = TrainConfig.from_dict(read_json(path)).to_dict()
+    changed = _differing(config.to_dict(), theirs, ignored=PER_RUN_OPTIONS)
     if changed:
         raise FerattError(
-            f"{run_dir} was trained with other settings ({', '.join(changed)}); use another --out"
+            f"{run_dir} was trained with other settings ({', '.join(changed)}); use another output folder",
+            field="out",
         )
 
 
-def fold_finished(fold_dir: Path, epochs: int) -> bool:
-    """Whether a fold's training ran all its epochs (its last checkpoint is of the final epoch)."""
-    log = fold_dir / "metrics.jsonl"
-    if not (fold_dir / "best.pt").is_file() or not log.is_file():
-        return False
-    lines = log.read_text().splitlines()
-    return bool(lines) and json.loads(lines[-1])["epoch"] == epochs - 1
-
-
 def evaluate_fold(
-    run_dir: Path, fold: int, shards: Path, real_test: str | None, config: TrainConfig, device: torch.device
-) -> dict[str, Any]:
+    run_dir: Path,
+    fold: int,
+    shards: Path,
+    real_test: str | None,
+    config: TrainConfig,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> EvaluationResult:
     """Test metrics of a fold's best-on-validation model on rendered (and real) test faces."""
-    from feratt.experiments.evaluate import evaluate_model
-    from feratt.experiments.runs import load_trained
-
     trained = load_trained(run_dir, fold=fold, which="best", device=device)
     return evaluate_model(
         trained,
@@ -130,57 +180,11 @@ def evaluate_fold(
         batch_size=config.batch_size,
         workers=config.workers,
         device=device,
+        progress=progress,
     )
 
 
-def summarise(evaluations: dict[str, list[dict[str, Any]]], split: str) -> dict[str, dict[str, Any]]:
-    """Per method: mean and std over folds (in %) of each table metric, and the per-fold values."""
-    table = {}
-    for method, folds in evaluations.items():
-        rows = [f[split] for f in folds if split in f]
-        table[method] = {
-            key: {
-                "mean": 100 * float(np.mean([r[key] for r in rows])),
-                "std": 100 * float(np.std([r[key] for r in rows])),
-                "folds": [100 * float(r[key]) for r in rows],
-            }
-            for key, _ in TABLE_COLUMNS
-        }
-    return table
-
-
-def table_markdown(table: dict[str, dict[str, Any]]) -> str:
-    """The paper's layout: one row per method, mean +- std over folds of Acc., Prec., Rec. and F1.
-
-    With a single fold there is no spread to show, so the cells hold that fold's figures alone.
-    """
-    head = "| Method | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |"
-    lines = [head, "|---|" + "---:|" * len(TABLE_COLUMNS)]
-    for method, values in table.items():
-        cells = [
-            f"{values[key]['mean']:.2f}"
-            if len(values[key]["folds"]) == 1
-            else f"{values[key]['mean']:.2f} ± {values[key]['std']:.2f}"
-            for key, _ in TABLE_COLUMNS
-        ]
-        lines.append(f"| {METHOD_TITLES.get(method, method)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def table_csv(table: dict[str, dict[str, Any]]) -> str:
-    """The table as CSV: method, then mean and std of each metric, in %."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method", *(f"{key}_{stat}" for key, _ in TABLE_COLUMNS for stat in ("mean", "std"))])
-    for method, values in table.items():
-        cells = [f"{values[key][stat]:.4f}" for key, _ in TABLE_COLUMNS for stat in ("mean", "std")]
-        writer.writerow([method, *cells])
-    return buffer.getvalue()
-
-
-def significance(
-    table: dict[str, dict[str, Any]], out: Path, split: str, alpha: float = 0.05
-) -> dict[str, Any]:
+def significance(table: Table, out: Path, split: str, alpha: float = 0.05) -> dict[str, Any]:
     """Friedman, Nemenyi and Bonferroni-Dunn (against the baseline) on per-fold accuracy; a CD diagram."""
     from feratt.experiments.figures import cd_diagram
     from feratt.experiments.stats import bonferroni_dunn_test, friedman_test, nemenyi_test
@@ -188,7 +192,7 @@ def significance(
     methods = list(table)
     if len(methods) < 2:
         return {"note": "one method: nothing to compare"}
-    scores = np.array([table[m]["accuracy"]["folds"] for m in methods]).T  # folds x methods
+    scores = np.array([table[m]["accuracy"].folds for m in methods]).T  # folds x methods
     if scores.shape[0] < 2:
         return {"note": "one fold: the tests need at least two"}
     control = "baseline" if "baseline" in methods else methods[0]
@@ -211,72 +215,114 @@ def significance(
     }
 
 
-def run_experiment(
-    shards: Path,
-    out: Path,
-    methods: list[str],
-    fold_spec: str,
+def _experiment_folds(request: ExperimentRequest, config: TrainConfig) -> list[int]:
+    """The fold indices the request names, among the folds of its render."""
+    count = len(render_folds(request.shards, config.fold_size, config.seed))
+    try:
+        return resolve_folds(request.folds, count)
+    except FerattError as exc:
+        raise FerattError(str(exc), field="folds") from None
+
+
+def _cached_evaluation(path: Path, checkpoint: Path) -> EvaluationResult | None:
+    """The evaluation saved at `path`, if it was made of the checkpoint as it is now."""
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    if saved.get("checkpoint_mtime_ns") != checkpoint.stat().st_mtime_ns:
+        return None
+    return EvaluationResult.from_dict(saved)
+
+
+def _run_fold(
+    request: ExperimentRequest,
+    method: str,
+    fold: int,
     config: TrainConfig,
-    *,
-    real_test: str | None,
-    eval_shards: Path | None = None,
     device: torch.device,
-    echo: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Train (or reuse) and evaluate every method on every chosen fold; write tables and report.md.
+    progress: Progress | None,
+    log: Log,
+) -> EvaluationResult:
+    """Train a method's fold unless it is finished, then evaluate it unless that is saved already.
 
-    Test samples come from `eval_shards` when given (a render of the same bank, such as one with the
-    authors' evaluation geometry), else from the training render's test subjects.
+    `config` is the method's training configuration; the real test faces are the request's.
     """
-    from feratt.training.trainer import _fold_index, train
+    run_dir = request.out / "runs" / method
+    fold_dir = run_dir / f"fold-{fold}"
+    if fold_finished(fold_dir, config.epochs):
+        log(f"{method} fold {fold}: trained already, reused")
+    else:
+        log(f"{method} fold {fold}: training")
+        train(
+            request.shards,
+            run_dir,
+            config,
+            folds=fold,
+            resume=True,
+            device=device,
+            progress=progress,
+            log=log,
+        )
+    checkpoint = find_checkpoint(fold_dir)
+    cached = request.out / "evaluations" / f"{method}-fold-{fold}.json"
+    evaluation = _cached_evaluation(cached, checkpoint)
+    if evaluation is None:
+        test_shards = request.eval_shards or request.shards
+        real_test = request.config.real_test
+        evaluation = evaluate_fold(run_dir, fold, test_shards, real_test, config, device, progress)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cached, {**evaluation.to_dict(), "checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns})
+    real = f", real {evaluation.real.accuracy:.3f}" if evaluation.real is not None else ""
+    log(f"{method} fold {fold}: test accuracy {evaluation.synthetic.accuracy:.3f}{real}")
+    return evaluation
 
-    index = read_render_index(shards)
-    count = len(make_folds(sorted(index["subjects"]), config.fold_size, config.seed))
-    folds = list(range(count)) if fold_spec == "all" else [_fold_index(fold_spec, count)]
-    test_shards = eval_shards or shards
-    settings = _settings(shards, methods, folds, config, real_test)
-    if eval_shards is not None:
-        settings["eval_shards"] = str(eval_shards)
-        settings["eval_data"] = data_checksums(eval_shards)
-    bind_folder(out, settings)
-    evaluations: dict[str, list[dict[str, Any]]] = {}
-    for method in methods:
-        run_dir = out / "runs" / method
+
+def _write_split(out: Path, split: str, evaluations: dict[str, list[EvaluationResult]]) -> SplitTable:
+    """Summarise one split over folds; write its table as markdown and CSV, and its CD diagram."""
+    per_fold = {m: [e.splits[split] for e in runs if split in e.splits] for m, runs in evaluations.items()}
+    table = summarise(per_fold)
+    markdown = table_markdown(table)
+    atomic_write_bytes(out / f"table-{split}.md", markdown.encode())
+    atomic_write_bytes(out / f"table-{split}.csv", table_csv(table).encode())
+    return SplitTable(table=table, tests=significance(table, out, split), markdown=markdown)
+
+
+def run_experiment(
+    request: ExperimentRequest | None = None,
+    /,
+    *,
+    device: str | torch.device = "auto",
+    progress: Progress | None = None,
+    log: Log | None = None,
+    **fields: Any,
+) -> ExperimentResult:
+    """Train (or reuse) and evaluate every method on every chosen fold; write tables and report.md."""
+    request = request_from(ExperimentRequest, request, fields)
+    log = log or no_log
+    config = request.config.resolved()
+    target = pick_device(device)
+    folds = _experiment_folds(request, config)
+    settings = _settings(request, folds, config)
+    bind_folder(request.out, settings)
+    evaluations: dict[str, list[EvaluationResult]] = {}
+    for method in request.methods:
         method_config = dataclasses.replace(config, method=method, real_test=None)
-        evaluations[method] = []
-        check_run_config(run_dir, method_config)
-        for fold in folds:
-            fold_dir = run_dir / f"fold-{fold}"
-            if fold_finished(fold_dir, config.epochs):
-                echo(f"{method} fold {fold}: trained already, reused")
-            else:
-                echo(f"{method} fold {fold}: training")
-                train(shards, run_dir, method_config, str(fold), resume=True, device=device, echo=echo)
-            cached = out / "evaluations" / f"{method}-fold-{fold}.json"
-            evaluation = None
-            if cached.is_file():
-                evaluation = json.loads(cached.read_text())
-                stamp = (fold_dir / "best.pt").stat().st_mtime_ns
-                if evaluation.get("checkpoint_mtime_ns") != stamp:
-                    evaluation = None
-            if evaluation is None:
-                evaluation = evaluate_fold(run_dir, fold, test_shards, real_test, method_config, device)
-                evaluation["checkpoint_mtime_ns"] = (fold_dir / "best.pt").stat().st_mtime_ns
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                _write_json(cached, evaluation)
-            evaluations[method].append(evaluation)
-            echo(
-                f"{method} fold {fold}: test accuracy {evaluation['synthetic']['accuracy']:.3f}"
-                + (f", real {evaluation['real']['accuracy']:.3f}" if "real" in evaluation else "")
-            )
-    results: dict[str, Any] = {"settings": settings, "feratt_version": __version__, "splits": {}}
-    for split in ("synthetic", "real") if real_test else ("synthetic",):
-        table = summarise(evaluations, split)
-        atomic_write_bytes(out / f"table-{split}.md", table_markdown(table).encode())
-        atomic_write_bytes(out / f"table-{split}.csv", table_csv(table).encode())
-        results["splits"][split] = {"table": table, "tests": significance(table, out, split)}
-    _write_json(out / "results.json", results)
-    from feratt.experiments.report import write_report
-
-    write_report(out, results, evaluations)
-    return results
+        check_run_config(request.out / "runs" / method, method_config)
+        evaluations[method] = [
+            _run_fold(request, method, fold, method_config, target, progress, log) for fold in folds
+        ]
+    splits = {
+        split: _write_split(request.out, split, evaluations)
+        for split in (("synthetic", "real") if config.real_test else ("synthetic",))
+    }
+    result = ExperimentResult(
+        out=request.out,
+        settings=settings,
+        evaluations=evaluations,
+        splits=splits,
+        report=request.out / "report.md",
+        tables={split: [request.out / f"table-{split}.{ext}" for ext in ("md", "csv")] for split in splits},
+    )
+    write_json(request.out / "results.json", result.to_dict())
+    write_report(request.out, settings, splits, evaluations)
+    return result

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from feratt.atomic import atomic_write_bytes
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import (
     Noise,
+    SplitMetrics,
     add_noise,
     check_render,
     fold_test_subjects,
@@ -26,9 +27,11 @@ from feratt.experiments.evaluate import (
     synthetic_loader,
 )
 from feratt.experiments.figures import new_figure, save_png
-from feratt.experiments.runs import TrainedModel, find_checkpoint, load_trained
-from feratt.training.data import normalise_batch, read_render_index
-from feratt.training.trainer import prepare_inputs
+from feratt.jsonfile import write_json
+from feratt.progress import Log, Progress, no_log
+from feratt.training.checkpoints import TrainedModel, find_checkpoint, load_trained
+from feratt.training.data import normalise_batch, prepare_inputs, read_render_index
+from feratt.training.device import pick_device
 
 #: The noise levels of the paper's figures 7-9.
 PAPER_SIGMAS: tuple[float, ...] = (0.01, 0.05, 0.07, 0.09, 0.1, 0.2, 0.3)
@@ -63,7 +66,7 @@ def fold_checkpoints(run: str | Path, fold: str = "all") -> list[Path]:
         try:
             index = int(fold)
         except ValueError:
-            raise FerattError(f"--fold takes an index or 'all', not {fold!r}") from None
+            raise FerattError(f"a fold is an index or 'all', not {fold!r}", field="fold") from None
         return [find_checkpoint(run, index)]
     if run.is_dir():
         found = [
@@ -75,30 +78,130 @@ def fold_checkpoints(run: str | Path, fold: str = "all") -> list[Path]:
     return [find_checkpoint(run)]
 
 
+@dataclass
+class NoiseFold:
+    """One fold's figures under noise: per split, the metrics at each sigma (sigma order)."""
+
+    checkpoint: Path
+    fold: int
+    epoch: int
+    test_subjects: list[str]
+    scores: dict[str, list[tuple[float, SplitMetrics]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoint": str(self.checkpoint),
+            "epoch": self.epoch,
+            "test_subjects": self.test_subjects,
+            **{
+                split: [{"sigma": sigma, "metrics": metrics.to_dict()} for sigma, metrics in rows]
+                for split, rows in self.scores.items()
+            },
+        }
+
+
+@dataclass
+class NoiseRun:
+    """One run (one method) under noise: its folds, and per split the mean and std over folds."""
+
+    run: str
+    method: str
+    folds: dict[str, NoiseFold]
+    aggregate: dict[str, list[dict[str, Any]]]
+    #: Its name in plots and tables: the method, with the folder where two runs share a method.
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "method": self.method,
+            "folds": {name: fold.to_dict() for name, fold in self.folds.items()},
+            "aggregate": self.aggregate,
+            "label": self.label,
+        }
+
+
+@dataclass
+class AttentionFigure:
+    """Figure 7: one test sample of one FERAtt fold, its noisy inputs and I_att at each sigma."""
+
+    run: str
+    fold: int
+    image_index: int
+    true_class: str
+    panels: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "fold": self.fold,
+            "image_index": self.image_index,
+            "true_class": self.true_class,
+            "columns": [{k: p[k] for k in ("sigma", "class", "probability")} for p in self.panels],
+        }
+
+
+@dataclass
+class NoiseResult:
+    """Every run's accuracy under noise (figures 8-9), figure 7, and the files written."""
+
+    shards: Path
+    real_test: str | Path | None
+    lab_l: bool
+    seed: int
+    batch_size: int
+    sigmas: list[float]
+    splits: list[str]
+    methods: list[NoiseRun]
+    figure7: AttentionFigure | None = None
+    written: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """noise.json."""
+        return {
+            "kind": NOISE_KIND,
+            "schema_version": NOISE_SCHEMA_VERSION,
+            "feratt_version": __version__,
+            "shards": str(self.shards),
+            "real_test": str(self.real_test) if self.real_test is not None else None,
+            "noise": "zero-mean Gaussian on " + ("Lab L, sigma x 100" if self.lab_l else "RGB in [0, 1]"),
+            "lab_l": self.lab_l,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "sigmas": self.sigmas,
+            "splits": self.splits,
+            "methods": [method.to_dict() for method in self.methods],
+            "figure7": self.figure7.to_dict() if self.figure7 is not None else None,
+        }
+
+
 def _evaluate(
-    trained: TrainedModel, loader: Iterable[dict[str, Any]], sigmas: Sequence[float], noise: Noise, device
-) -> list[dict[str, Any]]:
+    trained: TrainedModel,
+    loader: Iterable[dict[str, Any]],
+    sigmas: Sequence[float],
+    noise: Noise,
+    device: torch.device | str,
+    progress: Progress | None = None,
+) -> list[tuple[float, SplitMetrics]]:
     """Metrics at each sigma; sigma 0 goes through the noise path too, so the reference is like-for-like."""
     return [
-        {
-            "sigma": sigma,
-            "metrics": run_model(trained, loader, device, Noise(sigma, noise.lab_l, noise.seed)).metrics(
-                trained.classes
-            ),
-        }
+        (
+            sigma,
+            run_model(
+                trained, loader, device, Noise(sigma, noise.lab_l, noise.seed), progress=progress
+            ).metrics(trained.classes),
+        )
         for sigma in sigmas
     ]
 
 
-def aggregate_folds(
-    folds: Sequence[dict[str, Any]], split: str, sigmas: Sequence[float]
-) -> list[dict[str, Any]]:
+def aggregate_folds(folds: Sequence[NoiseFold], split: str, sigmas: Sequence[float]) -> list[dict[str, Any]]:
     """Mean and (population) standard deviation over folds of each summary metric, per sigma."""
     rows = []
     for i, sigma in enumerate(sigmas):
         row: dict[str, Any] = {"sigma": sigma, "folds": len(folds)}
         for key in SUMMARY_KEYS:
-            values = [fold[split][i]["metrics"][key] for fold in folds]
+            values = [getattr(fold.scores[split][i][1], key) for fold in folds]
             row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
         rows.append(row)
     return rows
@@ -113,7 +216,9 @@ def _test_sample(loader: Iterable[dict[str, Any]], index: int) -> dict[str, np.n
             row = index - seen
             return {key: np.asarray(value[row : row + 1]) for key, value in raw.items()}
         seen += count
-    raise FerattError(f"--image-index {index} is past the end of the test split ({seen} samples)")
+    raise FerattError(
+        f"test sample {index} is past the end of the test split ({seen} samples)", field="image_index"
+    )
 
 
 @torch.no_grad()
@@ -170,22 +275,22 @@ def plot_attention_grid(panels: Sequence[dict[str, Any]], title: str, path: Path
     save_png(figure, path)
 
 
-def plot_noise_curves(methods: Sequence[dict[str, Any]], split: str, path: Path, title: str) -> None:
+def plot_noise_curves(methods: Sequence[NoiseRun], split: str, path: Path, title: str) -> None:
     """Figures 8/9: accuracy (%) against sigma, one curve per method, mean over folds with std bars."""
     figure = new_figure(figsize=(6.4, 4.2), layout="constrained")
     axis = figure.subplots()
-    sigmas = [row["sigma"] for row in methods[0]["aggregate"][split]]
+    sigmas = [row["sigma"] for row in methods[0].aggregate[split]]
     # Evenly spaced positions: the paper's levels crowd below 0.1.
     positions = np.arange(len(sigmas))
     for method in methods:
-        rows = method["aggregate"][split]
+        rows = method.aggregate[split]
         axis.errorbar(
             positions,
             [100.0 * row["accuracy"]["mean"] for row in rows],
             yerr=[100.0 * row["accuracy"]["std"] for row in rows],
             marker="o",
             capsize=3,
-            label=method["label"],
+            label=method.label,
         )
     axis.set_xticks(positions, [f"{s:g}" for s in sigmas])
     axis.set_xlabel("noise σ")
@@ -196,17 +301,17 @@ def plot_noise_curves(methods: Sequence[dict[str, Any]], split: str, path: Path,
     save_png(figure, path)
 
 
-def noise_csv(methods: Sequence[dict[str, Any]], splits: Sequence[str]) -> str:
+def noise_csv(methods: Sequence[NoiseRun], splits: Sequence[str]) -> str:
     """One row per method, split and sigma: the accuracy's mean and std over folds."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method", "split", "sigma", "accuracy_mean", "accuracy_std", "folds"])
     for method in methods:
         for split in splits:
-            for row in method["aggregate"][split]:
+            for row in method.aggregate[split]:
                 writer.writerow(
                     [
-                        method["label"],
+                        method.label,
                         split,
                         f"{row['sigma']:g}",
                         f"{row['accuracy']['mean']:.6f}",
@@ -217,132 +322,196 @@ def noise_csv(methods: Sequence[dict[str, Any]], splits: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _labels(methods: Sequence[dict[str, Any]]) -> list[str]:
+def _labels(methods: Sequence[NoiseRun]) -> list[str]:
     """Each run's name in plots and tables: its method, with the folder where two runs share a method."""
-    names = [m["method"] for m in methods]
+    names = [m.method for m in methods]
     labels = [
-        n if names.count(n) == 1 else f"{n} ({Path(m['run']).name})"
-        for n, m in zip(names, methods, strict=True)
+        n if names.count(n) == 1 else f"{n} ({Path(m.run).name})" for n, m in zip(names, methods, strict=True)
     ]
     return [
-        label if labels.count(label) == 1 else f"{m['method']} ({m['run']})"
+        label if labels.count(label) == 1 else f"{m.method} ({m.run})"
         for label, m in zip(labels, methods, strict=True)
     ]
 
 
-def noise_experiment(
+@dataclass
+class _Scoring:
+    """What every fold of every run is scored with: the test render, the noise and the loader settings."""
+
+    shards: Path
+    index: dict[str, Any]
+    sigmas: list[float]
+    noise: Noise
+    real_test: Path | None
+    batch_size: int
+    workers: int
+    device: torch.device
+    image_index: int
+    progress: Progress | None
+    log: Log
+    notes_seen: set[str] = field(default_factory=set)
+
+    @property
+    def splits(self) -> list[str]:
+        return ["synthetic", *(["real"] if self.real_test is not None else [])]
+
+    def loaders(self, subjects: list[str]) -> dict[str, Iterable[dict[str, Any]]]:
+        """The test loaders of `subjects`, synthetic first; each new note about the bank is logged once."""
+        loaders: dict[str, Iterable[dict[str, Any]]] = {
+            "synthetic": synthetic_loader(self.shards, subjects, self.batch_size, self.workers, verify=True)
+        }
+        if self.real_test is not None:
+            loaders["real"], notes = real_loader(self.real_test, subjects, self.index, self.batch_size)
+            for note in notes:
+                if note not in self.notes_seen:
+                    self.notes_seen.add(note)
+                    self.log(f"note: {note}")
+        return loaders
+
+
+def _attention_figure(
+    trained: TrainedModel, run: str | Path, loader: Iterable[dict[str, Any]], scoring: _Scoring
+) -> AttentionFigure:
+    """Figure 7 from the chosen test sample of a FERAtt fold."""
+    sample = _test_sample(loader, scoring.image_index)
+    panels = attention_panels(
+        trained, sample, scoring.sigmas, scoring.noise, scoring.device, scoring.image_index
+    )
+    return AttentionFigure(
+        run=str(run),
+        fold=trained.fold,
+        image_index=scoring.image_index,
+        true_class=trained.classes[int(sample["label"][0])],
+        panels=panels,
+    )
+
+
+def _score_fold(
+    trained: TrainedModel, subjects: list[str], scoring: _Scoring, loaders: dict[str, Any]
+) -> NoiseFold:
+    """One fold's metrics at every sigma on every split, logged as a line of accuracies per split."""
+    fold = NoiseFold(
+        checkpoint=trained.checkpoint, fold=trained.fold, epoch=trained.epoch, test_subjects=subjects
+    )
+    for split, loader in loaders.items():
+        fold.scores[split] = _evaluate(
+            trained, loader, scoring.sigmas, scoring.noise, scoring.device, scoring.progress
+        )
+        accuracies = " ".join(f"{sigma:g}:{metrics.accuracy:.3f}" for sigma, metrics in fold.scores[split])
+        scoring.log(f"{trained.method} fold {trained.fold} {split} accuracy at sigma {accuracies}")
+    return fold
+
+
+def _score_run(
+    run: str | Path, checkpoints: list[Path], scoring: _Scoring, figure: AttentionFigure | None
+) -> tuple[NoiseRun, AttentionFigure | None]:
+    """Every fold of one run under noise; figure 7 from its first fold when none is made yet and it can."""
+    folds: dict[str, NoiseFold] = {}
+    method: str | None = None
+    for path in checkpoints:
+        trained = load_trained(path, device=scoring.device)
+        if method is not None and trained.method != method:
+            raise FerattError(f"run {run} mixes methods ({method} and {trained.method} in {path})")
+        method = trained.method
+        check_render(trained, scoring.index, scoring.shards)
+        subjects = fold_test_subjects(trained, scoring.index)
+        loaders = scoring.loaders(subjects)
+        if figure is None and trained.is_feratt:
+            figure = _attention_figure(trained, run, loaders["synthetic"], scoring)
+        folds[str(trained.fold)] = _score_fold(trained, subjects, scoring, loaders)
+        del trained, loaders
+    ordered = [folds[k] for k in sorted(folds, key=int)]
+    aggregate = {split: aggregate_folds(ordered, split, scoring.sigmas) for split in scoring.splits}
+    return NoiseRun(run=str(run), method=str(method), folds=folds, aggregate=aggregate), figure
+
+
+def _write_outputs(result: NoiseResult, out: Path, log: Log) -> None:
+    """The curves of each split, figure 7 (if any), noise.json and noise.csv; the paths in result.written."""
+    result.written = [out / "noise.json", out / "noise.csv"]
+    for split in result.splits:
+        what = "real faces" if split == "real" else "synthetic test samples"
+        path = out / f"noise-{split}.png"
+        plot_noise_curves(result.methods, split, path, f"Accuracy under noise, {what}")
+        result.written.append(path)
+    figure = result.figure7
+    if figure is None:
+        log("note: no FERAtt run given: figure 7 (I_att under noise) skipped")
+    else:
+        title = (
+            f"{Path(figure.run).name} fold {figure.fold}, "
+            f"test sample {figure.image_index} ({figure.true_class})"
+        )
+        plot_attention_grid(figure.panels, title, out / "figure7.png")
+        result.written.append(out / "figure7.png")
+    write_json(out / "noise.json", result.to_dict())
+    atomic_write_bytes(out / "noise.csv", noise_csv(result.methods, result.splits).encode())
+
+
+def noise_robustness(
     runs: Sequence[str | Path],
     shards: str | Path,
     sigmas: Sequence[float],
-    out: str | Path,
+    out: str | Path | None = None,
     *,
     real_test: str | Path | None = None,
     lab_l: bool = False,
     fold: str = "all",
     seed: int = 0,
+    image_index: int = 0,
     batch_size: int = 100,
     workers: int = 0,
-    device: torch.device | str = "cpu",
-    image_index: int = 0,
-    echo: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Score every fold of every run at each sigma; write noise.json, noise.csv and the figures into `out`."""
-    shards, out = Path(shards), Path(out)
-    sigmas = sorted({0.0, *(float(s) for s in sigmas)})
+    device: str | torch.device = "auto",
+    progress: Progress | None = None,
+    log: Log | None = None,
+) -> NoiseResult:
+    """Score every fold of every run at each sigma; write noise.json, noise.csv and the figures.
+
+    Sigma 0, the clean reference, is always scored. `out` defaults to the first run's noise/ folder.
+    """
+    if not runs:
+        raise FerattError("give at least one run", field="runs")
     if image_index < 0:
-        raise FerattError(f"--image-index must be 0 or more, not {image_index}")
-    index = read_render_index(shards)
+        raise FerattError(f"the image index must be 0 or more, not {image_index}", field="image_index")
+    for sigma in sigmas:
+        if not math.isfinite(sigma) or sigma < 0:
+            raise FerattError(
+                f"a noise sigma must be a finite number, 0 or more, not {sigma}", field="sigmas"
+            )
+    runs, shards = [Path(run) for run in runs], Path(shards)
+    out = Path(out) if out is not None else runs[0] / "noise"
+    scoring = _Scoring(
+        shards=shards,
+        index=read_render_index(shards),
+        sigmas=sorted({0.0, *(float(s) for s in sigmas)}),
+        noise=Noise(0.0, lab_l, seed),
+        real_test=Path(real_test) if real_test is not None else None,
+        batch_size=batch_size,
+        workers=workers,
+        device=pick_device(device),
+        image_index=image_index,
+        progress=progress,
+        log=log or no_log,
+    )
     # Every run's checkpoints are found first, so that a bad RUN fails before any evaluation.
     checkpoints = [fold_checkpoints(run, fold) for run in runs]
     out.mkdir(parents=True, exist_ok=True)
-    noise = Noise(0.0, lab_l, seed)
-    splits = ["synthetic", *(["real"] if real_test is not None else [])]
-    methods: list[dict[str, Any]] = []
-    figure: dict[str, Any] | None = None
-    notes_seen: set[str] = set()
+    methods: list[NoiseRun] = []
+    figure: AttentionFigure | None = None
     for run, paths in zip(runs, checkpoints, strict=True):
-        folds: dict[str, dict[str, Any]] = {}
-        method: str | None = None
-        for path in paths:
-            trained = load_trained(path, device=device)
-            if method is not None and trained.method != method:
-                raise FerattError(f"run {run} mixes methods ({method} and {trained.method} in {path})")
-            method = trained.method
-            check_render(trained, index, shards)
-            subjects = fold_test_subjects(trained, index)
-            loaders: dict[str, Iterable[dict[str, Any]]] = {
-                "synthetic": synthetic_loader(shards, subjects, batch_size, workers, verify=True)
-            }
-            if real_test is not None:
-                loaders["real"], notes = real_loader(Path(real_test), subjects, index, batch_size)
-                for note in notes:
-                    if note not in notes_seen:
-                        notes_seen.add(note)
-                        echo(f"note: {note}")
-            if figure is None and trained.is_feratt:
-                sample = _test_sample(loaders["synthetic"], image_index)
-                panels = attention_panels(trained, sample, sigmas, noise, device, image_index)
-                figure = {
-                    "run": str(run),
-                    "fold": trained.fold,
-                    "image_index": image_index,
-                    "true_class": trained.classes[int(sample["label"][0])],
-                    "panels": panels,
-                }
-            entry: dict[str, Any] = {
-                "checkpoint": str(path),
-                "epoch": trained.epoch,
-                "test_subjects": subjects,
-            }
-            for split, loader in loaders.items():
-                entry[split] = _evaluate(trained, loader, sigmas, noise, device)
-                accuracies = " ".join(f"{r['sigma']:g}:{r['metrics']['accuracy']:.3f}" for r in entry[split])
-                echo(f"{method} fold {trained.fold} {split} accuracy at sigma {accuracies}")
-            folds[str(trained.fold)] = entry
-            del trained, loaders
-        ordered = [folds[k] for k in sorted(folds, key=int)]
-        methods.append(
-            {
-                "run": str(run),
-                "method": method,
-                "folds": folds,
-                "aggregate": {split: aggregate_folds(ordered, split, sigmas) for split in splits},
-            }
-        )
+        method, figure = _score_run(run, paths, scoring, figure)
+        methods.append(method)
     for method, label in zip(methods, _labels(methods), strict=True):
-        method["label"] = label
-    result: dict[str, Any] = {
-        "kind": NOISE_KIND,
-        "schema_version": NOISE_SCHEMA_VERSION,
-        "feratt_version": __version__,
-        "shards": str(shards),
-        "real_test": str(real_test) if real_test is not None else None,
-        "noise": "zero-mean Gaussian on " + ("Lab L, sigma x 100" if lab_l else "RGB in [0, 1]"),
-        "lab_l": lab_l,
-        "seed": seed,
-        "batch_size": batch_size,
-        "sigmas": sigmas,
-        "splits": splits,
-        "methods": methods,
-        "figure7": None,
-    }
-    written = [out / "noise.json", out / "noise.csv"]
-    for split in splits:
-        what = "real faces" if split == "real" else "synthetic test samples"
-        plot_noise_curves(methods, split, out / f"noise-{split}.png", f"Accuracy under noise, {what}")
-        written.append(out / f"noise-{split}.png")
-    if figure is None:
-        echo("note: no FERAtt run given: figure 7 (I_att under noise) skipped")
-    else:
-        name, true_class = Path(figure["run"]).name, figure["true_class"]
-        title = f"{name} fold {figure['fold']}, test sample {image_index} ({true_class})"
-        plot_attention_grid(figure["panels"], title, out / "figure7.png")
-        written.append(out / "figure7.png")
-        result["figure7"] = {
-            **{k: v for k, v in figure.items() if k != "panels"},
-            "columns": [{k: p[k] for k in ("sigma", "class", "probability")} for p in figure["panels"]],
-        }
-    atomic_write_bytes(out / "noise.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
-    atomic_write_bytes(out / "noise.csv", noise_csv(methods, splits).encode())
-    result["written"] = [str(p) for p in written]
+        method.label = label
+    result = NoiseResult(
+        shards=shards,
+        real_test=real_test,
+        lab_l=lab_l,
+        seed=seed,
+        batch_size=batch_size,
+        sigmas=scoring.sigmas,
+        splits=scoring.splits,
+        methods=methods,
+        figure7=figure,
+    )
+    _write_outputs(result, out, scoring.log)
     return result

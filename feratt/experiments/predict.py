@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,7 +15,9 @@ import torch
 from feratt.atomic import atomic_path
 from feratt.datasets.imageio import IMAGE_EXTENSIONS, is_image_file, read_image
 from feratt.errors import BadInputFile, FerattError
-from feratt.experiments.runs import TrainedModel
+from feratt.experiments.evaluate import checkpoint_fields
+from feratt.training.checkpoints import TrainedModel, load_trained
+from feratt.training.device import pick_device
 
 
 @dataclass
@@ -123,7 +126,7 @@ def unique_stems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     return stems
 
 
-def save_attention(
+def write_attention(
     predictions: Predictions, paths: Sequence[str | os.PathLike[str]], folder: str | os.PathLike[str]
 ) -> list[Path]:
     """Write each image's model input and I_att as `<stem>-input.png` and `<stem>-attention.png`."""
@@ -149,3 +152,84 @@ def save_attention(
                 raise FerattError(f"cannot write {target}: {exc}") from None
             written.append(target)
     return written
+
+
+@dataclass
+class Prediction:
+    """One image's class probabilities (in the model's class order) and its most probable class."""
+
+    path: Path
+    probabilities: dict[str, float]
+    label: str
+
+    @property
+    def probability(self) -> float:
+        """The probability of the predicted class."""
+        return self.probabilities[self.label]
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """(class, probability) pairs, most probable first."""
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "probabilities": dict(self.probabilities), "prediction": self.label}
+
+
+@dataclass
+class PredictionResult:
+    """The predictions of one trained model on a list of images, and the attention images written."""
+
+    checkpoint: Path
+    method: str
+    fold: int
+    epoch: int
+    classes: list[str]
+    predictions: list[Prediction]
+    attention_written: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of `feratt predict --json` (key order as printed)."""
+        return {
+            **checkpoint_fields(self),
+            "classes": self.classes,
+            "predictions": [prediction.to_dict() for prediction in self.predictions],
+        }
+
+
+def predict(
+    checkpoint: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    *,
+    fold: int | None = None,
+    device: str | torch.device = "auto",
+    save_attention: str | os.PathLike[str] | None = None,
+) -> PredictionResult:
+    """Classify image files (and the images of folders) with a run folder, fold folder or checkpoint.
+
+    With `save_attention`, each model input and its I_att are written as PNGs into that folder.
+    """
+    trained = load_trained(checkpoint, fold=fold, device=pick_device(device))
+    if save_attention is not None and not trained.is_feratt:
+        raise FerattError(
+            f"saving attention images needs a FERAtt model; {trained.checkpoint} is {trained.method}, "
+            "which has no attention image",
+            field="save_attention",
+        )
+    paths = expand_image_paths(images)
+    size = int(trained.config.in_size)
+    outputs = predict_images(trained, [prepare_image(read_rgb(path), size) for path in paths])
+    predictions = [
+        Prediction(path, dict(zip(outputs.classes, map(float, row), strict=True)), label)
+        for path, row, label in zip(paths, outputs.probabilities, outputs.labels, strict=True)
+    ]
+    return PredictionResult(
+        checkpoint=trained.checkpoint,
+        method=trained.method,
+        fold=trained.fold,
+        epoch=trained.epoch,
+        classes=outputs.classes,
+        predictions=predictions,
+        attention_written=write_attention(outputs, paths, save_attention)
+        if save_attention is not None
+        else [],
+    )

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from feratt import __version__
 from feratt.atomic import atomic_write_bytes
-from feratt.experiments.experiment import METHOD_TITLES, table_markdown
+from feratt.experiments.evaluate import EvaluationResult
+from feratt.experiments.tables import SplitTable, Table, method_title
+from feratt.jsonfile import dumps
 
 SPLIT_TITLES = {"synthetic": "Synthetic test renders", "real": "Real test faces (unrendered)"}
-
-
-def _title(method: str) -> str:
-    return METHOD_TITLES.get(method, method)
 
 
 def _tests_markdown(tests: dict[str, Any]) -> list[str]:
@@ -41,27 +39,28 @@ def _tests_markdown(tests: dict[str, Any]) -> list[str]:
     for pair in nemenyi["pairs"]:
         verdict = "differ" if pair["significant"] else "do not differ"
         lines.append(
-            f"  - {_title(pair['a'])} vs {_title(pair['b'])}: rank difference "
+            f"  - {method_title(pair['a'])} vs {method_title(pair['b'])}: rank difference "
             f"{pair['difference']:.3f}, {verdict} at alpha {alpha}"
         )
     lines.append(
-        f"- Bonferroni-Dunn against {_title(dunn['control'])}: critical difference {dunn['cd']:.3f}."
+        f"- Bonferroni-Dunn against {method_title(dunn['control'])}: critical difference {dunn['cd']:.3f}."
     )
     for row in dunn["comparisons"]:
         verdict = "differs" if row["significant"] else "does not differ"
         lines.append(
-            f"  - {_title(row['method'])}: rank difference {row['difference']:.3f}, z = {row['z']:.3f}, "
-            f"adjusted p = {row['p_adjusted']:.4f}, {verdict}"
+            f"  - {method_title(row['method'])}: rank difference {row['difference']:.3f}, "
+            f"z = {row['z']:.3f}, adjusted p = {row['p_adjusted']:.4f}, {verdict}"
         )
     lines += ["", f"![critical-difference diagram]({tests['figure']})", ""]
     return lines
 
 
-def _per_fold(table: dict[str, Any], folds: list[int]) -> list[str]:
+def _per_fold(table: Table, folds: list[int]) -> list[str]:
     methods = list(table)
-    lines = ["| Fold | " + " | ".join(_title(m) for m in methods) + " |", "|---|" + "---:|" * len(methods)]
+    head = "| Fold | " + " | ".join(method_title(m) for m in methods) + " |"
+    lines = [head, "|---|" + "---:|" * len(methods)]
     for position, fold in enumerate(folds):
-        cells = [f"{table[m]['accuracy']['folds'][position]:.2f}" for m in methods]
+        cells = [f"{table[m]['accuracy'].folds[position]:.2f}" for m in methods]
         lines.append(f"| {fold} | " + " | ".join(cells) + " |")
     return lines
 
@@ -71,34 +70,38 @@ def _folds_named(folds: list[int]) -> str:
 
 
 def confusion_figures(
-    out: Path, evaluations: dict[str, list[dict[str, Any]]], split: str, fold_ids: list[int]
+    out: Path, evaluations: dict[str, list[EvaluationResult]], split: str, fold_ids: list[int]
 ) -> list[str]:
     """One confusion-matrix PNG per method, summed over the folds `fold_ids`; their file names."""
     from feratt.experiments.figures import confusion_figure
 
     names = []
     for method, fold_evaluations in evaluations.items():
-        rows = [f[split] for f in fold_evaluations if split in f]
+        rows = [e.splits[split] for e in fold_evaluations if split in e.splits]
         if not rows:
             continue
-        matrix = np.sum([np.asarray(r["confusion"]) for r in rows], axis=0)
+        matrix = np.sum([np.asarray(r.confusion) for r in rows], axis=0)
         path = out / f"confusion-{split}-{method}.png"
         confusion_figure(
-            matrix, rows[0]["classes"], path, title=f"{_title(method)}, {split}, {_folds_named(fold_ids)}"
+            matrix, rows[0].classes, path, title=f"{method_title(method)}, {split}, {_folds_named(fold_ids)}"
         )
         names.append(path.name)
     return names
 
 
-def write_report(out: Path, results: dict[str, Any], evaluations: dict[str, list[dict[str, Any]]]) -> Path:
-    """Write EXP/report.md from the experiment's results."""
-    settings = results["settings"]
+def write_report(
+    out: Path,
+    settings: dict[str, Any],
+    splits: dict[str, SplitTable],
+    evaluations: dict[str, list[EvaluationResult]],
+) -> Path:
+    """Write EXP/report.md from the experiment's settings, tables and evaluations."""
     data = settings["data"]
     lines = [
         "# FERAtt experiment report",
         "",
-        f"feratt {results['feratt_version']}; render `{settings['shards']}`; "
-        f"methods {', '.join(_title(m) for m in settings['methods'])}; "
+        f"feratt {__version__}; render `{settings['shards']}`; "
+        f"methods {', '.join(method_title(m) for m in settings['methods'])}; "
         f"folds {', '.join(str(f) for f in settings['folds'])} "
         f"(leave-{settings['training']['fold_size']}-subjects-out, seed {settings['training']['seed']}).",
         "",
@@ -127,10 +130,10 @@ def write_report(out: Path, results: dict[str, Any], evaluations: dict[str, list
         + "F1 is the paper's: 2PR/(P+R) of the macro precision P and the macro recall R.",
         "",
     ]
-    for split, part in results["splits"].items():
-        lines += [f"## {SPLIT_TITLES[split]}", "", table_markdown(part["table"]).rstrip(), ""]
-        lines += [f"Per-fold accuracy (%), {split}:", "", *_per_fold(part["table"], settings["folds"]), ""]
-        lines += _tests_markdown(part["tests"])
+    for split, part in splits.items():
+        lines += [f"## {SPLIT_TITLES[split]}", "", part.markdown.rstrip(), ""]
+        lines += [f"Per-fold accuracy (%), {split}:", "", *_per_fold(part.table, settings["folds"]), ""]
+        lines += _tests_markdown(part.tests)
         for name in confusion_figures(out, evaluations, split, settings["folds"]):
             lines.append(f"![{name}]({name})")
         lines.append("")
@@ -138,7 +141,7 @@ def write_report(out: Path, results: dict[str, Any], evaluations: dict[str, list
         "## Configuration",
         "",
         "```json",
-        json.dumps(settings, indent=2, sort_keys=True),
+        dumps(settings).rstrip("\n"),
         "```",
         "",
     ]

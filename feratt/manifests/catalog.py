@@ -8,28 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from feratt import __version__
-from feratt.atomic import atomic_write_bytes
 from feratt.errors import FerattError
+from feratt.jsonfile import read_json, write_json
 from feratt.manifests.plan import ShardTask
 from feratt.manifests.shards import file_sha256
 
 RUN_FILE = "render.json"
 INDEX_FILE = "index.json"
 INDEX_SCHEMA_VERSION = 1
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically, with sorted keys so equal content gives equal bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file, or raise FerattError naming it."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FerattError(f"cannot read {path}: {exc}") from None
 
 
 def config_digest(run: dict[str, Any]) -> str:
@@ -55,8 +41,8 @@ def finished_record(out: Path, task: ShardTask, config_sha256: str) -> dict[str,
     if not path.is_file() or not shard.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
-    except ValueError:
+        record = read_json(path)
+    except FerattError:
         return None
     if record.get("config_sha256") != config_sha256 or record.get("samples") != len(task):
         return None
@@ -65,8 +51,10 @@ def finished_record(out: Path, task: ShardTask, config_sha256: str) -> dict[str,
     return record
 
 
-def write_manifest(out: Path, subject: str, records: list[dict[str, Any]], classes: list[str]) -> None:
-    """Write a subject's manifest: its shards with sizes and checksums, and counts per class."""
+def write_manifest(
+    out: Path, subject: str, records: list[dict[str, Any]], classes: list[str]
+) -> dict[str, Any]:
+    """Write a subject's manifest: its shards with sizes and checksums, and counts per class; return it."""
     per_class = dict.fromkeys(classes, 0)
     for record in records:
         for name, count in record["class_counts"].items():
@@ -77,7 +65,10 @@ def write_manifest(out: Path, subject: str, records: list[dict[str, Any]], class
         "class_counts": per_class,
         "shards": [{k: r[k] for k in ("path", "samples", "bytes", "sha256")} for r in records],
     }
-    write_json(out / "manifests" / f"{subject}.json", manifest)
+    folder = out / "manifests"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"{subject}.json", manifest)
+    return manifest
 
 
 def plan_tasks(run: dict[str, Any]) -> list[ShardTask]:
@@ -106,8 +97,7 @@ def finalize(
         if absent:
             missing.extend(absent)
             continue
-        write_manifest(out, subject, records, run["classes"])
-        manifests[subject] = read_json(out / "manifests" / f"{subject}.json")
+        manifests[subject] = write_manifest(out, subject, records, run["classes"])
         for record in records:
             skipped_backgrounds.update(dict(record.get("skipped_backgrounds", [])))
     if not missing:

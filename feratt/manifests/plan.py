@@ -49,7 +49,7 @@ def face_counts(
     """How many samples each face of the bank gets."""
     n_faces = len(labels)
     if (per_face is None) == (total is None):
-        raise FerattError("give exactly one of --per-face and --total")
+        raise FerattError("give exactly one of samples per face and a total", field="total")
     if per_face is not None:
         return np.full(n_faces, per_face, np.int64)
     rng = np.random.default_rng([seed, 0x91A4])
@@ -58,7 +58,7 @@ def face_counts(
         np.add.at(counts, _spread(total, np.arange(n_faces), rng), 1)
         return counts
     if balance != "classes":
-        raise FerattError(f"unknown balance {balance!r}; valid: classes, faces")
+        raise FerattError(f"unknown balance {balance!r}; valid: classes, faces", field="balance")
     present = [c for c in range(n_classes) if (labels == c).any()]
     per_class, rest = divmod(total, len(present))
     for rank, label in enumerate(present):
@@ -70,7 +70,7 @@ def face_counts(
 def make_plan(subjects: list[str], counts: np.ndarray, shard_size: int) -> list[ShardTask]:
     """Cut each subject's samples into shards of at most `shard_size`; sample numbers run across the plan."""
     if shard_size < 1:
-        raise FerattError("--shard-size must be at least 1")
+        raise FerattError("the shard size must be at least 1", field="shard_size")
     by_subject: dict[str, list[int]] = {}
     for face, subject in enumerate(subjects):
         by_subject.setdefault(subject, []).append(face)
@@ -91,5 +91,5 @@ def make_plan(subjects: list[str], counts: np.ndarray, shard_size: int) -> list[
 def select_part(tasks: list[ShardTask], part: int, parts: int) -> list[ShardTask]:
     """The shards of part `part` (1-based) of `parts`, dealt round-robin so parts get similar work."""
     if not 1 <= part <= parts:
-        raise FerattError(f"--part {part}/{parts}: the part must lie between 1 and {parts}")
+        raise FerattError(f"part {part}/{parts}: the part must lie between 1 and {parts}", field="part")
     return tasks[part - 1 :: parts]

@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from feratt.atomic import atomic_path, atomic_write_bytes
 from feratt.datasets.imageio import read_image
 from feratt.errors import BadInputFile, FerattError
+from feratt.jsonfile import read_json
 
 FOLDER_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 EMBEDDED_SOURCE = "builtin:skimage"
@@ -110,14 +111,14 @@ def _names(categories: Sequence[str] | str, option: str) -> tuple[str, ...]:
         categories = (categories,)
     names = tuple(dict.fromkeys(str(name).strip() for name in categories))
     if any(not name for name in names):
-        raise FerattError(f"{option} holds an empty category name")
+        raise FerattError("a category name is empty", field=option)
     return names
 
 
 def _load_coco_json(annotations: str) -> dict[str, Any]:
     """Read and check a COCO instances JSON; every problem becomes a one-line FerattError."""
     if not os.path.isfile(annotations):
-        raise FerattError(f"COCO annotations file {annotations} does not exist")
+        raise FerattError(f"COCO annotations file {annotations} does not exist", field="coco_annotations")
     try:
         with open(annotations, "rb") as handle:
             data = json.load(handle)
@@ -191,9 +192,9 @@ def coco_backgrounds(
     excluded_names = _names(exclude_categories, "exclude_categories")
     included_names = _names(include_categories, "include_categories")
     if min_side < 0:
-        raise FerattError(f"min_side must be 0 or more, not {min_side}")
+        raise FerattError(f"the minimum side must be 0 or more, not {min_side}", field="min_side")
     if not os.path.isdir(images_dir):
-        raise FerattError(f"COCO images folder {images_dir} does not exist")
+        raise FerattError(f"COCO images folder {images_dir} does not exist", field="coco_images")
     data = _load_coco_json(annotations)
     coco = COCO()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -209,11 +210,13 @@ def coco_backgrounds(
             valid = ", ".join(sorted(ids_by_name)) or "(none)"
             raise FerattError(
                 f"unknown COCO categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} "
-                f"in {option}; valid names: {valid}"
+                f"among the {option.split('_')[0]}d categories; valid names: {valid}",
+                field=option,
             )
     both = [name for name in included_names if name in excluded_names]
     if both:
-        raise FerattError(f"categories {', '.join(both)} are both included and excluded")
+        message = f"categories {', '.join(both)} are both included and excluded"
+        raise FerattError(message, field="include_categories")
 
     def images_with(name: str) -> set[Any]:
         return {image_id for cat_id in ids_by_name[name] for image_id in coco.catToImgs.get(cat_id, ())}
@@ -284,9 +287,9 @@ def _header_size(path: str) -> tuple[int, int]:
 def folder_backgrounds(folder: str, min_side: int = 0) -> BackgroundSet:
     """Every image file under `folder` (recursive, hidden ones ignored), sorted by relative path."""
     if not os.path.isdir(folder):
-        raise FerattError(f"background folder {folder} does not exist")
+        raise FerattError(f"background folder {folder} does not exist", field="backgrounds")
     if min_side < 0:
-        raise FerattError(f"min_side must be 0 or more, not {min_side}")
+        raise FerattError(f"the minimum side must be 0 or more, not {min_side}", field="min_side")
     backgrounds: list[Background] = []
     excluded: dict[str, int] = {}
     skipped: list[tuple[str, str]] = []
@@ -305,7 +308,8 @@ def folder_backgrounds(folder: str, min_side: int = 0) -> BackgroundSet:
     if not backgrounds:
         if not excluded and not skipped:
             extensions = "/".join(sorted(ext[1:] for ext in FOLDER_EXTENSIONS))
-            raise FerattError(f"background folder {folder} holds no image file ({extensions})")
+            message = f"background folder {folder} holds no image file ({extensions})"
+            raise FerattError(message, field="backgrounds")
         total = sum(excluded.values()) + len(skipped)
         raise FerattError(
             f"no background image left after filtering {folder}: 0 of {total} kept "
@@ -326,8 +330,8 @@ def _embedded_stamp(photos: Sequence[str]) -> dict[str, Any]:
 
 def _cache_is_complete(cache: Path, stamp: dict[str, Any]) -> bool:
     try:
-        data = json.loads((cache / _EMBEDDED_JSON).read_text())
-    except (OSError, ValueError):
+        data = read_json(cache / _EMBEDDED_JSON)
+    except FerattError:
         return False
     if not isinstance(data, dict) or not isinstance(data.get("info"), dict):
         return False

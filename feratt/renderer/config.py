@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from feratt.errors import FerattError
@@ -187,3 +187,25 @@ PRESETS: dict[str, RenderConfig] = {
     "train": RenderConfig(),
     "eval": RenderConfig(geometry=GeometryConfig(rotation=45.0, translation=0.3, warp=0.2)),
 }
+
+
+def preset_config(preset: str = "train", *, no_colour: bool = False, **overrides: Any) -> RenderConfig:
+    """Preset `preset` with `overrides` applied, and every colour augmentation off with `no_colour`.
+
+    `overrides` are RenderConfig fields (size, feather, fit_mask, ...) or GeometryConfig fields (scale,
+    rotation, ...); an override of None keeps the preset's value.
+    """
+    if preset not in PRESETS:
+        raise FerattError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}", field="preset")
+    config = PRESETS[preset]
+    changes = {name: value for name, value in overrides.items() if value is not None}
+    geometry_names = {f.name for f in fields(GeometryConfig)}
+    geometry = {name: changes.pop(name) for name in list(changes) if name in geometry_names}
+    unknown = sorted(set(changes) - {f.name for f in fields(RenderConfig)})
+    if unknown:
+        raise FerattError(f"RenderConfig has no setting {', '.join(unknown)}")
+    base_geometry = changes.pop("geometry", config.geometry)
+    colour = changes.pop("colour", config.colour)
+    if no_colour:
+        colour = replace(colour, **{probability: 0.0 for probability, _, _ in _COLOUR_OPS})
+    return replace(config, **changes, geometry=replace(base_geometry, **geometry), colour=colour)

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from scipy.special import ndtri
 
-if TYPE_CHECKING:
-    from feratt.renderer.sample import GeometryParams
-
+from feratt.renderer.params import GeometryParams
 
 # --------------------------------------------------------------------------------------------- geometry
 

@@ -7,7 +7,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import numpy as np
 
 from feratt import __version__
 from feratt.errors import BadInputFile, FerattError
+from feratt.jsonfile import read_json, write_json
 from feratt.manifests import catalog
 from feratt.manifests.plan import ShardTask
 from feratt.manifests.shards import (
@@ -27,6 +28,7 @@ from feratt.manifests.shards import (
     ShardData,
     write_shard,
 )
+from feratt.progress import Progress
 from feratt.renderer.backgrounds import (
     apply_crop_pyramid,
     background_pyramid,
@@ -34,7 +36,8 @@ from feratt.renderer.backgrounds import (
     sample_crop,
 )
 from feratt.renderer.config import RenderConfig
-from feratt.renderer.sample import PARAM_FIELDS, params_to_vector, render_sample, sample_params
+from feratt.renderer.params import PARAM_FIELDS, params_to_vector
+from feratt.renderer.sample import render_sample, sample_params
 
 _SHARD_STREAM = 0x5A4D  # separates the shard-level random stream from the per-sample ones
 
@@ -181,17 +184,18 @@ def prepare_out(out: Path, run: dict[str, Any], overwrite: bool) -> None:
     """Make the out folder ready for `run`: refuse another configuration unless asked to overwrite."""
     run_file = out / catalog.RUN_FILE
     if run_file.exists():
-        previous = catalog.read_json(run_file)
+        previous = read_json(run_file)
         if previous.get("config_sha256") != run["config_sha256"]:
             if not overwrite:
                 raise FerattError(
                     f"{out} holds a render with another configuration; "
-                    "use --overwrite to replace it, or another --out"
+                    "overwrite it, or render to another folder",
+                    field="overwrite",
                 )
             for name in ("shards", "manifests"):
                 shutil.rmtree(out / name, ignore_errors=True)
             (out / catalog.INDEX_FILE).unlink(missing_ok=True)
-    catalog.write_json(run_file, run)
+    write_json(run_file, run)
 
 
 def run_tasks(
@@ -200,9 +204,12 @@ def run_tasks(
     jobs: int,
     backend: str = "loky",
     scheduler: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Render `tasks` in parallel with joblib (loky or Dask), yielding each shard's record as it lands."""
+    """Render `tasks` in parallel with joblib (loky or Dask), yielding each shard's record as it lands.
+
+    `progress(done, total)` counts the samples of `tasks` rendered so far.
+    """
     from joblib import Parallel, delayed, parallel_config
 
     if not tasks:
@@ -211,18 +218,22 @@ def run_tasks(
         try:
             from dask.distributed import Client
         except ImportError:
-            raise FerattError("--backend dask needs Dask: pip install 'feratt[dask]'") from None
+            message = "the dask backend needs Dask: pip install 'feratt[dask]'"
+            raise FerattError(message, field="backend") from None
         client = Client(scheduler)
         context = parallel_config(backend="dask")
     else:
         client = None
         context = parallel_config(backend=backend, n_jobs=jobs)
+    total = sum(len(task) for task in tasks)
+    done = 0
     try:
         with context:
             calls = (delayed(render_shard)(job, task) for task in tasks)
             for record in Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)(calls):
+                done += record["samples"]
                 if progress is not None:
-                    progress(record["samples"])
+                    progress(done, total)
                 yield record
     finally:
         if client is not None:
@@ -253,7 +264,7 @@ def render(
     jobs: int,
     backend: str = "loky",
     scheduler: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> RenderSummary:
     """Render the shards of `tasks` not yet complete; write manifests, and the index once all are done."""
     out = Path(job.out)
@@ -274,19 +285,6 @@ def render(
     seconds = time.perf_counter() - started
     missing = catalog.finalize(out, run, known)
     return RenderSummary(len(tasks), reused, len(todo), rendered_samples, seconds, missing)
-
-
-def parse_part(text: str | None) -> tuple[int, int]:
-    """Parse '--part I/K' into (I, K); no part means the whole plan, (1, 1)."""
-    if not text:
-        return 1, 1
-    try:
-        part, parts = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise FerattError(f"--part takes I/K, such as 2/8; got {text!r}") from None
-    if parts < 1 or not 1 <= part <= parts:
-        raise FerattError(f"--part {text}: I must lie between 1 and K")
-    return part, parts
 
 
 def build_run(

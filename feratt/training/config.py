@@ -17,9 +17,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything `feratt train` needs besides the shards; defaults follow the paper."""
+    """Everything training needs besides the shards; defaults follow the paper. Change it with `replace`."""
 
     method: str = "feratt-rep-cls"
     preset: str = "paper"
@@ -61,7 +61,9 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with the preset's input size and width filled in where not given."""
         if self.preset not in TRAIN_PRESETS:
-            raise FerattError(f"unknown preset {self.preset!r}; valid presets: {', '.join(TRAIN_PRESETS)}")
+            raise FerattError(
+                f"unknown preset {self.preset!r}; valid presets: {', '.join(TRAIN_PRESETS)}", field="preset"
+            )
         preset = TRAIN_PRESETS[self.preset]
         return dataclasses.replace(
             self,
@@ -70,6 +72,7 @@ class TrainConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON values (config.json)."""
         data = dataclasses.asdict(self)
         if data["noise_sigma"] is not None:
             data["noise_sigma"] = list(data["noise_sigma"])
@@ -77,6 +80,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config of `to_dict`'s values; fields left out take their defaults."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from feratt.errors import FerattError
 from feratt.manifests.catalog import INDEX_FILE, read_json
 from feratt.manifests.shards import file_sha256
+from feratt.training.config import TrainConfig
 
 #: Datasets read by default, and the item key each one fills.
 DEFAULT_FIELDS: tuple[str, ...] = ("images", "masks", "faces", "labels")
@@ -58,12 +59,12 @@ class ShardRef:
     subject: str
 
 
-def read_render_index(out: str | Path) -> dict[str, Any]:
-    """The render folder's index.json."""
-    path = Path(out) / INDEX_FILE
+def read_render_index(shards: str | Path) -> dict[str, Any]:
+    """The index.json of the render folder `shards`."""
+    path = Path(shards) / INDEX_FILE
     if not path.is_file():
         raise FerattError(
-            f"{out} has no index.json: is it a feratt render folder? "
+            f"{shards} has no index.json: is it a feratt render folder? "
             "(run feratt render, or feratt index after the parts)"
         )
     index = read_json(path)
@@ -72,23 +73,23 @@ def read_render_index(out: str | Path) -> dict[str, Any]:
     return index
 
 
-def shards_for_subjects(out: str | Path, subjects: Sequence[str]) -> list[ShardRef]:
-    """Every shard of the given subjects, in their order, from the subjects' manifests."""
-    out = Path(out)
-    known = read_render_index(out)["subjects"]
+def shards_for_subjects(shards: str | Path, subjects: Sequence[str]) -> list[ShardRef]:
+    """Every shard of the subjects in the render folder `shards`, in their order, from their manifests."""
+    render = Path(shards)
+    known = read_render_index(render)["subjects"]
     refs: list[ShardRef] = []
     for subject in subjects:
         if subject not in known:
             listed = ", ".join(sorted(known)[:8]) + (", ..." if len(known) > 8 else "")
-            raise FerattError(f"subject {subject!r} is not in the render {out} (its subjects: {listed})")
-        manifest = read_json(out / "manifests" / f"{subject}.json")
+            raise FerattError(f"subject {subject!r} is not in the render {render} (its subjects: {listed})")
+        manifest = read_json(render / "manifests" / f"{subject}.json")
         try:
             refs.extend(
-                ShardRef(str(out / s["path"]), int(s["samples"]), str(s["sha256"]), subject)
+                ShardRef(str(render / s["path"]), int(s["samples"]), str(s["sha256"]), subject)
                 for s in manifest["shards"]
             )
         except (KeyError, TypeError) as exc:
-            raise FerattError(f"the manifest of {subject} in {out} is not valid: {exc}") from None
+            raise FerattError(f"the manifest of {subject} in {render} is not valid: {exc}") from None
     return refs
 
 
@@ -201,8 +202,7 @@ class ShardStream(IterableDataset):
     """An iterable over shards, split over ranks and workers, every rank yielding the same count per epoch.
 
     Items are dicts of numpy arrays: image (3,H,W) uint8, mask (1,H,W) uint8, face (3,H,W) uint8,
-    label int64 and sample_index int64 (always read), keyed as in ITEM_KEYS. `noise_sigma` is only
-    carried for the training loop: normalise_batch applies it on the device.
+    label int64 and sample_index int64 (always read), keyed as in ITEM_KEYS.
     """
 
     def __init__(
@@ -215,7 +215,6 @@ class ShardStream(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         fields: Sequence[str] = DEFAULT_FIELDS,
-        noise_sigma: tuple[float, float] | None = None,
         even: bool = True,
         shards_per_worker_open: int = 4,
         read_block: int = 64,
@@ -239,7 +238,6 @@ class ShardStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.fields = tuple(dict.fromkeys([*fields, "sample_index"]))
-        self.noise_sigma = noise_sigma
         self.even = even
         self.shards_per_worker_open = shards_per_worker_open
         self.read_block = read_block
@@ -424,3 +422,17 @@ def normalise_batch(
         noise = torch.randn(image.shape, device=device, generator=generator)
         result["image"] = (image + noise.mul_(sigma)).clamp_(0.0, 1.0)
     return result
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="area")
+
+
+def prepare_inputs(batch: dict[str, torch.Tensor], config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network input and the attention target of a normalised batch, at the model's input size."""
+    images = batch["image"]
+    # The paper's literal target is the input under the mask; by default the clean rendered face.
+    target = images * (batch["mask"] > 0.5) if config.att_target == "input-masked" else batch["face"]
+    return _resize(images, config.in_size), _resize(target, config.in_size)

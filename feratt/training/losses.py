@@ -7,6 +7,7 @@ Where the paper and the authors' code disagree, the paper is the default and the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +21,8 @@ ATTENTION_KINDS: tuple[str, ...] = ("mse", "tanh")
 CLASSIFICATION_KINDS: tuple[str, ...] = ("bce", "ce")
 #: How L_rep's class means treat the sample being scored: included (the authors' code) or left out.
 CLASS_MEANS: tuple[str, ...] = ("batch", "leave-one-out")
-
-#: The loss terms each training method optimises (eq. 1 with some terms left out).
-METHODS: dict[str, tuple[str, ...]] = {
-    "baseline": ("classification",),
-    "feratt-cls": ("attention", "classification"),
-    "feratt-rep-cls": ("attention", "representation", "classification"),
-}
+#: The terms of the total loss (eq. 1); a method optimises some of them (feratt.training.methods).
+LOSS_TERMS: tuple[str, ...] = ("attention", "representation", "classification")
 
 
 def _full(values: Tensor) -> Tensor:
@@ -135,48 +131,43 @@ class LossConfig:
             raise FerattError(f"sigma must be positive, not {self.sigma}")
 
 
-def method_terms(method: str) -> tuple[str, ...]:
-    """The loss terms that `method` optimises."""
-    if method not in METHODS:
-        raise FerattError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    return METHODS[method]
-
-
-def _required(output: Any, name: str, method: str) -> Tensor:
+def _required(output: Any, name: str, term: str) -> Tensor:
     value = getattr(output, name, None)
     if value is None:
         raise FerattError(
-            f"method {method!r} needs the model's {name.replace('_', ' ')}, which it did not give"
+            f"the {term} loss needs the model's {name.replace('_', ' ')}, which it did not give"
         )
     return value
 
 
 def compute_losses(
-    method: str,
+    terms: Sequence[str],
     output: Any,
     target_image: Tensor | None,
     labels: Tensor,
     num_classes: int,
     config: LossConfig,
 ) -> dict[str, Tensor]:
-    """The unweighted terms of `method` by name, and "total", their weighted sum.
+    """The unweighted loss `terms` by name, and "total", their weighted sum.
 
     `output` is duck-typed: it needs `logits`, plus `attention_image` or `embedding` for terms using them.
     """
-    terms = method_terms(method)
+    unknown = [term for term in terms if term not in LOSS_TERMS]
+    if unknown or not terms:
+        raise FerattError(f"unknown loss terms {list(terms)!r}; valid terms: {', '.join(LOSS_TERMS)}")
     losses: dict[str, Tensor] = {}
     if "attention" in terms:
         if target_image is None:
-            raise FerattError(f"method {method!r} needs an attention target image")
+            raise FerattError("the attention loss needs an attention target image")
         losses["attention"] = attention_loss(
-            _required(output, "attention_image", method),
+            _required(output, "attention_image", "attention"),
             target_image,
             kind=config.attention_kind,
             clamp=config.attention_clamp,
         )
     if "representation" in terms:
         losses["representation"] = gaussian_manifold_loss(
-            _required(output, "embedding", method),
+            _required(output, "embedding", "representation"),
             labels,
             num_classes,
             sigma=config.sigma,
@@ -184,7 +175,7 @@ def compute_losses(
         )
     if "classification" in terms:
         losses["classification"] = classification_loss(
-            _required(output, "logits", method), labels, kind=config.classification_kind
+            _required(output, "logits", "classification"), labels, kind=config.classification_kind
         )
     losses["total"] = torch.stack([getattr(config.weights, name) * losses[name] for name in terms]).sum()
     return losses

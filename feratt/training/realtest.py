@@ -76,16 +76,18 @@ def load_real_faces(
     classes = list(render_index["classes"])
     if list(bank.classes) != classes:
         raise FerattError(
-            f"--real-test bank {bank_path} has classes {', '.join(bank.classes)}; "
-            f"the render has {', '.join(classes)}"
+            f"the real-test bank {bank_path} has classes {', '.join(bank.classes)}; "
+            f"the render has {', '.join(classes)}",
+            field="real_test",
         )
     if bank.attrs.get("content_sha256") != render_index.get("bank_sha256"):
-        notes.append(f"--real-test bank {bank_path} is not the bank the render was made from")
+        notes.append(f"the real-test bank {bank_path} is not the bank the render was made from")
     wanted = set(subjects)
     keep = [i for i, subject in enumerate(bank.subjects) if subject in wanted]
     if not keep:
         raise FerattError(
-            f"--real-test bank {bank_path} has no faces of the test subjects {', '.join(sorted(wanted))}"
+            f"the real-test bank {bank_path} has no faces of the test subjects {', '.join(sorted(wanted))}",
+            field="real_test",
         )
     config = RenderConfig.from_dict(render_index["render_config"])
     images, masks = [], []

@@ -18,7 +18,6 @@ from feratt.training.models.preact_resnet import Baseline, PreActResNet, preact_
 from feratt.training.models.resnet34 import ResNet34Encoder, load_resnet34_weights
 
 __all__ = [
-    "MODEL_PRESETS",
     "Baseline",
     "FERAtt",
     "ModelOutput",
@@ -28,28 +27,14 @@ __all__ = [
     "list_models",
     "load_resnet34_weights",
     "preact_resnet18",
-    "preset_kwargs",
 ]
 
 _MODELS: dict[str, type[nn.Module]] = {"baseline": Baseline, "feratt": FERAtt}
-
-#: Size presets: the paper's network, and a narrow one that trains on a CPU.
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"in_size": 128, "width": 1.0},
-    "cpu-small": {"in_size": 64, "width": 0.25},
-}
 
 
 def list_models() -> list[str]:
     """The names `create_model` knows, sorted."""
     return sorted(_MODELS)
-
-
-def preset_kwargs(preset: str) -> dict[str, Any]:
-    """A copy of the keyword arguments of size preset `preset`; FerattError for an unknown one."""
-    if preset not in MODEL_PRESETS:
-        raise FerattError(f"unknown model preset {preset!r}; known presets: {', '.join(MODEL_PRESETS)}")
-    return dict(MODEL_PRESETS[preset])
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

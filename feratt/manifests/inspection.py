@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from feratt.errors import FerattError
+from feratt.jsonfile import read_json
 from feratt.manifests import catalog
 from feratt.manifests.shards import IMAGE_FIELDS, SHARD_KIND, SHARD_SCHEMA_VERSION, file_sha256
 
@@ -74,14 +75,14 @@ def verify(target: Path) -> list[str]:
     problems: list[str] = []
     run_file = target / catalog.RUN_FILE
     if target.is_dir() and run_file.is_file():
-        run = catalog.read_json(run_file)
+        run = read_json(run_file)
         listed_by_subject: dict[str, dict[str, str] | None] = {}
         for task in catalog.plan_tasks(run):
             shard = target / task.relpath
             if task.subject not in listed_by_subject:
                 manifest_path = target / "manifests" / f"{task.subject}.json"
                 listed_by_subject[task.subject] = (
-                    {s["path"]: s["sha256"] for s in catalog.read_json(manifest_path)["shards"]}
+                    {s["path"]: s["sha256"] for s in read_json(manifest_path)["shards"]}
                     if manifest_path.is_file()
                     else None
                 )

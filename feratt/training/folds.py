@@ -9,15 +9,15 @@ fold keeps training subjects.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from feratt.atomic import atomic_write_bytes
 from feratt.errors import FerattError
+from feratt.jsonfile import read_json, write_json
+from feratt.training.data import read_render_index
 
 FOLDS_KIND = "feratt-folds"
 FOLDS_SCHEMA_VERSION = 1
@@ -26,7 +26,7 @@ FOLDS_SCHEMA_VERSION = 1
 def make_folds(subjects: list[str], fold_size: int = 10, seed: int = 0) -> list[list[str]]:
     """Cut the subjects into n // fold_size seeded, sorted test folds, sizes differing by one at most."""
     if fold_size < 1:
-        raise FerattError(f"the fold size must be at least 1, not {fold_size}")
+        raise FerattError(f"the fold size must be at least 1, not {fold_size}", field="fold_size")
     names = sorted(set(subjects))
     if len(names) != len(subjects):
         raise FerattError("the subject list names a subject twice")
@@ -36,7 +36,8 @@ def make_folds(subjects: list[str], fold_size: int = 10, seed: int = 0) -> list[
     if count < 2 * fold_size:
         raise FerattError(
             f"{count} subjects cannot make folds of {fold_size} test subjects; "
-            f"use --fold-size {count // 2} or less"
+            f"use a fold size of {count // 2} or less",
+            field="fold_size",
         )
     order = [names[i] for i in np.random.default_rng([seed % (1 << 63), 0xF01D]).permutation(count)]
     n_folds = count // fold_size
@@ -48,6 +49,30 @@ def make_folds(subjects: list[str], fold_size: int = 10, seed: int = 0) -> list[
         folds.append(sorted(order[start : start + size]))
         start += size
     return folds
+
+
+def render_folds(shards: str | Path, fold_size: int = 10, seed: int = 0) -> list[list[str]]:
+    """The test folds of the subjects of the render in `shards`."""
+    return make_folds(sorted(read_render_index(shards)["subjects"]), fold_size, seed)
+
+
+def resolve_folds(spec: str | int, count: int) -> list[int]:
+    """The fold indices `spec` names: every one of `count` for 'all', else the one index it gives."""
+    if spec == "all":
+        return list(range(count))
+    try:
+        fold = int(spec)
+    except ValueError:
+        raise FerattError(f"a fold is an index or 'all', not {spec!r}", field="fold") from None
+    _check_fold(fold, count)
+    return [fold]
+
+
+def _check_fold(fold: int, count: int) -> None:
+    if not 0 <= fold < count:
+        raise FerattError(
+            f"fold {fold} does not exist: the data set has {count} folds (0-{count - 1})", field="fold"
+        )
 
 
 @dataclass
@@ -62,18 +87,18 @@ class FoldSplit:
 
 def split_fold(folds: list[list[str]], fold: int, val_subjects: int = 2, seed: int = 0) -> FoldSplit:
     """Fold `fold`'s split; validation subjects are drawn (seeded per fold) from its training subjects."""
-    if not 0 <= fold < len(folds):
-        raise FerattError(
-            f"fold {fold} does not exist: the data set has {len(folds)} folds (0-{len(folds) - 1})"
-        )
+    _check_fold(fold, len(folds))
     if val_subjects < 0:
-        raise FerattError(f"--val-subjects must be 0 or more, not {val_subjects}")
+        raise FerattError(
+            f"the number of validation subjects must be 0 or more, not {val_subjects}", field="val_subjects"
+        )
     test = sorted(folds[fold])
     pool = sorted(s for i, f in enumerate(folds) if i != fold for s in f)
     if val_subjects >= len(pool):
         raise FerattError(
             f"fold {fold} has {len(pool)} training subjects, too few to hold {val_subjects} out for "
-            f"validation; use --val-subjects {len(pool) - 1} or less"
+            f"validation; hold out {len(pool) - 1} or fewer",
+            field="val_subjects",
         )
     rng = np.random.default_rng([seed % (1 << 63), fold, 0x5A11])
     picked = {pool[i] for i in rng.choice(len(pool), size=val_subjects, replace=False)}
@@ -93,16 +118,13 @@ def write_folds(path: str | Path, folds: list[list[str]], seed: int, fold_size: 
         "folds": [{"fold": i, "test": sorted(f)} for i, f in enumerate(folds)],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    write_json(path, payload)
 
 
 def read_folds(path: str | Path) -> list[list[str]]:
     """Each fold's test subjects from a folds.json written by write_folds."""
     path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FerattError(f"cannot read {path}: {exc}") from None
+    payload = read_json(path)
     if not isinstance(payload, dict) or payload.get("kind") != FOLDS_KIND:
         raise FerattError(f"{path} is not a feratt folds file")
     try:

@@ -1,0 +1,127 @@
+"""The face-bank stage as one call: list a data set, cut out every face, write the bank and a preview."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from feratt.atomic import atomic_write_bytes, check_writable
+from feratt.datasets.bank import BankOptions, BankResult, build_faces, read_bank, write_bank
+from feratt.datasets.demo import DEMO_SOURCE
+from feratt.datasets.generic import DEFAULT_SUBJECT_REGEX
+from feratt.datasets.records import ReaderOptions
+from feratt.datasets.sources import list_faces
+from feratt.errors import FerattError
+from feratt.progress import Log, Progress, no_log
+from feratt.requests import request_from
+
+__all__ = ["BankRequest", "BankResult", "build_bank", "ensure_demo_bank"]
+
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(frozen=True)
+class BankRequest:
+    """What `build_bank` reads, how it cuts out the faces, and where it writes the bank."""
+
+    source: str | os.PathLike[str]
+    out: str | os.PathLike[str]
+    format: str = "auto"
+    size: int = 160
+    margin: float = 0.2
+    masks_root: str | os.PathLike[str] | None = None
+    forehead: float = 0.0
+    seed: int = 0
+    neutral_subjects: int = 33
+    last_frames: int = 1
+    include_neutral: bool = True
+    bu_intensity: int = 4
+    subject_regex: str = DEFAULT_SUBJECT_REGEX
+    demo_subjects: int = 24
+    demo_per_class: int = 2
+    jobs: int = -1
+    preview: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.size <= 1024:
+            raise FerattError(f"the face size must be 32 to 1024 pixels, got {self.size}", field="size")
+        if not 0 <= self.margin <= 2:
+            raise FerattError(f"the margin must be 0 to 2, got {self.margin}", field="margin")
+        if not 0 <= self.forehead <= 1:
+            raise FerattError(f"the forehead raise must be 0 to 1, got {self.forehead}", field="forehead")
+        if self.jobs == 0:
+            raise FerattError("the number of parallel workers must not be 0 (-1: all cores)", field="jobs")
+
+    def reader_options(self) -> ReaderOptions:
+        """The options the data set readers take."""
+        return _subset(ReaderOptions, self)
+
+    def bank_options(self) -> BankOptions:
+        """The options that cut out the faces."""
+        options = _subset(BankOptions, self)
+        return options if self.masks_root is None else replace(options, masks_root=os.fspath(self.masks_root))
+
+
+def _subset(cls: type[OptionsT], request: BankRequest) -> OptionsT:
+    """A stage's options dataclass `cls` with each of its fields taken from the request's same field."""
+    return cls(**{field.name: getattr(request, field.name) for field in fields(cls)})
+
+
+def _check_request(request: BankRequest) -> None:
+    """Fail before any work if the masks folder is missing or the bank or preview cannot be written."""
+    if request.masks_root is not None and not Path(request.masks_root).is_dir():
+        raise FerattError(f"masks folder {request.masks_root} does not exist", field="masks_root")
+    for name in ("out", "preview"):
+        path = getattr(request, name)
+        if path is not None:
+            try:
+                check_writable(path)
+            except OSError as exc:
+                raise FerattError(f"cannot write {os.fspath(path)}: {exc}", field=name) from None
+
+
+def write_preview(bank: str | os.PathLike[str], sheet: str | os.PathLike[str]) -> None:
+    """Write a contact sheet of `bank`, a row per class, as a PNG at `sheet`."""
+    from feratt.datasets.preview import contact_sheet, encode_png
+
+    atomic_write_bytes(sheet, encode_png(contact_sheet(read_bank(bank, verify=False))))
+
+
+def build_bank(
+    request: BankRequest | None = None,
+    /,
+    *,
+    progress: Progress | None = None,
+    log: Log | None = None,
+    **fields: Any,
+) -> BankResult:
+    """Read a face data set (or builtin:demo), mask and crop every face, and write a face bank."""
+    request = request_from(BankRequest, request, fields)
+    log = log or no_log
+    _check_request(request)
+    listing = list_faces(os.fspath(request.source), request.format, request.reader_options())
+    if request.format == "auto":
+        log(f"detected format: {listing.format}")
+    log(f"{len(listing.entries)} faces listed in {listing.root} ({len(listing.classes)} classes)")
+    options = request.bank_options()
+    results = build_faces(listing, options, jobs=request.jobs, progress=progress)
+    result = write_bank(request.out, listing, results, options)
+    if request.preview is None:
+        return result
+    write_preview(request.out, request.preview)
+    return replace(result, preview=Path(request.preview))
+
+
+def ensure_demo_bank(path: Path, seed: int = 0, jobs: int = -1) -> Path:
+    """Build the default demo face bank at `path` unless a valid one is already there."""
+    if path.is_file():
+        try:
+            read_bank(path)
+            return path
+        except FerattError:
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_bank(source=DEMO_SOURCE, out=path, seed=seed, jobs=jobs)
+    return path

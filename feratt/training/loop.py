@@ -1,0 +1,457 @@
+"""Fold-based training: stream a fold's shards, train, validate, test, checkpoint and resume."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from feratt import __version__
+from feratt.errors import FerattError
+from feratt.jsonfile import write_json
+from feratt.progress import Log, Progress, no_log
+from feratt.requests import request_from
+from feratt.training.checkpoints import (
+    LAST,
+    METRICS_FILE,
+    FoldResult,
+    MetricsLog,
+    checkpoint_state,
+    fold_summary,
+    restore_checkpoint,
+    save_epoch_checkpoints,
+)
+from feratt.training.config import TrainConfig
+from feratt.training.data import (
+    ShardStream,
+    make_loader,
+    normalise_batch,
+    prepare_inputs,
+    read_render_index,
+    shards_for_subjects,
+)
+from feratt.training.device import SINGLE_PROCESS, Distributed, pick_device, setup_distributed
+from feratt.training.folds import FoldSplit, render_folds, resolve_folds, split_fold, write_folds
+from feratt.training.losses import compute_losses
+from feratt.training.methods import build_model, get_method, loss_config
+from feratt.training.metrics import MetricAccumulator, classification_metrics
+from feratt.training.realtest import RealTestLoader, load_real_faces
+
+
+@dataclass
+class EpochResult:
+    """Mean loss terms, a confusion matrix, and the sample count of one pass."""
+
+    losses: dict[str, float]
+    confusion: np.ndarray
+    samples: int
+
+    def metrics(self) -> dict[str, Any]:
+        """The pass's record in metrics.jsonl: mean losses, classification metrics, confusion, samples."""
+        result = {f"loss_{k}": v for k, v in self.losses.items()}
+        result.update(classification_metrics(self.confusion))
+        result["confusion"] = self.confusion.tolist()
+        result["samples"] = self.samples
+        return result
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if config.amp and device.type == "cuda":
+        return torch.autocast(
+            "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        )
+    return contextlib.nullcontext()
+
+
+def run_epoch(
+    model: nn.Module,
+    loader: Any,
+    config: TrainConfig,
+    num_classes: int,
+    device: torch.device,
+    place: Distributed = SINGLE_PROCESS,
+    optimizer: torch.optim.Optimizer | None = None,
+    generator: torch.Generator | None = None,
+    progress: Progress | None = None,
+    samples: int | None = None,
+) -> EpochResult:
+    """One pass over `loader`: training when an optimizer is given, evaluation otherwise.
+
+    `progress(done, samples)` follows the samples seen, `samples` being what the pass expects to see.
+    """
+    training = optimizer is not None
+    model.train(training)
+    terms = get_method(config.method).terms
+    names = ("total", *terms)
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+    confusion = MetricAccumulator(num_classes, device)
+    settings = loss_config(config)
+    autocast = _autocast(config, device)
+    done = 0
+    for step, raw in enumerate(loader):
+        if config.max_batches is not None and step >= config.max_batches:
+            break
+        noise_sigma = config.noise_sigma if training else None
+        batch = normalise_batch(raw, device, noise_sigma=noise_sigma, generator=generator)
+        inputs, target = prepare_inputs(batch, config)
+        if config.channels_last and device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        labels = batch["label"]
+        with torch.set_grad_enabled(training), autocast:
+            output = model(inputs, target=target)
+            losses = compute_losses(terms, output, target, labels, num_classes, settings)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+        sums += torch.stack([losses[name].detach().double() * labels.shape[0] for name in names])
+        confusion.update(labels, output.logits.detach())
+        done += labels.shape[0]
+        if progress is not None:
+            progress(done, samples)
+    place.sum(sums)
+    confusion.reduce()
+    count = confusion.count
+    return EpochResult(
+        losses={name: float(s) / max(count, 1) for name, s in zip(names, sums.tolist(), strict=True)},
+        confusion=confusion.confusion(),
+        samples=count,
+    )
+
+
+@dataclass
+class _Loaders:
+    """A fold's data: the training stream and its loader, and the loaders of the evaluation parts."""
+
+    train_stream: ShardStream
+    train: Any
+    evaluation: dict[str, Any]
+
+
+def _stream(
+    shards: Path, subjects: list[str], config: TrainConfig, place: Distributed, shuffle: bool
+) -> ShardStream:
+    return ShardStream(
+        shards_for_subjects(shards, subjects),
+        shuffle=shuffle,
+        seed=config.seed,
+        buffer_size=config.buffer_size if shuffle else 0,
+        verify=config.verify,
+        rank=place.rank,
+        world_size=place.world_size,
+        # Training needs equal batch counts per rank; evaluation must score every sample, and its
+        # only collective call comes after the pass.
+        even=shuffle,
+    )
+
+
+def _real_test_loader(
+    bank: str, shards: Path, split: FoldSplit, batch_size: int, place: Distributed, log: Log
+) -> RealTestLoader:
+    faces, notes = load_real_faces(bank, split.test, read_render_index(shards))
+    for note in notes:
+        log(f"note: {note}")
+    log(f"fold {split.fold}: real test on {len(faces)} unrendered faces of the test subjects")
+    return RealTestLoader(faces.part(place.rank, place.world_size), batch_size)
+
+
+def _loaders(
+    shards: Path, split: FoldSplit, config: TrainConfig, device: torch.device, place: Distributed, log: Log
+) -> _Loaders:
+    pin = device.type == "cuda"
+    train_stream = _stream(shards, split.train, config, place, shuffle=True)
+    evaluation = {
+        name: make_loader(
+            _stream(shards, subjects, config, place, shuffle=False),
+            config.batch_size,
+            config.workers,
+            pin,
+            drop_last=False,
+        )
+        for name, subjects in (("validation", split.validation), ("test", split.test))
+        if subjects
+    }
+    if config.real_test:
+        evaluation["real_test"] = _real_test_loader(
+            config.real_test, shards, split, config.batch_size, place, log
+        )
+    train = make_loader(train_stream, config.batch_size, config.workers, pin, drop_last=False)
+    return _Loaders(train_stream, train, evaluation)
+
+
+def _model_and_optimizer(
+    config: TrainConfig, num_classes: int, device: torch.device, log: Log
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(config.seed)
+    model = build_model(config, num_classes).to(device)
+    if getattr(model, "attention_init", None):
+        log(f"attention encoder: {model.attention_init}")
+    if config.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.lr, amsgrad=config.amsgrad, weight_decay=config.weight_decay
+    )
+    return model, optimizer
+
+
+def _resume(
+    fold_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    num_classes: int,
+    metrics: MetricsLog,
+    fold: int,
+    log: Log,
+) -> tuple[int, float]:
+    """The first epoch to train and the best validation accuracy so far, after loading last.pt."""
+    epoch, best_accuracy = restore_checkpoint(fold_dir / LAST, model, optimizer, config.method, num_classes)
+    metrics.truncate_after(epoch)
+    log(f"fold {fold}: resumed after epoch {epoch}")
+    return epoch + 1, best_accuracy
+
+
+def _parallel(model: nn.Module, config: TrainConfig, device: torch.device, place: Distributed) -> nn.Module:
+    """The model as trained: wrapped for DDP across ranks, compiled when asked."""
+    trained = model
+    if place.world_size > 1:
+        # A teacher-forced batch bypasses G_att, G_ft and G_rec, which then get no gradient.
+        trained = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.teacher_forcing > 0,
+        )
+    if config.compile:
+        trained = torch.compile(trained)
+    return trained
+
+
+def _epoch_record(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loaders: _Loaders,
+    config: TrainConfig,
+    num_classes: int,
+    device: torch.device,
+    place: Distributed,
+    epoch: int,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """Train one epoch, then score every evaluation part; the epoch's line of metrics.jsonl."""
+    noise = torch.Generator(device=device).manual_seed(config.seed * 100_003 + epoch)
+    loaders.train_stream.set_epoch(epoch)
+    started = time.perf_counter()
+    result = run_epoch(
+        model,
+        loaders.train,
+        config,
+        num_classes,
+        device,
+        place,
+        optimizer,
+        generator=noise,
+        progress=progress,
+        samples=loaders.train_stream.samples_per_rank,
+    )
+    record: dict[str, Any] = {"epoch": epoch, "seconds": time.perf_counter() - started}
+    record["train"] = result.metrics()
+    for name, loader in loaders.evaluation.items():
+        record[name] = run_epoch(model, loader, config, num_classes, device, place).metrics()
+    return record
+
+
+def epoch_line(fold: int, epoch: int, record: dict[str, Any]) -> str:
+    """The log line of one epoch: training loss and accuracy, and the accuracy of each evaluation part."""
+    line = (
+        f"fold {fold} epoch {epoch}: train loss {record['train']['loss_total']:.4f} "
+        f"acc {record['train']['accuracy']:.3f}"
+    )
+    for part, label in (("validation", "validation"), ("test", "test"), ("real_test", "real test")):
+        if record.get(part):
+            line += f", {label} acc {record[part]['accuracy']:.3f}"
+    return line
+
+
+def _tensorboard(fold_dir: Path, config: TrainConfig, place: Distributed) -> Any:
+    if not (config.tensorboard and place.main):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise FerattError(
+            "TensorBoard logs need the tensorboard package (pip install tensorboard)", field="tensorboard"
+        ) from None
+    return SummaryWriter(str(fold_dir / "tensorboard"))
+
+
+def _write_scalars(writer: Any, record: dict[str, Any], epoch: int) -> None:
+    if writer is None:
+        return
+    for part, metrics in record.items():
+        if isinstance(metrics, dict):
+            for key in ("accuracy", "loss_total"):
+                writer.add_scalar(f"{part}/{key}", metrics[key], epoch)
+
+
+def train_fold(
+    shards: Path,
+    run_dir: Path,
+    split: FoldSplit,
+    classes: list[str],
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    device: torch.device,
+    place: Distributed = SINGLE_PROCESS,
+    progress: Progress | None = None,
+    log: Log | None = None,
+) -> FoldResult:
+    """Train one fold; its summary: the test figures of the final and of the best-on-validation model."""
+    say = log if log is not None and place.main else no_log  # only rank 0 logs
+    num_classes = len(classes)
+    fold_dir = run_dir / f"fold-{split.fold}"
+    if place.main:
+        fold_dir.mkdir(parents=True, exist_ok=True)
+    model, optimizer = _model_and_optimizer(config, num_classes, device, say)
+    metrics = MetricsLog(fold_dir / METRICS_FILE, place.main)
+    start, best_accuracy = 0, -1.0
+    if resume and (fold_dir / LAST).exists():
+        start, best_accuracy = _resume(
+            fold_dir, model, optimizer, config, num_classes, metrics, split.fold, say
+        )
+    else:
+        metrics.clear()
+    trained = _parallel(model, config, device, place)
+    loaders = _loaders(shards, split, config, device, place, say)
+    writer = _tensorboard(fold_dir, config, place)
+    progress = progress if place.main else None
+    for epoch in range(start, config.epochs):
+        record = _epoch_record(
+            trained, optimizer, loaders, config, num_classes, device, place, epoch, progress
+        )
+        selection = record.get("validation", record["train"])["accuracy"]
+        improved = selection > best_accuracy
+        best_accuracy = max(best_accuracy, selection)
+        metrics.write(record)
+        _write_scalars(writer, record, epoch)
+        if place.main:
+            state = checkpoint_state(config, classes, split.fold, epoch, best_accuracy, model, optimizer)
+            save_epoch_checkpoints(fold_dir, state, improved)
+            say(epoch_line(split.fold, epoch, record))
+    if writer is not None:
+        writer.close()
+    return fold_summary(fold_dir, split)
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    """The mean and (population) standard deviation of a figure over folds."""
+
+    mean: float
+    std: float
+
+
+def aggregate(folds: list[FoldResult]) -> dict[str, dict[str, MeanStd]]:
+    """Mean and standard deviation over folds of each test figure, for the final and best models."""
+    result: dict[str, dict[str, MeanStd]] = {}
+    for which in ("final", "best_on_validation", "real_final", "real_best_on_validation"):
+        rows = [getattr(fold, which) for fold in folds if getattr(fold, which) is not None]
+        if rows:
+            result[which] = {
+                key: MeanStd(
+                    float(np.mean([getattr(row, key) for row in rows])),
+                    float(np.std([getattr(row, key) for row in rows])),
+                )
+                for key in ("accuracy", "precision", "recall", "f1")
+            }
+    return result
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run wrote: each fold's test figures and their aggregate (summary.json)."""
+
+    run_dir: Path
+    method: str
+    classes: list[str]
+    folds: list[FoldResult]
+    render: str
+    feratt_version: str
+    aggregate: dict[str, dict[str, MeanStd]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """summary.json's content."""
+        return {
+            "method": self.method,
+            "classes": self.classes,
+            "folds": [fold.to_dict() for fold in self.folds],
+            "render": self.render,
+            "feratt_version": self.feratt_version,
+            "aggregate": {
+                which: {key: {"mean": v.mean, "std": v.std} for key, v in figures.items()}
+                for which, figures in self.aggregate.items()
+            },
+        }
+
+
+def _set_determinism(config: TrainConfig, device: torch.device) -> None:
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def train(
+    shards: str | Path,
+    run_dir: str | Path,
+    config: TrainConfig | None = None,
+    /,
+    *,
+    folds: str | int = "0",
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: Progress | None = None,
+    log: Log | None = None,
+    **config_fields: Any,
+) -> TrainResult:
+    """Train `config`'s method on the render `shards`, fold `folds` (an index, or 'all'), into `run_dir`.
+
+    `config_fields` replace fields of `config` (or of the default TrainConfig); with `resume`, each fold
+    continues from its last.pt. Writes folds.json, config.json, a folder per fold and summary.json.
+    """
+    config = request_from(TrainConfig, config, config_fields).resolved()
+    get_method(config.method)
+    shards, run_dir = Path(shards), Path(run_dir)
+    target = pick_device(device)
+    place = setup_distributed()
+    target = place.device_for(target)
+    classes = list(read_render_index(shards)["classes"])
+    test_folds = render_folds(shards, config.fold_size, config.seed)
+    chosen = resolve_folds(folds, len(test_folds))
+    _set_determinism(config, target)
+    if place.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_folds(run_dir / "folds.json", test_folds, config.seed, config.fold_size)
+        write_json(run_dir / "config.json", config.to_dict())
+    results = []
+    try:
+        for fold in chosen:
+            split = split_fold(test_folds, fold, config.val_subjects, config.seed)
+            options = {"resume": resume, "device": target, "place": place, "progress": progress, "log": log}
+            results.append(train_fold(shards, run_dir, split, classes, config, **options))
+        place.barrier()
+    finally:
+        place.shutdown()
+    result = TrainResult(
+        run_dir, config.method, classes, results, str(shards), __version__, aggregate(results)
+    )
+    if place.main:
+        write_json(run_dir / "summary.json", result.to_dict())
+    return result
