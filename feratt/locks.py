@@ -1,0 +1,74 @@
+"""One writer per output: advisory file locks that die with the process holding them.
+
+A lock is `fcntl.flock` on a small lock file beside (or inside) what is written; the kernel drops it
+when the holder exits, even on kill -9, so no stale lock outlives a crash. The file records the
+holder's pid and host for the message a second writer gets. flock may not hold across hosts on
+network file systems (NFS before v4, some FUSE mounts): there, run one writer per folder yourself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from feratt.errors import FerattError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+def lock_path_for(target: str | os.PathLike[str]) -> Path:
+    """The lock file of `target`: `.feratt.lock` inside a folder, `.NAME.lock` beside a file."""
+    target = Path(target)
+    if target.is_dir():
+        return target / ".feratt.lock"
+    return target.with_name(f".{target.name}.lock")
+
+
+def _holder(handle) -> str:
+    handle.seek(0)
+    text = handle.read().strip()
+    return text or "an unknown process"
+
+
+def _try_lock(handle) -> bool:
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    import msvcrt
+
+    try:
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def exclusive(target: str | os.PathLike[str], what: str | None = None) -> Iterator[Path]:
+    """Hold the write lock of `target` for the block; FerattError naming the holder if another has it."""
+    target = Path(target)
+    path = lock_path_for(target)
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the whole block
+    except OSError as exc:
+        raise FerattError(f"cannot lock {target}: {exc.strerror or exc}") from None
+    with handle:
+        if not _try_lock(handle):
+            raise FerattError(
+                f"{what or target} is being written by another feratt process "
+                f"({_holder(handle)}); wait for it to finish, or write elsewhere"
+            )
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield path
