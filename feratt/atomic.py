@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -49,3 +50,14 @@ def check_writable(target: str | os.PathLike[str]) -> None:
         raise FileNotFoundError(f"folder {parent} does not exist")
     with tempfile.NamedTemporaryFile(dir=parent, prefix=".feratt-write-check."):
         pass
+
+
+def remove_temporaries(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove what killed atomic writes of `target` left beside it; call only under its write lock."""
+    target = Path(target)
+    removed = []
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp*")):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed

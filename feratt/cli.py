@@ -13,6 +13,7 @@ from feratt.cli_options import (
     method_option,
     parse_range,
     progress_bar,
+    run_folder_options,
     scoring_options,
     train_config_from_cli,
     training_options,
@@ -129,16 +130,10 @@ def main(debug: bool) -> None:
 )
 @click.option("--seed", type=int, default=0, help="Seed for the CK+ neutral choice and the demo faces.")
 @click.option(
-    "--neutral-subjects",
-    type=click.IntRange(0),
-    default=33,
-    help="CK+: subjects whose first frame is neutral.",
+    "--neutral-subjects", type=click.IntRange(0), default=33, help="CK+: subjects with a neutral first frame."
 )
 @click.option(
-    "--last-frames",
-    type=click.IntRange(1),
-    default=1,
-    help="CK+: frames from the end of each labelled sequence.",
+    "--last-frames", type=click.IntRange(1), default=1, help="CK+: last frames of each labelled sequence."
 )
 @click.option("--no-neutral", is_flag=True, help="CK+: leave neutral out (7 classes).")
 @click.option(
@@ -158,6 +153,7 @@ def main(debug: bool) -> None:
 @click.option(
     "--demo-per-class", type=click.IntRange(1), default=2, help="builtin:demo: faces per subject and class."
 )
+@click.option("--min-side", type=click.IntRange(1), default=32, help="Skip images with a side under this.")
 @click.option("--jobs", "-j", type=int, default=-1, help="Parallel workers (-1: all cores).")
 @click.option("--preview", type=click.Path(dir_okay=False), help="Write a contact sheet PNG here.")
 def faces(source: str, fmt: str, no_neutral: bool, **options) -> None:
@@ -325,17 +321,17 @@ def inspect(target: str, check: bool, sheet: str | None, samples: int) -> None:
     """Describe a render folder or one shard; optionally verify it and draw a sheet of samples."""
     from feratt.renderer import api
 
+    problems = api.verify_render(target) if check else []
+    for problem in problems:
+        click.echo(f"problem: {problem}")
+    if problems:
+        raise UserError(f"verification failed: {len(problems)} problems")
     for line in api.inspect_render(target):
         click.echo(line)
     if sheet:
         api.save_sample_sheet(target, sheet, samples)
         click.echo(f"wrote {sheet}")
     if check:
-        problems = api.verify_render(target)
-        for problem in problems:
-            click.echo(f"problem: {problem}")
-        if problems:
-            raise UserError(f"verification failed: {len(problems)} problems")
         click.echo("verified: every checksum and the schema match")
 
 
@@ -347,7 +343,7 @@ def inspect(target: str, check: bool, sheet: str | None, samples: int) -> None:
 @click.option("--folds", "all_folds", flag_value="all", help="Train every fold in turn (same as --fold all).")
 @training_options
 @device_option
-@click.option("--resume", is_flag=True, help="Continue a killed run where it stopped.")
+@run_folder_options
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -358,6 +354,7 @@ def train(
     all_folds: str | None,
     device: str,
     resume: bool,
+    overwrite: bool,
     **options,
 ) -> None:
     """Train a method on the rendered SHARDS, one subject-independent fold at a time."""
@@ -367,7 +364,7 @@ def train(
     with progress_bar("img", "train") as progress:
         result = run_training(
             shards, run_dir, config, folds=all_folds or fold, resume=resume, device=device,
-            progress=progress, log=click.echo,
+            overwrite=overwrite, progress=progress, log=click.echo,
         )  # fmt: skip
     for which, figures in result.aggregate.items():
         click.echo(f"{which}: " + ", ".join(f"{k} {v.mean:.4f} +- {v.std:.4f}" for k, v in figures.items()))

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from feratt.training.config import TrainConfig, load_config_file
+from feratt.errors import FerattError
+from feratt.training.config import CHOICES, TrainConfig, load_config_file
 from feratt.training.methods import METHODS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -112,8 +113,15 @@ _TRAINING_OPTION_DECORATORS = (
     click.option("--attention-weight", type=float, default=10.0, show_default=True),
     click.option("--representation-weight", type=float, default=1.0, show_default=True),
     click.option("--classification-weight", type=float, default=1.0, show_default=True),
-    click.option("--attention-loss", type=click.Choice(["mse", "tanh"]), default="mse", show_default=True),
-    click.option("--classification-loss", type=click.Choice(["bce", "ce"]), default="bce", show_default=True),
+    click.option(
+        "--attention-loss", type=click.Choice(CHOICES["attention_loss"]), default="mse", show_default=True
+    ),
+    click.option(
+        "--classification-loss",
+        type=click.Choice(CHOICES["classification_loss"]),
+        default="bce",
+        show_default=True,
+    ),
     click.option(
         "--sigma",
         type=click.FloatRange(min=0, min_open=True),
@@ -123,14 +131,12 @@ _TRAINING_OPTION_DECORATORS = (
     ),
     click.option(
         "--class-means",
-        type=click.Choice(["batch", "leave-one-out"]),
+        type=click.Choice(CHOICES["class_means"]),
         default="batch",
         show_default=True,
         help="Manifold loss class means: with the sample itself (their code) or without it.",
     ),
-    click.option(
-        "--att-target", type=click.Choice(["face", "input-masked"]), default="face", show_default=True
-    ),
+    click.option("--att-target", type=click.Choice(CHOICES["att_target"]), default="face", show_default=True),
     click.option("--teacher-forcing", type=click.FloatRange(0, 1), default=0.0, show_default=True),
     click.option("--attention-channels", type=click.IntRange(1), default=1, show_default=True),
     click.option("--ft-blocks", type=click.IntRange(1), default=4, show_default=True),
@@ -160,6 +166,16 @@ _TRAINING_OPTION_DECORATORS = (
 #: The training options `train` and `experiment` share, in --help order.
 training_options = compose(*_TRAINING_OPTION_DECORATORS)
 
+#: What `train` does with a run folder that holds the folds it trains already.
+run_folder_options = compose(
+    click.option("--resume", is_flag=True, help="Continue a killed run where it stopped."),
+    click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Replace the files of the folds being trained (another configuration's too); nothing else.",
+    ),
+)
+
 
 def train_config_from_cli(
     ctx: click.Context, config_file: str | None, options: dict[str, Any]
@@ -179,4 +195,9 @@ def train_config_from_cli(
             values[name] = options[name]
     if isinstance(values.get("noise_sigma"), str):
         values["noise_sigma"] = parse_range(values["noise_sigma"], "--noise-sigma")
-    return TrainConfig.from_dict(values).resolved()
+    try:
+        return TrainConfig.from_dict(values).resolved()
+    except FerattError as exc:
+        if config_file and (exc.field is None or values.get(exc.field) is not options.get(exc.field)):
+            raise FerattError(f"{config_file}: {exc}") from None  # the value came from the file
+        raise

@@ -22,6 +22,10 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 
+class Locked(FerattError):
+    """Another process holds the lock; the message names it."""
+
+
 def lock_path_for(target: str | os.PathLike[str]) -> Path:
     """The lock file of `target`: `.feratt.lock` inside a folder, `.NAME.lock` beside a file."""
     target = Path(target)
@@ -32,19 +36,20 @@ def lock_path_for(target: str | os.PathLike[str]) -> Path:
 
 def _holder(handle) -> str:
     handle.seek(0)
-    text = handle.read().strip()
+    text = "; ".join(line.strip() for line in handle.read().splitlines() if line.strip())
     return text or "an unknown process"
 
 
-def _try_lock(handle) -> bool:
+def _try_lock(handle, shared: bool = False) -> bool:
     if fcntl is not None:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         return True
     import msvcrt
 
+    # Windows has no shared lock here: a shared holder excludes every other holder too.
     try:
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
     except OSError:
@@ -52,9 +57,33 @@ def _try_lock(handle) -> bool:
     return True
 
 
+def _take(handle, shared: bool) -> bool:
+    """Take the lock; the first holder replaces the holder lines, a further shared holder adds its own."""
+    me = f"pid {os.getpid()} on {socket.gethostname()}\n"
+    if _try_lock(handle):
+        handle.seek(0)
+        handle.truncate()
+        handle.write(me)
+        handle.flush()
+        # Downgrade to shared; not atomic, so an exclusive taker may slip in between and win.
+        return not shared or fcntl is None or _try_lock(handle, shared=True)
+    if not shared or fcntl is None or not _try_lock(handle, shared=True):
+        return False
+    handle.seek(0, os.SEEK_END)
+    handle.write(me)
+    handle.flush()
+    return True
+
+
 @contextlib.contextmanager
-def exclusive(target: str | os.PathLike[str], what: str | None = None) -> Iterator[Path]:
-    """Hold the write lock of `target` for the block; FerattError naming the holder if another has it."""
+def exclusive(
+    target: str | os.PathLike[str], what: str | None = None, *, shared: bool = False
+) -> Iterator[Path]:
+    """Hold the write lock of `target` for the block; FerattError naming the holder if another has it.
+
+    `shared=True` takes a lock that other shared holders may hold too (writers that each touch their
+    own part of `target`, such as the parts of one render) while it still excludes every exclusive one.
+    """
     target = Path(target)
     path = lock_path_for(target)
     try:
@@ -62,13 +91,9 @@ def exclusive(target: str | os.PathLike[str], what: str | None = None) -> Iterat
     except OSError as exc:
         raise FerattError(f"cannot lock {target}: {exc.strerror or exc}") from None
     with handle:
-        if not _try_lock(handle):
-            raise FerattError(
+        if not _take(handle, shared):
+            raise Locked(
                 f"{what or target} is being written by another feratt process "
                 f"({_holder(handle)}); wait for it to finish, or write elsewhere"
             )
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
         yield path

@@ -220,7 +220,7 @@ def test_build_bank_takes_a_request_and_field_overrides(tmp_path):
     result = build_bank(request, out=tmp_path / "b.h5")
     assert isinstance(result, BankResult) and result.path == tmp_path / "b.h5"
     assert result.checksum == DEMO_BANK_CHECKSUM
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.h5.lock", "b.h5"]
     assert request.reader_options().demo_subjects == 2 and request.bank_options().size == 64
     with pytest.raises(FerattError, match="BankRequest has no field"):
         build_bank(request, sizes=64)
@@ -265,7 +265,7 @@ def test_demo_bank_with_preview(tmp_path):
     assert len(bank) == 21 and sorted(set(bank.subjects)) == ["D01", "D02", "D03"]
     picture = np.asarray(Image.open(sheet))
     assert picture.shape[0] == 7 * (96 + 14) + 6 * 2  # a row per class
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.h5", "sheet.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".bank.h5.lock", "bank.h5", "sheet.png"]
 
 
 def test_ensure_demo_bank_keeps_a_valid_bank(tmp_path):

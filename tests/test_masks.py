@@ -106,3 +106,23 @@ def test_clean_mask_keeps_largest_component_and_fills_holes():
     cleaned = clean_mask(mask, smoothing=0)
     assert cleaned.sum() == 30 * 30
     assert not cleaned[52, 52] and cleaned[22, 22]
+
+
+def test_a_large_head_is_cut_out_on_a_small_copy_with_the_same_mask(astronaut_mask, monkeypatch):
+    import feratt.datasets.facemask as facemask
+
+    sides = []
+    grabcut = cv2.grabCut
+
+    def spy(crop, *args):
+        sides.append(max(crop.shape[:2]))
+        return grabcut(crop, *args)
+
+    monkeypatch.setattr(cv2, "grabCut", spy)
+    monkeypatch.setattr(facemask, "_GRABCUT_SIDE", 160)  # the head's box is about 380 px wide
+    large = cv2.resize(data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    mask, method = compute_mask(large)
+    assert method == "grabcut" and sides == [160]
+    small = cv2.resize(mask.astype(np.uint8), (512, 512), interpolation=cv2.INTER_AREA) > 0
+    reference, _ = astronaut_mask
+    assert (small & reference).sum() / (small | reference).sum() > 0.9

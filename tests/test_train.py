@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from feratt.cli_options import train_config_from_cli, training_options
 from feratt.errors import FerattError
-from feratt.training.checkpoints import FoldResult, fold_finished, read_metrics
+from feratt.training.checkpoints import FoldResult, fold_finished, load_checkpoint, read_metrics
 from feratt.training.config import TrainConfig
 from feratt.training.loop import TrainResult, train
 
@@ -90,7 +90,6 @@ def test_train_writes_metrics_checkpoints_and_summary(render, tmp_path, method):
 
 
 def test_real_test_scores_the_test_subjects_unrendered_faces(render, tmp_path):
-    from feratt.training.checkpoints import load_checkpoint
     from feratt.training.data import normalise_batch, prepare_inputs, read_render_index
     from feratt.training.methods import build_model
     from feratt.training.metrics import MetricAccumulator
@@ -138,7 +137,7 @@ def test_real_test_bank_must_match_the_render(render):
 
 
 def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 @pytest.mark.slow
@@ -159,14 +158,14 @@ def test_killed_run_resumes_to_the_same_weights(render, tmp_path):
     while process.poll() is None and time.monotonic() < deadline:
         if checkpoint.exists():
             try:
-                if torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] >= 0:
+                if torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] >= 0:
                     break
             except Exception:  # caught mid-rename: try again
                 pass
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] < 2
+    assert torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] < 2
     finished = subprocess.run([*command(resumed), "--resume"], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert "resumed after epoch" in finished.stdout
@@ -225,8 +224,11 @@ def test_bad_inputs_are_errors_naming_their_field(render, tmp_path):
         train(broken, tmp_path / "r4", TINY, folds="all", device="cpu")
     run_dir = tmp_path / "r5"
     train_tiny(render, run_dir, epochs=1, method="baseline")
-    with pytest.raises(FerattError, match="is for baseline"):
+    with pytest.raises(FerattError, match=r"another configuration \(differs in epochs, method\)") as caught:
         train(render, run_dir, TINY, resume=True, device="cpu", method="feratt-cls")
+    assert caught.value.field == "overwrite"
+    with pytest.raises(FerattError, match="is for baseline"):
+        load_checkpoint(run_dir / "fold-0" / "last.pt", "feratt-cls", 7)
 
 
 def test_train_prints_each_epoch_and_the_aggregate(render, tmp_path):

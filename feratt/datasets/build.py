@@ -7,13 +7,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from feratt.atomic import atomic_write_bytes, check_writable
+from feratt.atomic import atomic_write_bytes, check_writable, remove_temporaries
 from feratt.datasets.bank import BankOptions, BankResult, build_faces, read_bank, write_bank
 from feratt.datasets.demo import DEMO_SOURCE
 from feratt.datasets.generic import DEFAULT_SUBJECT_REGEX
-from feratt.datasets.records import ReaderOptions
+from feratt.datasets.records import ReaderOptions, safe_text
 from feratt.datasets.sources import list_faces
 from feratt.errors import FerattError
+from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
 
@@ -42,6 +43,7 @@ class BankRequest:
     demo_subjects: int = 24
     demo_per_class: int = 2
     jobs: int = -1
+    min_side: int = 32
     preview: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
@@ -51,6 +53,10 @@ class BankRequest:
             raise FerattError(f"the margin must be 0 to 2, got {self.margin}", field="margin")
         if not 0 <= self.forehead <= 1:
             raise FerattError(f"the forehead raise must be 0 to 1, got {self.forehead}", field="forehead")
+        if self.min_side < 1:
+            raise FerattError(
+                f"the minimum image side must be at least 1 pixel, got {self.min_side}", field="min_side"
+            )
         if self.jobs == 0:
             raise FerattError("the number of parallel workers must not be 0 (-1: all cores)", field="jobs")
 
@@ -104,13 +110,19 @@ def build_bank(
     listing = list_faces(os.fspath(request.source), request.format, request.reader_options())
     if request.format == "auto":
         log(f"detected format: {listing.format}")
-    log(f"{len(listing.entries)} faces listed in {listing.root} ({len(listing.classes)} classes)")
-    options = request.bank_options()
-    results = build_faces(listing, options, jobs=request.jobs, progress=progress)
-    result = write_bank(request.out, listing, results, options)
-    if request.preview is None:
-        return result
-    write_preview(request.out, request.preview)
+    log(f"{len(listing.entries)} faces listed in {safe_text(listing.root)} ({len(listing.classes)} classes)")
+    out = Path(request.out)
+    with exclusive(out, what=f"face bank {out}"):
+        removed = remove_temporaries(out)
+        if removed:
+            files = "file" if len(removed) == 1 else "files"
+            log(f"removed {len(removed)} temporary {files} an interrupted run left beside {out}")
+        options = request.bank_options()
+        results = build_faces(listing, options, jobs=request.jobs, progress=progress)
+        result = write_bank(out, listing, results, options)
+        if request.preview is None:
+            return result
+        write_preview(out, request.preview)
     return replace(result, preview=Path(request.preview))
 
 

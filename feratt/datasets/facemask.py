@@ -15,6 +15,7 @@ MASK_METHODS: tuple[str, ...] = ("file", "landmarks", "grabcut", "prior", "ellip
 _DETECTION_SIDE = 320  # detect on a copy no larger than this: the cascade's cost grows with area
 _TIGHT_CROP_SIDE = 64  # smaller images are taken to be tight face crops
 _TIGHT_CROP_FILL = 0.8  # a detection this wide relative to the image means the face fills the frame
+_GRABCUT_SIDE = 1024  # GrabCut runs on a copy no larger than this: its time and memory grow with the area
 _GRABCUT_ITERATIONS = 5
 _GRABCUT_SEED = 0x0FACE
 
@@ -152,39 +153,93 @@ def clean_mask(mask: np.ndarray, smoothing: float) -> np.ndarray:
     return filled
 
 
-def grabcut_refine(image: np.ndarray, head: Ellipse, core: Ellipse) -> np.ndarray:
-    """Refine an elliptical head prior into a face mask with GrabCut."""
-    height, width = image.shape[:2]
-    outer = head.scaled(1.2)
-    # Work on the outer ellipse's bounding box only: GrabCut's cost grows with the pixel count.
+def _grabcut_box(outer: Ellipse, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The outer ellipse's bounding box (x0, y0, x1, y1), two pixels wider, clipped to the frame."""
+    height, width = shape
     x0 = max(int(outer.cx - outer.ax) - 2, 0)
     y0 = max(int(outer.cy - outer.ay) - 2, 0)
     x1 = min(int(np.ceil(outer.cx + outer.ax)) + 2, width)
     y1 = min(int(np.ceil(outer.cy + outer.ay)) + 2, height)
-    crop = np.ascontiguousarray(to_rgb(image)[y0:y1, x0:x1])
+    return x0, y0, x1, y1
+
+
+def _grabcut_foreground(
+    crop: np.ndarray, priors: tuple[Ellipse, Ellipse, Ellipse], edges: tuple[int, ...]
+) -> np.ndarray:
+    """GrabCut on `crop` seeded by the outer, head and core ellipses (crop coordinates); its foreground.
+
+    `edges` are the rows at the top, and the columns at the left and right, that lie on the frame's edge.
+    """
+    outer, head, core = priors
     shape = crop.shape[:2]
-
-    def local(e: Ellipse) -> Ellipse:
-        return Ellipse(e.cx - x0, e.cy - y0, e.ax, e.ay)
-
     labels = np.full(shape, cv2.GC_BGD, np.uint8)
-    labels[local(outer).raster(shape)] = cv2.GC_PR_BGD
-    labels[local(head).raster(shape)] = cv2.GC_PR_FGD
-    labels[local(core).raster(shape)] = cv2.GC_FGD
+    labels[outer.raster(shape)] = cv2.GC_PR_BGD
+    labels[head.raster(shape)] = cv2.GC_PR_FGD
+    labels[core.raster(shape)] = cv2.GC_FGD
     # In a portrait the top and side edges of the frame show background: they seed its colour model.
-    labels[: max(0, 2 - y0), :] = cv2.GC_BGD
-    labels[:, : max(0, 2 - x0)] = cv2.GC_BGD
-    labels[:, shape[1] - max(0, x1 - (width - 2)) :] = cv2.GC_BGD
+    top, left, right = edges
+    labels[:top, :] = cv2.GC_BGD
+    labels[:, :left] = cv2.GC_BGD
+    labels[:, shape[1] - right :] = cv2.GC_BGD
     background = np.zeros((1, 65), np.float64)
     foreground = np.zeros((1, 65), np.float64)
     # GrabCut seeds its k-means from OpenCV's per-thread RNG; fixing it keeps masks identical across workers.
     cv2.setRNGSeed(_GRABCUT_SEED)
     cv2.grabCut(crop, labels, None, background, foreground, _GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+
+
+def grabcut_refine(image: np.ndarray, head: Ellipse, core: Ellipse) -> np.ndarray:
+    """Refine an elliptical head prior into a face mask with GrabCut."""
+    height, width = image.shape[:2]
+    outer = head.scaled(1.2)
+    # Work on the outer ellipse's bounding box only: GrabCut's cost grows with the pixel count.
+    x0, y0, x1, y1 = _grabcut_box(outer, (height, width))
+    if max(x1 - x0, y1 - y0) > _GRABCUT_SIDE:
+        return _grabcut_refine_scaled(image, head, core, (x0, y0, x1, y1))
+    crop = np.ascontiguousarray(to_rgb(image)[y0:y1, x0:x1])
+
+    def local(e: Ellipse) -> Ellipse:
+        return Ellipse(e.cx - x0, e.cy - y0, e.ax, e.ay)
+
+    edges = (max(0, 2 - y0), max(0, 2 - x0), max(0, x1 - (width - 2)))
     mask = np.zeros((height, width), bool)
-    mask[y0:y1, x0:x1] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    mask[y0:y1, x0:x1] = _grabcut_foreground(crop, (local(outer), local(head), local(core)), edges)
     # The ring outside the prior only teaches the background model; the face stays inside the prior.
     mask &= head.raster((height, width))
     return clean_mask(mask, smoothing=max(1.0, 0.03 * head.ax))
+
+
+def _grabcut_refine_scaled(
+    image: np.ndarray, head: Ellipse, core: Ellipse, box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """`grabcut_refine` for a large head: GrabCut on a copy of at most _GRABCUT_SIDE px, mask scaled back."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = box
+    scale = _GRABCUT_SIDE / max(x1 - x0, y1 - y0)
+    small_width, small_height = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+    sx, sy = small_width / (x1 - x0), small_height / (y1 - y0)
+    crop = cv2.resize(
+        np.ascontiguousarray(to_rgb(image)[y0:y1, x0:x1]),
+        (small_width, small_height),
+        interpolation=cv2.INTER_AREA,
+    )
+
+    def local(e: Ellipse) -> Ellipse:
+        return Ellipse((e.cx - x0) * sx, (e.cy - y0) * sy, e.ax * sx, e.ay * sy)
+
+    edges = tuple(
+        int(np.ceil(max(0, n) * s)) for n, s in ((2 - y0, sy), (2 - x0, sx), (x1 - (width - 2), sx))
+    )
+    small_head = local(head)
+    small = _grabcut_foreground(crop, (local(head.scaled(1.2)), small_head, local(core)), edges)
+    small &= small_head.raster(small.shape)
+    small = clean_mask(small, smoothing=max(1.0, 0.03 * small_head.ax))
+    # A linear resize cut at one half keeps the outline smooth at full resolution.
+    coverage = cv2.resize(small.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    mask = np.zeros((height, width), bool)
+    mask[y0:y1, x0:x1] = coverage >= 0.5
+    return mask
 
 
 def _plausible(mask: np.ndarray, head: Ellipse) -> bool:

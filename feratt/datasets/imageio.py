@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,12 @@ def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, str | None]:
-    """Read an image as uint8 HxW (grey) or HxWx3 (RGB); return it with the conversion made, if any."""
+def read_image(path: str | os.PathLike[str], notes: list[str] | None = None) -> tuple[np.ndarray, str | None]:
+    """Read an image as uint8 HxW (grey) or HxWx3 (RGB); return it with the conversion made, if any.
+
+    The decoder's warnings (a corrupt EXIF block, say) go to `notes`, or into the reason of a
+    BadInputFile when the image is unusable; never to stderr.
+    """
     path = Path(path)
     name = str(path)
     try:
@@ -49,10 +54,52 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, str | None]:
         raise BadInputFile(name, f"cannot read: {exc.strerror or exc}") from None
     if size == 0:
         raise BadInputFile(name, "empty file (0 bytes)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = _decode(path, name)
+        except BadInputFile as exc:
+            warned = _warning_messages(caught)
+            if not warned:
+                raise
+            raise BadInputFile(name, f"{exc.reason} ({'; '.join(warned)})") from None
+    if notes is not None:
+        notes.extend(f"{name}: decoder warning: {text}" for text in _warning_messages(caught))
+    return result
+
+
+def _warning_messages(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The distinct messages of `caught`, each on one line, less PIL's size warning."""
+    # An image over PIL's size limit is refused with its own reason; its warning would only repeat it.
+    return list(
+        dict.fromkeys(
+            " ".join(str(w.message).split())
+            for w in caught
+            if not issubclass(w.category, Image.DecompressionBombWarning)
+        )
+    )
+
+
+def _too_large(name: str, width: int, height: int) -> BadInputFile | None:
+    """A BadInputFile if the image has more pixels than PIL decodes safely (a decompression bomb)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or width * height <= limit:
+        return None
+    return BadInputFile(
+        name, f"too large to decode safely: {width}x{height} px, over the limit of {limit} pixels"
+    )
+
+
+def _decode(path: Path, name: str) -> tuple[np.ndarray, str | None]:
     try:
         with Image.open(path) as img:
+            too_large = _too_large(name, img.width, img.height)
+            if too_large is not None:
+                raise too_large
             img.load()
             return _to_uint8(img, name)
+    except Image.DecompressionBombError as exc:
+        raise BadInputFile(name, f"too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
         raise BadInputFile(name, "not a readable image") from None
     except OSError as exc:

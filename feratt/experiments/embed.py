@@ -24,6 +24,7 @@ from feratt.experiments.evaluate import (
 )
 from feratt.experiments.figures import new_figure, save_png
 from feratt.jsonfile import write_json
+from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.training.checkpoints import TrainedModel, load_trained
 from feratt.training.data import read_render_index
@@ -244,41 +245,51 @@ def embed(
     split = fold_split(trained, index)
     out = Path(out) if out is not None else trained.checkpoint.parent / "embed"
     out.mkdir(parents=True, exist_ok=True)
-    test = _outputs(trained, shards, split.test, batch_size, workers, target, progress)
-    train = _outputs(trained, shards, split.train, batch_size, workers, target, progress)
-    if test.embeddings is None or train.embeddings is None:
-        raise FerattError(f"{trained.checkpoint} gave no embeddings: is it a FERAtt model?")
-    knn = knn_accuracy(train.embeddings, train.labels, test.embeddings, test.labels, k=KNN_K)
-    metrics = test.metrics(trained.classes)
-    log(
-        f"fold {trained.fold}: classifier test accuracy {metrics.accuracy:.4f}, "
-        f"{KNN_K}-NN accuracy on z {knn:.4f} ({len(test.labels)} test, {len(train.labels)} training samples)"
-    )
-    chosen = stratified_subsample(test.labels, max_points, np.random.default_rng([seed % (1 << 63), 0x75E]))
-    points, used = tsne_points(test.embeddings[chosen], perplexity, seed)
-    if used != perplexity:
-        log(f"note: perplexity {perplexity:g} lowered to {used:.3g} for {len(chosen)} points")
-    _write_embeddings(out / "embeddings.npz", test, trained.classes, chosen, points)
-    title = f"t-SNE of z, {trained.method} fold {trained.fold} ({len(chosen)} test samples)"
-    plot_tsne(points, test.labels[chosen], test.predictions[chosen], trained.classes, title, out / "tsne.png")
-    result = EmbedResult(
-        checkpoint=trained.checkpoint,
-        method=trained.method,
-        fold=trained.fold,
-        epoch=trained.epoch,
-        shards=shards,
-        classes=trained.classes,
-        test_subjects=split.test,
-        train_subjects=split.train,
-        test_samples=len(test.labels),
-        train_samples=len(train.labels),
-        embedding_dim=int(test.embeddings.shape[1]),
-        test_metrics=metrics,
-        knn_accuracy=knn,
-        tsne=TsneMap(
-            points=len(chosen), max_points=max_points, perplexity=perplexity, perplexity_used=used, seed=seed
-        ),
-        out=out,
-    )
-    write_json(out / "embed.json", result.to_dict())
-    return result
+    with exclusive(out, what=f"the embed output folder {out}"):
+        test = _outputs(trained, shards, split.test, batch_size, workers, target, progress)
+        train = _outputs(trained, shards, split.train, batch_size, workers, target, progress)
+        if test.embeddings is None or train.embeddings is None:
+            raise FerattError(f"{trained.checkpoint} gave no embeddings: is it a FERAtt model?")
+        knn = knn_accuracy(train.embeddings, train.labels, test.embeddings, test.labels, k=KNN_K)
+        metrics = test.metrics(trained.classes)
+        log(
+            f"fold {trained.fold}: classifier test accuracy {metrics.accuracy:.4f}, "
+            f"{KNN_K}-NN accuracy on z {knn:.4f} "
+            f"({len(test.labels)} test, {len(train.labels)} training samples)"
+        )
+        chosen = stratified_subsample(
+            test.labels, max_points, np.random.default_rng([seed % (1 << 63), 0x75E])
+        )
+        points, used = tsne_points(test.embeddings[chosen], perplexity, seed)
+        if used != perplexity:
+            log(f"note: perplexity {perplexity:g} lowered to {used:.3g} for {len(chosen)} points")
+        _write_embeddings(out / "embeddings.npz", test, trained.classes, chosen, points)
+        title = f"t-SNE of z, {trained.method} fold {trained.fold} ({len(chosen)} test samples)"
+        plot_tsne(
+            points, test.labels[chosen], test.predictions[chosen], trained.classes, title, out / "tsne.png"
+        )
+        result = EmbedResult(
+            checkpoint=trained.checkpoint,
+            method=trained.method,
+            fold=trained.fold,
+            epoch=trained.epoch,
+            shards=shards,
+            classes=trained.classes,
+            test_subjects=split.test,
+            train_subjects=split.train,
+            test_samples=len(test.labels),
+            train_samples=len(train.labels),
+            embedding_dim=int(test.embeddings.shape[1]),
+            test_metrics=metrics,
+            knn_accuracy=knn,
+            tsne=TsneMap(
+                points=len(chosen),
+                max_points=max_points,
+                perplexity=perplexity,
+                perplexity_used=used,
+                seed=seed,
+            ),
+            out=out,
+        )
+        write_json(out / "embed.json", result.to_dict())
+        return result

@@ -18,10 +18,11 @@ from feratt.experiments.evaluate import EvaluationResult, evaluate_model
 from feratt.experiments.report import write_report
 from feratt.experiments.tables import SplitTable, Table, summarise, table_csv, table_markdown
 from feratt.jsonfile import read_json, write_json
+from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
 from feratt.training.checkpoints import find_checkpoint, fold_finished, load_trained
-from feratt.training.config import TrainConfig
+from feratt.training.config import PER_RUN_OPTIONS, TrainConfig, check_run_config
 from feratt.training.data import read_render_index
 from feratt.training.device import pick_device
 from feratt.training.folds import render_folds, resolve_folds
@@ -30,8 +31,6 @@ from feratt.training.methods import METHODS
 
 EXPERIMENT_FILE = "experiment.json"
 EXPERIMENT_KIND = "feratt-experiment"
-#: Training options that may differ between the runs of one experiment folder.
-PER_RUN_OPTIONS = ("workers", "real_test", "tensorboard", "verify")
 
 
 @dataclass(frozen=True)
@@ -143,21 +142,6 @@ def bind_folder(out: Path, settings: dict[str, Any]) -> None:
         raise FerattError(
             f"{out} holds an experiment of another configuration (differs in {', '.join(changed)}); "
             "use another output folder",
-            field="out",
-        )
-
-
-def check_run_config(run_dir: Path, config: TrainConfig) -> None:
-    """Refuse to reuse a run folder trained with other settings than the experiment's."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return
-    # Through TrainConfig, so a run saved before an option existed reads as that option's default.
-    theirs = TrainConfig.from_dict(read_json(path)).to_dict()
-    changed = _differing(config.to_dict(), theirs, ignored=PER_RUN_OPTIONS)
-    if changed:
-        raise FerattError(
-            f"{run_dir} was trained with other settings ({', '.join(changed)}); use another output folder",
             field="out",
         )
 
@@ -303,26 +287,30 @@ def run_experiment(
     target = pick_device(device)
     folds = _experiment_folds(request, config)
     settings = _settings(request, folds, config)
-    bind_folder(request.out, settings)
-    evaluations: dict[str, list[EvaluationResult]] = {}
-    for method in request.methods:
-        method_config = dataclasses.replace(config, method=method, real_test=None)
-        check_run_config(request.out / "runs" / method, method_config)
-        evaluations[method] = [
-            _run_fold(request, method, fold, method_config, target, progress, log) for fold in folds
-        ]
-    splits = {
-        split: _write_split(request.out, split, evaluations)
-        for split in (("synthetic", "real") if config.real_test else ("synthetic",))
-    }
-    result = ExperimentResult(
-        out=request.out,
-        settings=settings,
-        evaluations=evaluations,
-        splits=splits,
-        report=request.out / "report.md",
-        tables={split: [request.out / f"table-{split}.{ext}" for ext in ("md", "csv")] for split in splits},
-    )
-    write_json(request.out / "results.json", result.to_dict())
-    write_report(request.out, settings, splits, evaluations)
-    return result
+    request.out.mkdir(parents=True, exist_ok=True)
+    with exclusive(request.out, what=f"the experiment folder {request.out}"):
+        bind_folder(request.out, settings)
+        evaluations: dict[str, list[EvaluationResult]] = {}
+        for method in request.methods:
+            method_config = dataclasses.replace(config, method=method, real_test=None)
+            check_run_config(request.out / "runs" / method, method_config)
+            evaluations[method] = [
+                _run_fold(request, method, fold, method_config, target, progress, log) for fold in folds
+            ]
+        splits = {
+            split: _write_split(request.out, split, evaluations)
+            for split in (("synthetic", "real") if config.real_test else ("synthetic",))
+        }
+        result = ExperimentResult(
+            out=request.out,
+            settings=settings,
+            evaluations=evaluations,
+            splits=splits,
+            report=request.out / "report.md",
+            tables={
+                split: [request.out / f"table-{split}.{ext}" for ext in ("md", "csv")] for split in splits
+            },
+        )
+        write_json(request.out / "results.json", result.to_dict())
+        write_report(request.out, settings, splits, evaluations)
+        return result

@@ -28,6 +28,7 @@ from feratt.experiments.evaluate import (
 )
 from feratt.experiments.figures import new_figure, save_png
 from feratt.jsonfile import write_json
+from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.training.checkpoints import TrainedModel, find_checkpoint, load_trained
 from feratt.training.data import normalise_batch, prepare_inputs, read_render_index
@@ -495,23 +496,24 @@ def noise_robustness(
     # Every run's checkpoints are found first, so that a bad RUN fails before any evaluation.
     checkpoints = [fold_checkpoints(run, fold) for run in runs]
     out.mkdir(parents=True, exist_ok=True)
-    methods: list[NoiseRun] = []
-    figure: AttentionFigure | None = None
-    for run, paths in zip(runs, checkpoints, strict=True):
-        method, figure = _score_run(run, paths, scoring, figure)
-        methods.append(method)
-    for method, label in zip(methods, _labels(methods), strict=True):
-        method.label = label
-    result = NoiseResult(
-        shards=shards,
-        real_test=real_test,
-        lab_l=lab_l,
-        seed=seed,
-        batch_size=batch_size,
-        sigmas=scoring.sigmas,
-        splits=scoring.splits,
-        methods=methods,
-        figure7=figure,
-    )
-    _write_outputs(result, out, scoring.log)
-    return result
+    with exclusive(out, what=f"the noise output folder {out}"):
+        methods: list[NoiseRun] = []
+        figure: AttentionFigure | None = None
+        for run, paths in zip(runs, checkpoints, strict=True):
+            method, figure = _score_run(run, paths, scoring, figure)
+            methods.append(method)
+        for method, label in zip(methods, _labels(methods), strict=True):
+            method.label = label
+        result = NoiseResult(
+            shards=shards,
+            real_test=real_test,
+            lab_l=lab_l,
+            seed=seed,
+            batch_size=batch_size,
+            sigmas=scoring.sigmas,
+            splits=scoring.splits,
+            methods=methods,
+            figure7=figure,
+        )
+        _write_outputs(result, out, scoring.log)
+        return result

@@ -1,4 +1,4 @@
-"""Look into a render: counts, shapes, compression and sizes; verify checksums and schema; draw samples."""
+"""Look into a render: counts, shapes, compression and sizes; draw samples (verification.py verifies)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,7 @@ import h5py
 import numpy as np
 
 from feratt.errors import FerattError
-from feratt.jsonfile import read_json
-from feratt.manifests import catalog
-from feratt.manifests.shards import IMAGE_FIELDS, SHARD_KIND, SHARD_SCHEMA_VERSION, file_sha256
-
-#: Datasets every shard holds, with their dtype and the shape after the sample axis (None: any).
-SHARD_SCHEMA: dict[str, tuple[str, tuple[int | None, ...]]] = {
-    "images": ("uint8", (None, None, 3)),
-    "masks": ("uint8", (None, None)),
-    "faces": ("uint8", (None, None, 3)),
-    "labels": ("int16", ()),
-    "face_index": ("int32", ()),
-    "sample_index": ("int64", ()),
-    "matrices": ("float64", (3, 3)),
-    "crops": ("float32", (3,)),
-    "luminance_ratio": ("float32", ()),
-    "params": ("float32", (None,)),
-    "background_ids": ("object", ()),
-}
+from feratt.manifests.shards import IMAGE_FIELDS
 
 
 def shard_paths(target: Path) -> list[Path]:
@@ -43,71 +26,6 @@ def shard_paths(target: Path) -> list[Path]:
     return paths
 
 
-def schema_problems(path: Path) -> list[str]:
-    """What is wrong with a shard's layout; empty when it follows the schema."""
-    try:
-        with h5py.File(path, "r") as h5:
-            if h5.attrs.get("kind") != SHARD_KIND:
-                return ["not a feratt shard"]
-            if h5.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
-                return [f"schema version {h5.attrs.get('schema_version')}, expected {SHARD_SCHEMA_VERSION}"]
-            problems = []
-            count = None
-            for name, (dtype, tail) in SHARD_SCHEMA.items():
-                if name not in h5:
-                    problems.append(f"dataset {name} missing")
-                    continue
-                dataset = h5[name]
-                count = dataset.shape[0] if count is None else count
-                kind = "object" if h5py.check_string_dtype(dataset.dtype) else str(dataset.dtype)
-                shape_ok = len(dataset.shape) == 1 + len(tail) and all(
-                    want is None or want == got for want, got in zip(tail, dataset.shape[1:], strict=True)
-                )
-                if kind != dtype or not shape_ok or dataset.shape[0] != count:
-                    problems.append(f"dataset {name} is {kind} {dataset.shape}")
-            return problems
-    except OSError as exc:
-        return [f"cannot be opened: {exc}"]
-
-
-def verify(target: Path) -> list[str]:
-    """Recheck every shard's sha256 and schema; return one line per problem, naming the shard."""
-    problems: list[str] = []
-    run_file = target / catalog.RUN_FILE
-    if target.is_dir() and run_file.is_file():
-        run = read_json(run_file)
-        listed_by_subject: dict[str, dict[str, str] | None] = {}
-        for task in catalog.plan_tasks(run):
-            shard = target / task.relpath
-            if task.subject not in listed_by_subject:
-                manifest_path = target / "manifests" / f"{task.subject}.json"
-                listed_by_subject[task.subject] = (
-                    {s["path"]: s["sha256"] for s in read_json(manifest_path)["shards"]}
-                    if manifest_path.is_file()
-                    else None
-                )
-            listed = listed_by_subject[task.subject]
-            if not shard.is_file():
-                problems.append(f"{task.relpath}: missing")
-                continue
-            if listed is not None:
-                expected = listed.get(task.relpath)
-                if expected is None:
-                    problems.append(f"{task.relpath}: not in manifests/{task.subject}.json")
-                elif file_sha256(shard) != expected:
-                    problems.append(f"{task.relpath}: corrupted (sha256 differs from its manifest)")
-                    continue
-            else:
-                problems.append(f"manifests/{task.subject}.json: missing")
-            problems.extend(f"{task.relpath}: {p}" for p in schema_problems(shard))
-        if not (target / catalog.INDEX_FILE).is_file():
-            problems.append(f"{catalog.INDEX_FILE}: missing")
-        return problems
-    for shard in shard_paths(target):
-        problems.extend(f"{shard}: {p}" for p in schema_problems(shard))
-    return problems
-
-
 def describe(target: Path) -> list[str]:
     """Counts per class and subject, dataset shapes, compression and sizes."""
     paths = shard_paths(target)
@@ -115,12 +33,18 @@ def describe(target: Path) -> list[str]:
     per_subject: Counter[str] = Counter()
     total_bytes = 0
     for path in paths:
-        with h5py.File(path, "r") as h5:
-            classes = json.loads(h5.attrs["class_names"])
-            labels = h5["labels"][()]
-            per_subject[str(h5.attrs["subject"])] += len(labels)
-            for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
-                per_class[classes[label]] += int(count)
+        try:
+            with h5py.File(path, "r") as h5:
+                classes = json.loads(h5.attrs["class_names"])
+                labels = h5["labels"][()]
+                per_subject[str(h5.attrs["subject"])] += len(labels)
+                for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+                    per_class[classes[label]] += int(count)
+        except (OSError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise FerattError(
+                f"{path} is not a readable feratt shard ({type(exc).__name__}: {exc}); "
+                "feratt inspect --verify lists every problem"
+            ) from None
         total_bytes += path.stat().st_size
     lines = [f"{len(paths)} shards, {sum(per_subject.values())} samples, {total_bytes / 2**20:.1f} MiB"]
     lines.append("samples per class: " + ", ".join(f"{c} {per_class[c]}" for c in classes))

@@ -13,6 +13,7 @@ machines (`part=(i, k)`) add up to the same files as one run; `index_render` the
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,14 +26,15 @@ from feratt.datasets.build import ensure_demo_bank
 from feratt.datasets.preview import encode_png
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json
-from feratt.manifests import catalog, inspection
+from feratt.locks import exclusive
+from feratt.manifests import catalog, inspection, verification
 from feratt.manifests.plan import ShardTask, face_counts, make_plan, select_part
 from feratt.manifests.shards import COMPRESSIONS
 from feratt.progress import Log, Progress, no_log
 from feratt.renderer import backgrounds
 from feratt.renderer.backgrounds import BackgroundSet
 from feratt.renderer.config import RenderConfig
-from feratt.renderer.render import build_run, prepare_out
+from feratt.renderer.render import build_run, prepare_out, remove_stale_files
 from feratt.renderer.render import render as render_tasks
 from feratt.requests import request_from
 
@@ -277,11 +279,49 @@ def render(
     log: Log | None = None,
     **fields: Any,
 ) -> RenderResult:
-    """Render the request's plan (or its part) into `out`; the fields are RenderRequest's."""
+    """Render the request's plan (or its part) into `out`; the fields are RenderRequest's.
+
+    The whole render holds the lock of `out`, so a second writer is refused with the holder named; the
+    parts of one plan hold it shared, and each shard's own lock, so that they run side by side. A write
+    error keeps the complete shards, for a rerun to resume; a folder this call created and left empty goes.
+    """
     request = request_from(RenderRequest, request, fields)
-    log = log or no_log
     out = Path(request.out)
+    created = not out.exists()
     _writable_folder(out)
+    part = request.part is not None
+    with exclusive(out, what=f"the render folder {out}", shared=part) as lock:
+        try:
+            if not part:
+                remove_stale_files(out)
+            return _render_locked(request, out, progress, log or no_log)
+        except BaseException as exc:
+            if created:
+                _remove_if_empty(out, lock)
+            if isinstance(exc, OSError):
+                raise _write_error(exc, out) from exc
+            raise
+
+
+def _remove_if_empty(out: Path, lock: Path) -> None:
+    """Remove the folder `out` if it holds nothing but its lock file."""
+    with contextlib.suppress(OSError):
+        if [path.name for path in out.iterdir()] == [lock.name]:
+            lock.unlink()
+            out.rmdir()
+
+
+def _write_error(exc: OSError, out: Path) -> FerattError:
+    """One line for a failed read or write during a render: the file, the reason, and what was kept."""
+    kept = len(list(out.glob("shards/*/shard-*.json")))
+    message = f"{exc.filename or out}: {exc.strerror or exc}"
+    if kept:
+        message += f"; the {kept} complete shards in {out} are kept: rerun the same command to resume"
+    return FerattError(message)
+
+
+def _render_locked(request: RenderRequest, out: Path, progress: Progress | None, log: Log) -> RenderResult:
+    """`render`, once the lock of `out` is held."""
     bank_path, bank = _read_bank(request)
     background_set = request.backgrounds.load()
     for line in background_set.report_lines():
@@ -302,7 +342,7 @@ def render(
         level=request.compression_level,
         crops_per_background=request.crops_per_background,
     )
-    prepare_out(out, run, request.overwrite)
+    prepare_out(out, run, request.overwrite, part=request.part is not None)
     part, parts = request.part or (1, 1)
     mine = select_part(tasks, part, parts)
     subjects = len(set(bank.subjects))
@@ -357,7 +397,17 @@ def read_totals(out: str | os.PathLike[str]) -> RenderTotals:
 def index_render(out: str | os.PathLike[str]) -> IndexResult:
     """Write the manifests and index.json of a render whose parts have all finished."""
     out = Path(out)
-    missing = catalog.finalize(out, read_json(out / catalog.RUN_FILE))
+    run_file = out / catalog.RUN_FILE
+    if not out.is_dir():
+        raise FerattError(f"{out} is not a render folder")
+    with exclusive(out, what=f"the render folder {out}"):
+        if not run_file.is_file():
+            raise FerattError(f"{out} is not a render folder: it has no {catalog.RUN_FILE}")
+        remove_stale_files(out)
+        run = read_json(run_file)
+        if not isinstance(run, dict) or not isinstance(run.get("shards"), list):
+            raise FerattError(f"{run_file} is not a feratt render file")
+        missing = catalog.finalize(out, run)
     if missing:
         names = ", ".join(task.relpath for task in missing[:5])
         raise FerattError(f"{len(missing)} shards are missing or incomplete, such as {names}")
@@ -371,7 +421,7 @@ def inspect_render(target: str | os.PathLike[str]) -> list[str]:
 
 def verify_render(target: str | os.PathLike[str]) -> list[str]:
     """Every problem of a render folder or shard (checksums, schema, missing files); empty when sound."""
-    return inspection.verify(Path(target))
+    return verification.verify(Path(target))
 
 
 def save_sample_sheet(

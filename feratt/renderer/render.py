@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +20,10 @@ import h5py
 import numpy as np
 
 from feratt import __version__
+from feratt.atomic import remove_temporaries
 from feratt.errors import BadInputFile, FerattError
-from feratt.jsonfile import read_json, write_json
+from feratt.jsonfile import dumps, read_json, write_json
+from feratt.locks import Locked, exclusive
 from feratt.manifests import catalog
 from feratt.manifests.plan import ShardTask
 from feratt.manifests.shards import (
@@ -139,7 +145,36 @@ def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[
     return data, skipped
 
 
-def render_shard(job: RenderJob, task: ShardTask) -> dict[str, Any]:
+def render_shard(job: RenderJob, task: ShardTask) -> dict[str, Any] | None:
+    """Render and write one shard, then its record; return the record, or None if another writes it.
+
+    The shard's own lock lets parts of one plan share a folder: whoever holds it writes the shard and
+    may remove the shard's temporaries, left by a killed writer; the lock file goes once the shard is done.
+    """
+    shard_path = Path(job.out) / task.relpath
+    shard_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive(shard_path) as lock:
+            for written in (shard_path, shard_path.with_suffix(".json")):
+                remove_temporaries(written)
+            record = _render_and_write(job, task)
+            lock.unlink(missing_ok=True)
+            return record
+    except Locked:
+        return None
+
+
+def remove_stale_files(out: Path) -> None:
+    """Remove every temporary and shard lock file a killed render left in `out`; only under its lock."""
+    folders = [out, out / "manifests", *(out / "shards").glob("*/")]
+    for folder in folders:
+        for pattern in (".*.tmp*", ".feratt-write-check.*", ".shard-*.h5.lock"):
+            for stale in folder.glob(pattern):
+                if stale.is_file():
+                    stale.unlink(missing_ok=True)
+
+
+def _render_and_write(job: RenderJob, task: ShardTask) -> dict[str, Any]:
     """Render and write one shard, then its record; return the record."""
     data, skipped = render_shard_data(job, task)
     subject = task.subject
@@ -180,12 +215,51 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def prepare_out(out: Path, run: dict[str, Any], overwrite: bool) -> None:
-    """Make the out folder ready for `run`: refuse another configuration unless asked to overwrite."""
+def _create_once(path: Path, payload: dict[str, Any]) -> bool:
+    """Write `path` unless it exists, atomically even against another process; whether this call did."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(dumps(payload))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(name, 0o666 & ~mask)
+        os.link(name, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
+            raise
+        # No hard links on this file system: the check and the write are then two steps.
+        if path.exists():
+            return False
+        os.replace(name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+    return True
+
+
+def prepare_out(out: Path, run: dict[str, Any], overwrite: bool, part: bool = False) -> None:
+    """Make the out folder ready for `run`: refuse another configuration unless asked to overwrite.
+
+    A part of a plan shares the folder with the other parts, so it writes the run file only if none
+    exists yet, and never replaces another configuration.
+    """
     run_file = out / catalog.RUN_FILE
+    if part and _create_once(run_file, run):
+        return
     if run_file.exists():
         previous = read_json(run_file)
+        if not isinstance(previous, dict):
+            raise FerattError(f"{run_file} is not a feratt render file")
         if previous.get("config_sha256") != run["config_sha256"]:
+            if part:
+                raise FerattError(
+                    f"{out} holds a render with another configuration; a part never replaces it, "
+                    "since other parts may be writing: remove it first, or render to another folder",
+                    field="part",
+                )
             if not overwrite:
                 raise FerattError(
                     f"{out} holds a render with another configuration; "
@@ -195,7 +269,14 @@ def prepare_out(out: Path, run: dict[str, Any], overwrite: bool) -> None:
             for name in ("shards", "manifests"):
                 shutil.rmtree(out / name, ignore_errors=True)
             (out / catalog.INDEX_FILE).unlink(missing_ok=True)
+        elif part:
+            return
     write_json(run_file, run)
+
+
+def _sized(job: RenderJob, task: ShardTask) -> tuple[int, dict[str, Any] | None]:
+    """The shard's sample count, for the progress, and its record (None: another process writes it)."""
+    return len(task), render_shard(job, task)
 
 
 def run_tasks(
@@ -207,6 +288,8 @@ def run_tasks(
     progress: Progress | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Render `tasks` in parallel with joblib (loky or Dask), yielding each shard's record as it lands.
+
+    A shard that another process is writing (another part of the plan) is left to it and not yielded.
 
     `progress(done, total)` counts the samples of `tasks` rendered so far.
     """
@@ -229,12 +312,15 @@ def run_tasks(
     done = 0
     try:
         with context:
-            calls = (delayed(render_shard)(job, task) for task in tasks)
-            for record in Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)(calls):
-                done += record["samples"]
+            calls = (delayed(_sized)(job, task) for task in tasks)
+            for samples, record in Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)(
+                calls
+            ):
+                done += samples
                 if progress is not None:
                     progress(done, total)
-                yield record
+                if record is not None:
+                    yield record
     finally:
         if client is not None:
             client.close()
@@ -284,7 +370,7 @@ def render(
         rendered_samples += record["samples"]
     seconds = time.perf_counter() - started
     missing = catalog.finalize(out, run, known)
-    return RenderSummary(len(tasks), reused, len(todo), rendered_samples, seconds, missing)
+    return RenderSummary(len(tasks), reused, len(known) - reused, rendered_samples, seconds, missing)
 
 
 def build_run(

@@ -7,9 +7,13 @@ Everything that reads or writes those files is here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
+import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,21 +39,77 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as exc:  # a failed write() names no file, or only the temporary one
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+#: The fields every checkpoint holds and their types (bool is an int, so it is refused separately).
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "method": str,
+    "num_classes": int,
+    "classes": list,
+    "config": dict,
+    "fold": int,
+    "epoch": int,
+    "best_accuracy": (int, float),
+    "model": dict,
+}
+#: Lines of torch's weights-only refusal that explain torch's defaults, not the file.
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _refusal(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that says what the file holds."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+    return (useful or lines or [type(exc).__name__])[0]
+
+
+def _load(path: Path) -> Any:
+    """torch.load with weights_only=True: tensors and plain data only, never code from the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. about the pickle protocol of a foreign file
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise FerattError(
+            f"{path} is not a feratt checkpoint: it holds objects other than tensors, numbers, strings, "
+            f"lists and dicts, which feratt refuses to load ({_refusal(exc)})"
+        ) from None
+    except OSError:
+        raise
+    except Exception as exc:  # torch raises many types for a bad file
+        raise FerattError(f"cannot read checkpoint {path}: {_refusal(exc)}") from None
+
+
+def _check_fields(path: Path, state: dict[str, Any]) -> None:
+    """FerattError unless `state` holds every checkpoint field with its type."""
+    for name, kind in _FIELDS.items():
+        value = state.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise FerattError(
+                f"{path} is not a valid feratt checkpoint: {name!r} is missing or of the wrong type"
+            )
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+        raise FerattError(
+            f"{path} is not a valid feratt checkpoint: its model is not a state_dict of tensors"
+        )
+    if not all(isinstance(name, str) for name in state["classes"]):
+        raise FerattError(f"{path} is not a valid feratt checkpoint: its class names are not strings")
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a feratt checkpoint of this version."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise FerattError(f"cannot read checkpoint {path}: {exc}") from None
+    """Read a feratt checkpoint of this version, loading tensors and plain data only (weights_only)."""
+    state = _load(path)
     if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
         found = state.get("checkpoint_version") if isinstance(state, dict) else None
         raise FerattError(
             f"{path} is not a feratt checkpoint of this version "
             f"(format {found!r}, this feratt {__version__} reads format {CHECKPOINT_VERSION})"
         )
+    _check_fields(path, state)
     return state
 
 
@@ -81,9 +141,9 @@ def checkpoint_state(
         "num_classes": len(classes),
         "classes": classes,
         "config": config.to_dict(),
-        "fold": fold,
-        "epoch": epoch,
-        "best_accuracy": best_accuracy,
+        "fold": int(fold),
+        "epoch": int(epoch),
+        "best_accuracy": float(best_accuracy),  # a plain float: weights_only refuses numpy scalars
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
@@ -109,7 +169,15 @@ def restore_checkpoint(
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FerattError(f"{path} is not a feratt metrics log: {exc}") from None
+    if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+        raise FerattError(f"{path} is not a feratt metrics log: a line is not an epoch's record")
+    return records
 
 
 class MetricsLog:
@@ -121,17 +189,24 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one epoch's record."""
-        if self.enabled:
+        if not self.enabled:
+            return
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, size)  # no half line for a resume to trip on
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
 
     def truncate_after(self, epoch: int) -> None:
         """Drop lines of epochs after `epoch`, left by a run killed before its checkpoint landed."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
+        kept = [record for record in _records(self.path) if record["epoch"] <= epoch]
         with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(json.dumps(record, sort_keys=True) + "\n" for record in kept))
 
     def clear(self) -> None:
         """Remove the log of an earlier run, when a fold starts over."""
@@ -290,7 +365,10 @@ def load_trained(
     """Load the model that `path` names (see find_checkpoint) onto `device`, in eval mode."""
     checkpoint = find_checkpoint(path, fold, which)
     state = read_checkpoint(checkpoint)
-    config = TrainConfig.from_dict(state["config"]).resolved()
+    try:
+        config = TrainConfig.from_dict(state["config"]).resolved()
+    except FerattError as exc:
+        raise FerattError(f"{checkpoint} is not a valid feratt checkpoint: {exc}") from None
     model = build_model(config, int(state["num_classes"]))
     try:
         model.load_state_dict(state["model"])

@@ -4,17 +4,115 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from feratt.errors import FerattError
+from feratt.jsonfile import read_json
+
+#: Training options that may differ between the runs of one run folder: they change how a run goes
+#: (loader workers, checks, logs, an extra test), not what it trains.
+PER_RUN_OPTIONS = ("workers", "real_test", "tensorboard", "verify")
 
 #: Model and input-size presets: the paper's network, and one narrow enough to train on a CPU.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"in_size": 128, "width": 1.0},
     "cpu-small": {"in_size": 64, "width": 0.25},
 }
+
+#: The choices of the string options (the command line offers the same), and what the message calls them.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "preset": tuple(TRAIN_PRESETS),
+    "attention_loss": ("mse", "tanh"),
+    "classification_loss": ("bce", "ce"),
+    "class_means": ("batch", "leave-one-out"),
+    "att_target": ("face", "input-masked"),
+}
+_CHOICE_NAMES = {
+    "preset": "presets",
+    "attention_loss": "attention losses",
+    "classification_loss": "classification losses",
+    "class_means": "class means",
+    "att_target": "attention targets",
+}
+#: The least value of each integer option.
+_LEAST_INT = {
+    "in_size": 32,
+    "epochs": 1,
+    "batch_size": 1,
+    "attention_channels": 1,
+    "ft_blocks": 1,
+    "fold_size": 1,
+    "val_subjects": 0,
+    "workers": 0,
+    "buffer_size": 0,
+    "max_batches": 1,
+}
+#: The range of each number option: least, most (None: unbounded), and whether the least is excluded.
+_NUMBER_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "width": (0.05, 4.0, False),
+    "lr": (0.0, None, True),
+    "weight_decay": (0.0, None, False),
+    "attention_weight": (0.0, None, False),
+    "representation_weight": (0.0, None, False),
+    "classification_weight": (0.0, None, False),
+    "sigma": (0.0, None, True),
+    "teacher_forcing": (0.0, 1.0, False),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_problem(name: str, value: Any) -> str | None:
+    if not _is_number(value):
+        return "must be a number"
+    least, most, open_least = _NUMBER_RANGES.get(name, (-math.inf, None, False))
+    if value < least or (open_least and value == least):
+        return f"must be {'above' if open_least else 'at least'} {least:g}"
+    if most is not None and value > most:
+        return f"must be at most {most:g}"
+    return None
+
+
+def _int_problem(name: str, value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "must be a whole number"
+    least = _LEAST_INT.get(name)
+    if least is not None and value < least:
+        return f"must be at least {least}"
+    if name == "in_size" and value % 32:
+        return "must be a multiple of 32"
+    return None
+
+
+def _str_problem(name: str, value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"is unknown (valid {_CHOICE_NAMES[name]}: {', '.join(CHOICES[name])})"
+    return None
+
+
+def _range_problem(value: Any) -> str | None:
+    if not (isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value)):
+        return "must be a range LOW, HIGH of two numbers"
+    if not 0 <= value[0] <= value[1] <= 1:
+        return "must be a range with 0 <= LOW <= HIGH <= 1"
+    return None
+
+
+def _problem(name: str, kind: str, value: Any) -> str | None:
+    """Why `value` does not suit option `name` of type `kind` (its annotation, None aside), or None."""
+    if kind == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    checks = {"int": _int_problem, "float": _number_problem, "str": _str_problem}
+    if kind in checks:
+        return checks[kind](name, value)
+    return _range_problem(value)
 
 
 @dataclass(frozen=True)
@@ -58,6 +156,25 @@ class TrainConfig:
     max_batches: int | None = None
     real_test: str | None = None  # a face bank: also test on the test subjects' unrendered faces
 
+    def __post_init__(self) -> None:
+        if isinstance(self.noise_sigma, list):  # as JSON and YAML give it
+            object.__setattr__(self, "noise_sigma", tuple(self.noise_sigma))
+        self.validate()
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type.startswith("float") and isinstance(value, int):
+                object.__setattr__(self, field.name, float(value))
+
+    def validate(self) -> None:
+        """FerattError naming the first option whose value has the wrong type or lies out of range."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.type.endswith("| None"):
+                continue
+            problem = _problem(field.name, field.type.split(" | ")[0], value)
+            if problem is not None:
+                raise FerattError(f"training option {field.name}: {value!r} {problem}", field=field.name)
+
     def resolved(self) -> TrainConfig:
         """A copy with the preset's input size and width filled in where not given."""
         if self.preset not in TRAIN_PRESETS:
@@ -85,30 +202,63 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise FerattError(f"unknown training option(s) {', '.join(unknown)}")
-        values = dict(data)
-        if values.get("noise_sigma") is not None:
-            values["noise_sigma"] = tuple(values["noise_sigma"])
-        return cls(**values)
+        return cls(**data)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read training options from a JSON or YAML file (YAML needs PyYAML installed)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise FerattError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise FerattError(f"{path} is not a text file (not UTF-8)") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise FerattError(f"{path}: YAML configs need PyYAML (pip install pyyaml); or use JSON") from None
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            reason = " ".join(str(exc).split())  # PyYAML's message spans lines
+            raise FerattError(f"{path} is not valid YAML: {reason}") from None
     else:
         try:
             data = json.loads(text)
         except ValueError as exc:
             raise FerattError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
         raise FerattError(f"{path} must hold a mapping of option names to values")
     return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def read_run_config(path: str | Path) -> TrainConfig:
+    """The TrainConfig of a run folder's config.json; an option added since reads as its default."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise FerattError(f"{path} is not a feratt training configuration")
+    try:
+        return TrainConfig.from_dict(data)
+    except FerattError as exc:
+        raise FerattError(f"{path}: {exc}") from None
+
+
+def config_changes(config: TrainConfig, saved: TrainConfig) -> list[str]:
+    """The fields, sorted, in which two configurations differ, per-run options aside."""
+    mine, theirs = config.to_dict(), saved.to_dict()
+    return sorted(k for k in mine if k not in PER_RUN_OPTIONS and mine[k] != theirs[k])
+
+
+def check_run_config(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to reuse a run folder trained with other settings than the experiment's."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    changed = config_changes(config, read_run_config(path))
+    if changed:
+        raise FerattError(
+            f"{run_dir} was trained with other settings ({', '.join(changed)}); use another output folder",
+            field="out",
+        )

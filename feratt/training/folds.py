@@ -107,18 +107,22 @@ def split_fold(folds: list[list[str]], fold: int, val_subjects: int = 2, seed: i
     return FoldSplit(fold=fold, test=test, validation=validation, train=train)
 
 
-def write_folds(path: str | Path, folds: list[list[str]], seed: int, fold_size: int) -> None:
-    """Write folds.json (each fold's test subjects, the seed and the fold size) atomically."""
-    path = Path(path)
-    payload: dict[str, Any] = {
+def folds_payload(folds: list[list[str]], seed: int, fold_size: int) -> dict[str, Any]:
+    """folds.json's content: each fold's test subjects, the seed and the fold size."""
+    return {
         "kind": FOLDS_KIND,
         "schema_version": FOLDS_SCHEMA_VERSION,
         "seed": seed,
         "fold_size": fold_size,
         "folds": [{"fold": i, "test": sorted(f)} for i, f in enumerate(folds)],
     }
+
+
+def write_folds(path: str | Path, folds: list[list[str]], seed: int, fold_size: int) -> None:
+    """Write folds.json (each fold's test subjects, the seed and the fold size) atomically."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, payload)
+    write_json(path, folds_payload(folds, seed, fold_size))
 
 
 def read_folds(path: str | Path) -> list[list[str]]:

@@ -37,11 +37,12 @@ from feratt.training.data import (
     shards_for_subjects,
 )
 from feratt.training.device import SINGLE_PROCESS, Distributed, pick_device, setup_distributed
-from feratt.training.folds import FoldSplit, render_folds, resolve_folds, split_fold, write_folds
+from feratt.training.folds import FoldSplit, folds_payload, render_folds, resolve_folds, split_fold
 from feratt.training.losses import compute_losses
 from feratt.training.methods import build_model, get_method, loss_config
 from feratt.training.metrics import MetricAccumulator, classification_metrics
 from feratt.training.realtest import RealTestLoader, load_real_faces
+from feratt.training.runfolder import claim_run
 
 
 @dataclass
@@ -331,22 +332,37 @@ def train_fold(
     loaders = _loaders(shards, split, config, device, place, say)
     writer = _tensorboard(fold_dir, config, place)
     progress = progress if place.main else None
-    for epoch in range(start, config.epochs):
-        record = _epoch_record(
-            trained, optimizer, loaders, config, num_classes, device, place, epoch, progress
-        )
-        selection = record.get("validation", record["train"])["accuracy"]
-        improved = selection > best_accuracy
-        best_accuracy = max(best_accuracy, selection)
-        metrics.write(record)
-        _write_scalars(writer, record, epoch)
-        if place.main:
-            state = checkpoint_state(config, classes, split.fold, epoch, best_accuracy, model, optimizer)
-            save_epoch_checkpoints(fold_dir, state, improved)
-            say(epoch_line(split.fold, epoch, record))
-    if writer is not None:
-        writer.close()
+    saved = start - 1  # the epoch of the checkpoints on disk
+    try:
+        for epoch in range(start, config.epochs):
+            record = _epoch_record(
+                trained, optimizer, loaders, config, num_classes, device, place, epoch, progress
+            )
+            selection = record.get("validation", record["train"])["accuracy"]
+            improved = selection > best_accuracy
+            best_accuracy = max(best_accuracy, selection)
+            metrics.write(record)
+            _write_scalars(writer, record, epoch)
+            if place.main:
+                state = checkpoint_state(config, classes, split.fold, epoch, best_accuracy, model, optimizer)
+                save_epoch_checkpoints(fold_dir, state, improved)
+                saved = epoch
+                say(epoch_line(split.fold, epoch, record))
+    except OSError as exc:  # a full disk, say: stop at once, and say what the fold keeps
+        raise _with_what_is_kept(exc, fold_dir, saved) from exc
+    finally:
+        if writer is not None:
+            writer.close()
     return fold_summary(fold_dir, split)
+
+
+def _with_what_is_kept(exc: OSError, fold_dir: Path, saved: int) -> OSError:
+    """`exc`, its message extended by what the fold folder holds after it."""
+    if saved >= 0:
+        kept = f"{fold_dir} keeps its checkpoints of epoch {saved}, and resume continues from there"
+    else:
+        kept = f"{fold_dir} holds no checkpoint of this run"
+    return OSError(exc.errno, f"{exc.strerror or exc}; {kept}", exc.filename)
 
 
 @dataclass(frozen=True)
@@ -416,6 +432,7 @@ def train(
     *,
     folds: str | int = "0",
     resume: bool = False,
+    overwrite: bool = False,
     device: str | torch.device = "auto",
     progress: Progress | None = None,
     log: Log | None = None,
@@ -425,6 +442,8 @@ def train(
 
     `config_fields` replace fields of `config` (or of the default TrainConfig); with `resume`, each fold
     continues from its last.pt. Writes folds.json, config.json, a folder per fold and summary.json.
+    A folder of another configuration, or a fold trained already, is refused unless `resume` continues
+    it or `overwrite` replaces the chosen folds' files; each fold is locked while it trains.
     """
     config = request_from(TrainConfig, config, config_fields).resolved()
     get_method(config.method)
@@ -436,22 +455,23 @@ def train(
     test_folds = render_folds(shards, config.fold_size, config.seed)
     chosen = resolve_folds(folds, len(test_folds))
     _set_determinism(config, target)
-    if place.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_folds(run_dir / "folds.json", test_folds, config.seed, config.fold_size)
-        write_json(run_dir / "config.json", config.to_dict())
+    claim: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if place.main:  # rank 0 checks, binds and locks the run folder for every rank
+        payload = folds_payload(test_folds, config.seed, config.fold_size)
+        claim = claim_run(run_dir, config, payload, chosen, resume=resume, overwrite=overwrite)
+    options = {"resume": resume, "device": target, "place": place, "progress": progress, "log": log}
     results = []
     try:
-        for fold in chosen:
-            split = split_fold(test_folds, fold, config.val_subjects, config.seed)
-            options = {"resume": resume, "device": target, "place": place, "progress": progress, "log": log}
-            results.append(train_fold(shards, run_dir, split, classes, config, **options))
-        place.barrier()
+        with claim:
+            for fold in chosen:
+                split = split_fold(test_folds, fold, config.val_subjects, config.seed)
+                results.append(train_fold(shards, run_dir, split, classes, config, **options))
+            place.barrier()
+            result = TrainResult(
+                run_dir, config.method, classes, results, str(shards), __version__, aggregate(results)
+            )
+            if place.main:
+                write_json(run_dir / "summary.json", result.to_dict())
     finally:
         place.shutdown()
-    result = TrainResult(
-        run_dir, config.method, classes, results, str(shards), __version__, aggregate(results)
-    )
-    if place.main:
-        write_json(run_dir / "summary.json", result.to_dict())
     return result

@@ -91,8 +91,8 @@ def load_real_faces(
         )
     config = RenderConfig.from_dict(render_index["render_config"])
     images, masks = [], []
-    for i in keep:
-        image, mask = frame_face(bank.images[i], bank.masks[i], config)
+    for _, face, face_mask in bank.iter_faces(keep):  # only these faces' pixels, a block at a time
+        image, mask = frame_face(face, face_mask, config)
         images.append(cv2.split(image))
         masks.append(mask[None])
     image = np.asarray(images, np.uint8)

@@ -1,0 +1,331 @@
+"""Verify a render: everything a reader relies on, from index.json through the manifests to each shard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from feratt.errors import FerattError
+from feratt.jsonfile import read_json
+from feratt.manifests import catalog
+from feratt.manifests.inspection import shard_paths
+from feratt.manifests.plan import ShardTask
+from feratt.manifests.shards import SHARD_KIND, SHARD_SCHEMA_VERSION, file_sha256
+
+#: Datasets every shard holds, with their dtype and the shape after the sample axis (None: any).
+SHARD_SCHEMA: dict[str, tuple[str, tuple[int | None, ...]]] = {
+    "images": ("uint8", (None, None, 3)),
+    "masks": ("uint8", (None, None)),
+    "faces": ("uint8", (None, None, 3)),
+    "labels": ("int16", ()),
+    "face_index": ("int32", ()),
+    "sample_index": ("int64", ()),
+    "matrices": ("float64", (3, 3)),
+    "crops": ("float32", (3,)),
+    "luminance_ratio": ("float32", ()),
+    "params": ("float32", (None,)),
+    "background_ids": ("object", ()),
+}
+
+#: The fields of each JSON file a reader relies on, with their types.
+RECORD_FIELDS = {
+    "path": str,
+    "subject": str,
+    "samples": int,
+    "bytes": int,
+    "sha256": str,
+    "class_counts": dict,
+}
+MANIFEST_FIELDS = {"subject": str, "samples": int, "class_counts": dict, "shards": list}
+ENTRY_FIELDS = {"path": str, "samples": int, "bytes": int, "sha256": str}
+INDEX_FIELDS = {
+    "schema_version": int,
+    "classes": list,
+    "subjects": dict,
+    "totals": dict,
+    "config_sha256": str,
+    "bank_sha256": str,
+}
+TOTALS_FIELDS = {"samples": int, "shards": int, "subjects": int, "class_counts": dict}
+
+
+def schema_problems(path: Path) -> list[str]:
+    """What is wrong with a shard's layout; empty when it follows the schema."""
+    try:
+        with h5py.File(path, "r") as h5:
+            if h5.attrs.get("kind") != SHARD_KIND:
+                return ["not a feratt shard"]
+            if h5.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
+                return [f"schema version {h5.attrs.get('schema_version')}, expected {SHARD_SCHEMA_VERSION}"]
+            problems = []
+            count = None
+            for name, (dtype, tail) in SHARD_SCHEMA.items():
+                if name not in h5 or not isinstance(h5[name], h5py.Dataset):
+                    problems.append(f"dataset {name} missing")
+                    continue
+                dataset = h5[name]
+                count = dataset.shape[0] if count is None and dataset.shape else count
+                kind = "object" if h5py.check_string_dtype(dataset.dtype) else str(dataset.dtype)
+                shape_ok = len(dataset.shape) == 1 + len(tail) and all(
+                    want is None or want == got for want, got in zip(tail, dataset.shape[1:], strict=True)
+                )
+                if kind != dtype or not shape_ok or dataset.shape[0] != count:
+                    problems.append(f"dataset {name} is {kind} {dataset.shape}")
+            return problems
+    except OSError as exc:
+        return [f"cannot be opened: {exc}"]
+
+
+def _load(path: Path, name: str, problems: list[str]) -> dict[str, Any] | None:
+    """The JSON object in `path`; None, with a problem, when it is missing or not a JSON object."""
+    if not path.is_file():
+        problems.append(f"{name}: missing")
+        return None
+    try:
+        value = read_json(path)
+    except FerattError:
+        problems.append(f"{name}: not valid JSON")
+        return None
+    if not isinstance(value, dict):
+        problems.append(f"{name}: not a JSON object")
+        return None
+    return value
+
+
+def _typed(value: Any, kind: type) -> bool:
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _field_problems(document: dict[str, Any], fields: dict[str, type], name: str) -> list[str]:
+    """A problem for each field of `fields` that `document` lacks or holds with the wrong type."""
+    problems = []
+    for field, kind in fields.items():
+        if field not in document:
+            problems.append(f"{name}: {field} missing")
+        elif not _typed(document[field], kind):
+            problems.append(f"{name}: {field} is not {'an' if kind is int else 'a'} {kind.__name__}")
+    return problems
+
+
+def _compare(problems: list[str], name: str, what: str, found: Any, expected: Any) -> None:
+    if found != expected:
+        problems.append(f"{name}: {what} is {_short(found)}, expected {_short(expected)}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plan(run: dict[str, Any] | None, problems: list[str]) -> list[ShardTask] | None:
+    """The shard tasks of a run file; None, with a problem, when it does not describe a render."""
+    if run is None:
+        return None
+    try:
+        tasks = catalog.plan_tasks(run)
+        valid = (
+            all(isinstance(task.subject, str) and task.subject for task in tasks)
+            and all(_typed(t.index, int) and _typed(t.first_sample, int) for t in tasks)
+            and isinstance(run["classes"], list)
+            and all(isinstance(name, str) for name in run["classes"])
+            and isinstance(run["config_sha256"], str)
+        )
+    except (KeyError, TypeError):
+        valid = False
+    if not valid:
+        problems.append(f"{catalog.RUN_FILE}: not a feratt render file")
+        return None
+    return tasks
+
+
+def verify(target: Path) -> list[str]:
+    """One line per problem of a render folder or a shard, naming the file; empty when sound."""
+    problems: list[str] = []
+    if target.is_file():
+        return _verify_lone_shard(target)
+    if not target.is_dir():
+        raise FerattError(f"not found: {target}")
+    run = _load(target / catalog.RUN_FILE, catalog.RUN_FILE, problems)
+    tasks = _plan(run, problems)
+    if run is None or tasks is None:
+        for shard in shard_paths(target):
+            problems.extend(f"{shard.relative_to(target)}: {p}" for p in schema_problems(shard))
+        return problems
+    by_subject: dict[str, list[ShardTask]] = {}
+    for task in tasks:
+        by_subject.setdefault(task.subject, []).append(task)
+    class_counts: dict[str, int] | None = dict.fromkeys(run["classes"], 0)
+    for subject, subject_tasks in sorted(by_subject.items()):
+        counts = _verify_subject(target, run, subject, subject_tasks, problems)
+        if counts is None or class_counts is None:
+            class_counts = None  # a shard is missing or unreadable: the totals cannot be checked
+            continue
+        for name, count in counts.items():
+            class_counts[name] = class_counts.get(name, 0) + count
+    _verify_index(target, run, by_subject, class_counts, problems)
+    return problems
+
+
+def _verify_lone_shard(shard: Path) -> list[str]:
+    """The schema of one shard, and its sidecar record beside it if there is one."""
+    problems = [f"{shard}: {p}" for p in schema_problems(shard)]
+    sidecar = shard.with_suffix(".json")
+    if sidecar.is_file():
+        record = _load(sidecar, str(sidecar), problems)
+        if record is not None:
+            problems.extend(_field_problems(record, RECORD_FIELDS, str(sidecar)))
+            _compare(problems, str(sidecar), "sha256", record.get("sha256"), file_sha256(shard))
+    return problems
+
+
+def _verify_subject(
+    target: Path, run: dict[str, Any], subject: str, tasks: list[ShardTask], problems: list[str]
+) -> dict[str, int] | None:
+    """Check a subject's manifest and shards; return its samples per class read from the shards."""
+    name = f"manifests/{subject}.json"
+    manifest = _load(target / name, name, problems)
+    listed: dict[str, dict[str, Any]] | None = None
+    if manifest is not None:
+        problems.extend(_field_problems(manifest, MANIFEST_FIELDS, name))
+        _compare(problems, name, "subject", manifest.get("subject"), subject)
+        listed = {}
+        for entry in manifest.get("shards") if isinstance(manifest.get("shards"), list) else []:
+            if not isinstance(entry, dict) or _field_problems(entry, ENTRY_FIELDS, name):
+                problems.append(f"{name}: a shard entry is not valid: {_short(entry)}")
+                continue
+            listed[entry["path"]] = entry
+        for extra in sorted(set(listed) - {task.relpath for task in tasks}):
+            problems.append(f"{name}: lists {extra}, which the plan does not hold")
+    counts = dict.fromkeys(run["classes"], 0)
+    complete = True
+    for task in tasks:
+        entry = None if listed is None else listed.get(task.relpath)
+        if listed is not None and entry is None:
+            problems.append(f"{task.relpath}: not in {name}")
+        shard_counts = _verify_shard(target, run, task, entry, problems)
+        if shard_counts is None:
+            complete = False
+            continue
+        for label, count in shard_counts.items():
+            counts[label] = counts.get(label, 0) + count
+    if manifest is not None and complete:
+        _compare(problems, name, "samples", manifest.get("samples"), sum(len(t) for t in tasks))
+        _compare(problems, name, "class_counts", manifest.get("class_counts"), counts)
+    return counts if complete else None
+
+
+def _verify_shard(
+    target: Path, run: dict[str, Any], task: ShardTask, entry: dict[str, Any] | None, problems: list[str]
+) -> dict[str, int] | None:
+    """Check one shard against its manifest entry, its sidecar record and the plan; its samples per class."""
+    shard = target / task.relpath
+    if not shard.is_file():
+        problems.append(f"{task.relpath}: missing")
+        return None
+    size, digest = shard.stat().st_size, file_sha256(shard)
+    if entry is not None:
+        if entry["sha256"] != digest:
+            problems.append(f"{task.relpath}: corrupted (sha256 differs from its manifest)")
+            return None
+        _compare(problems, task.relpath, "its manifest's byte count", entry["bytes"], size)
+        _compare(problems, task.relpath, "its manifest's sample count", entry["samples"], len(task))
+    schema = schema_problems(shard)
+    problems.extend(f"{task.relpath}: {p}" for p in schema)
+    counts = None if schema else _shard_counts(shard, run, task, problems)
+    _verify_record(target, run, task, (size, digest), counts, problems)
+    return counts
+
+
+def _shard_counts(
+    shard: Path, run: dict[str, Any], task: ShardTask, problems: list[str]
+) -> dict[str, int] | None:
+    """The samples per class of a shard of the right layout, after checking its contents against the plan."""
+    name = task.relpath
+    classes = run["classes"]
+    with h5py.File(shard, "r") as h5:
+        labels = h5["labels"][()]
+        sample_index = h5["sample_index"][()]
+        attrs = dict(h5.attrs)
+    _compare(problems, name, "the number of samples", len(labels), len(task))
+    expected = np.arange(task.first_sample, task.first_sample + len(task))
+    if len(sample_index) != len(expected) or (sample_index != expected).any():
+        problems.append(f"{name}: sample_index does not match the plan")
+    _compare(problems, name, "the subject", str(attrs.get("subject")), task.subject)
+    try:
+        names = json.loads(attrs.get("class_names", ""))
+    except (TypeError, ValueError):
+        names = None
+    _compare(problems, name, "class_names", names, classes)
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+        problems.append(f"{name}: labels outside 0..{len(classes) - 1}")
+        return None
+    counts = np.bincount(labels.astype(np.int64), minlength=len(classes))
+    return {label: int(count) for label, count in zip(classes, counts, strict=True)}
+
+
+def _verify_record(
+    target: Path,
+    run: dict[str, Any],
+    task: ShardTask,
+    stat: tuple[int, str],
+    counts: dict[str, int] | None,
+    problems: list[str],
+) -> None:
+    """Check a shard's sidecar record: what `render` and `feratt index` trust of a finished shard."""
+    path = catalog.record_path(target, task)
+    name = str(path.relative_to(target))
+    record = _load(path, name, problems)
+    if record is None:
+        return
+    fields = _field_problems(record, RECORD_FIELDS, name)
+    problems.extend(fields)
+    if fields:
+        return
+    size, digest = stat
+    _compare(problems, name, "path", record["path"], task.relpath)
+    _compare(problems, name, "subject", record["subject"], task.subject)
+    _compare(problems, name, "samples", record["samples"], len(task))
+    _compare(problems, name, "bytes", record["bytes"], size)
+    if record["sha256"] != digest:
+        problems.append(f"{name}: sha256 differs from the shard's")
+    _compare(problems, name, "config_sha256", record.get("config_sha256"), run["config_sha256"])
+    if counts is not None:
+        _compare(problems, name, "class_counts", record["class_counts"], counts)
+
+
+def _verify_index(
+    target: Path,
+    run: dict[str, Any],
+    by_subject: dict[str, list[ShardTask]],
+    class_counts: dict[str, int] | None,
+    problems: list[str],
+) -> None:
+    """Check index.json against the plan and the shards: classes, subjects, totals, checksums."""
+    name = catalog.INDEX_FILE
+    index = _load(target / name, name, problems)
+    if index is None:
+        return
+    fields = _field_problems(index, INDEX_FIELDS, name)
+    problems.extend(fields)
+    if fields:
+        return
+    subjects = {subject: sum(len(t) for t in tasks) for subject, tasks in sorted(by_subject.items())}
+    _compare(problems, name, "schema_version", index["schema_version"], catalog.INDEX_SCHEMA_VERSION)
+    _compare(problems, name, "classes", index["classes"], run["classes"])
+    _compare(problems, name, "subjects", index["subjects"], subjects)
+    _compare(problems, name, "config_sha256", index["config_sha256"], run["config_sha256"])
+    _compare(problems, name, "bank_sha256", index["bank_sha256"], run.get("bank_sha256"))
+    totals = index["totals"]
+    fields = _field_problems(totals, TOTALS_FIELDS, f"{name} totals")
+    problems.extend(fields)
+    if fields:
+        return
+    _compare(problems, name, "totals.samples", totals["samples"], sum(subjects.values()))
+    _compare(problems, name, "totals.shards", totals["shards"], sum(len(t) for t in by_subject.values()))
+    _compare(problems, name, "totals.subjects", totals["subjects"], len(subjects))
+    if class_counts is not None:
+        _compare(problems, name, "totals.class_counts", totals["class_counts"], class_counts)
