@@ -84,7 +84,11 @@ method_option = click.option(
 
 _TRAINING_OPTION_DECORATORS = (
     click.option(
-        "--preset", default="paper", show_default=True, help="paper (128 px) or cpu-small (64 px, narrow)."
+        "--preset",
+        default="paper",
+        show_default=True,
+        help="paper (128 px) or cpu-small (64 px, narrow, batch 32, lr 1e-3): its settings replace the "
+        "defaults shown here; flags and --config override it.",
     ),
     click.option(
         "--config", "config_file", type=click.Path(dir_okay=False), help="JSON or YAML file of options."
@@ -106,6 +110,16 @@ _TRAINING_OPTION_DECORATORS = (
     click.option("--epochs", type=click.IntRange(1), default=60, show_default=True),
     click.option("--batch-size", type=click.IntRange(1), default=200, show_default=True),
     click.option("--lr", type=float, default=1e-4, show_default=True),
+    click.option(
+        "--lr-schedule",
+        type=click.Choice(CHOICES["lr_schedule"]),
+        default="constant",
+        show_default=True,
+        help="Per-epoch learning rate: constant, warm-up then cosine to 0, or one-cycle.",
+    ),
+    click.option(
+        "--warmup-epochs", type=click.IntRange(0), default=0, show_default=True, help="Linear lr warm-up."
+    ),
     click.option("--in-size", type=click.IntRange(32), help="Input size (default from the preset)."),
     click.option(
         "--width", type=click.FloatRange(0.05, 4), help="Width multiplier (default from the preset)."
@@ -113,6 +127,20 @@ _TRAINING_OPTION_DECORATORS = (
     click.option("--attention-weight", type=float, default=10.0, show_default=True),
     click.option("--representation-weight", type=float, default=1.0, show_default=True),
     click.option("--classification-weight", type=float, default=1.0, show_default=True),
+    click.option(
+        "--attention-only-epochs",
+        type=click.IntRange(0),
+        default=0,
+        show_default=True,
+        help="First epochs train the attention loss alone.",
+    ),
+    click.option(
+        "--ramp-epochs",
+        type=click.IntRange(0),
+        default=0,
+        show_default=True,
+        help="Then classification and representation weights ramp up linearly over this many epochs.",
+    ),
     click.option(
         "--attention-loss", type=click.Choice(CHOICES["attention_loss"]), default="mse", show_default=True
     ),
@@ -142,12 +170,29 @@ _TRAINING_OPTION_DECORATORS = (
     click.option("--ft-blocks", type=click.IntRange(1), default=4, show_default=True),
     click.option("--rec-concat", is_flag=True, help="The later code's G_rec: concatenate input and G_att."),
     click.option(
+        "--pretrain-attention",
+        type=click.IntRange(0),
+        default=0,
+        show_default=True,
+        help="Epochs of attention-only pre-training (no labels, G_rep frozen) before --epochs.",
+    ),
+    click.option(
+        "--detach-attention",
+        is_flag=True,
+        help="G_rep's gradients stop at I_att: G_att, G_ft and G_rec learn from the attention loss alone.",
+    ),
+    click.option(
         "--attention-weights",
         type=click.Path(dir_okay=False),
         help="Local torchvision resnet34 state_dict for the attention encoder.",
     ),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Loader workers."),
+    click.option(
+        "--samples-per-epoch",
+        type=click.IntRange(1),
+        help="Fresh samples every epoch: epochs take consecutive slices of a shuffled order of the render.",
+    ),
     click.option("--noise-sigma", help="Training-time Gaussian noise, a sigma range LOW:HIGH in [0, 1]."),
     click.option("--no-verify", "verify", flag_value=False, default=True, help="Skip shard sha256 checks."),
     click.option("--deterministic", is_flag=True, help="Repeatable runs (slower)."),
@@ -180,24 +225,23 @@ run_folder_options = compose(
 def train_config_from_cli(
     ctx: click.Context, config_file: str | None, options: dict[str, Any]
 ) -> TrainConfig:
-    """The TrainConfig of a command line: a flag given explicitly, then the --config file, then defaults."""
-    values = load_config_file(config_file) if config_file else {}
-    for field in dataclasses.fields(TrainConfig):
-        name = field.name
-        if name not in options:
-            continue
-        explicit = ctx.get_parameter_source(name) not in (
-            click.core.ParameterSource.DEFAULT,
-            click.core.ParameterSource.DEFAULT_MAP,
-            None,
-        )
-        if explicit or name not in values:
-            values[name] = options[name]
+    """The TrainConfig of a command line: a flag given explicitly, then the --config file, then the preset,
+    then the defaults (TrainConfig.from_options)."""
+    from_file = load_config_file(config_file) if config_file else {}
+    values = dict(from_file)
+    explicit = {
+        name
+        for name in (field.name for field in dataclasses.fields(TrainConfig))
+        if name in options
+        and ctx.get_parameter_source(name)
+        not in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)
+    }
+    values.update({name: options[name] for name in explicit})
     if isinstance(values.get("noise_sigma"), str):
         values["noise_sigma"] = parse_range(values["noise_sigma"], "--noise-sigma")
     try:
-        return TrainConfig.from_dict(values).resolved()
+        return TrainConfig.from_options(values).resolved()
     except FerattError as exc:
-        if config_file and (exc.field is None or values.get(exc.field) is not options.get(exc.field)):
+        if config_file and exc.field in from_file and exc.field not in explicit:
             raise FerattError(f"{config_file}: {exc}") from None  # the value came from the file
         raise

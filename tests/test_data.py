@@ -365,3 +365,48 @@ def test_folds_json_round_trip(tmp_path):
 
 def test_render_folds_are_the_folds_of_the_renders_subjects(render):
     assert render_folds(render, 2, seed=3) == make_folds(SUBJECTS, 2, seed=3)
+
+
+def _slice_epochs(refs, epochs, per_epoch, workers, world=2):
+    """The sample_index lists of each epoch and rank of streams taking `per_epoch` fresh samples an epoch."""
+    result = []
+    streams = [
+        ShardStream(refs, shuffle=True, seed=5, buffer_size=8, rank=rank, world_size=world,
+                    samples_per_epoch=per_epoch)
+        for rank in range(world)
+    ]  # fmt: skip
+    loaders = [make_loader(stream, 6, workers) for stream in streams]
+    for epoch in epochs:
+        result.append(
+            [epoch_indices(loader, stream, epoch) for stream, loader in zip(streams, loaders, strict=True)]
+        )
+    return result
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_fresh_samples_every_epoch_until_the_render_is_exhausted(render, workers):
+    refs = all_refs(render)  # 168 samples: four epochs of 40, then the fifth wraps to a new order
+    epochs = _slice_epochs(refs, range(5), 40, workers)
+    seen = []
+    for ranks in epochs:
+        assert [len(indices) for indices in ranks] == [20, 20]
+        seen.extend(i for indices in ranks for i in indices)
+    fresh = seen[:160]
+    assert len(fresh) == len(set(fresh)), "a sample came twice across epochs, ranks or workers"
+    expected = set()
+    for ref in refs:
+        with h5py.File(ref.path, "r") as h5:
+            expected.update(int(i) for i in h5["sample_index"][()])
+    assert set(seen) == expected  # the fifth epoch takes the 8 left of the first order first
+    assert len(expected - set(fresh)) == 8 and len(seen[160:]) == 40
+    stream = ShardStream(refs, shuffle=True, samples_per_epoch=40, rank=0, world_size=2)
+    assert stream.samples_per_rank == 20
+
+
+def test_a_resumed_stream_takes_the_same_slice(render):
+    refs = all_refs(render)
+    whole = _slice_epochs(refs, range(4), 30, 0)
+    resumed = _slice_epochs(refs, [2, 3], 30, 0)
+    assert resumed == whole[2:]
+    other_seed = ShardStream(refs, shuffle=True, seed=6, samples_per_epoch=30, rank=0, world_size=1)
+    assert set(epoch_indices(make_loader(other_seed, 6, 0), other_seed, 2)) != set(whole[2][0] + whole[2][1])

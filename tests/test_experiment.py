@@ -54,7 +54,7 @@ def experiment_request(render, out, eval_shards=None, **config):
         shards=render,
         out=out,
         methods=("baseline", "feratt-cls"),
-        config=TrainConfig(preset="cpu-small", **settings, **config),
+        config=TrainConfig.from_options({"preset": "cpu-small", **settings, **config}),
         eval_shards=eval_shards,
     )
 
@@ -246,13 +246,14 @@ def test_experiment_on_one_fold_reports_its_figures_without_tests(render, tmp_pa
 
     width, height = Image.open(out / "confusion-synthetic-baseline.png").size
     assert 300 < width < 1500 and 300 < height < 1500
-    # A folder saved before --class-means existed holds no such key; it reads as the default and is reused.
+    # A folder saved before --samples-per-epoch existed holds no such key; it reads as the default and is
+    # reused.
     for path in [out / "experiment.json", *out.glob("runs/*/config.json")]:
         saved = json.loads(path.read_text())
-        saved.get("training", saved).pop("class_means")
+        saved.get("training", saved).pop("samples_per_epoch")
         path.write_text(json.dumps(saved))
     _, again = run_logged(experiment_request(render, out), folds="1")
     assert again.count("baseline fold 1: trained already, reused") == 1
     assert sum("trained already, reused" in line for line in again) == 2
     with pytest.raises(FerattError, match="differs in training"):
-        run_logged(experiment_request(render, out, class_means="leave-one-out"), folds="1")
+        run_logged(experiment_request(render, out, class_means="batch"), folds="1")

@@ -1,4 +1,4 @@
-"""Figures of the experiment reports: critical-difference diagrams and confusion matrices (PNG)."""
+"""Figures of the experiment reports: CD diagrams, confusion matrices, learning curves, I_att strips (PNG)."""
 
 from __future__ import annotations
 
@@ -109,4 +109,60 @@ def confusion_figure(confusion: Any, classes: list[str], path: Path, title: str 
         axes.text(column, row, str(count), ha="center", va="center", fontsize=8, color=colour)
     if title:
         axes.set_title(title, fontsize=9)
+    return save_png(figure, path, tight=True)
+
+
+#: Panel titles of the learning curves, by metrics.jsonl key.
+CURVE_LABELS = {
+    "accuracy": "accuracy",
+    "loss_total": "total loss",
+    "loss_attention": "attention loss",
+    "loss_representation": "representation loss",
+    "loss_classification": "classification loss",
+    "att_mse": "I_att MSE",
+    "att_psnr": "I_att PSNR (dB)",
+    "att_iou": "gate IoU with the face mask",
+}
+
+
+def curves_figure(
+    lines: dict[str, tuple[list[int], dict[str, Any]]], keys: tuple[str, ...], path: Path, title: str
+) -> Path:
+    """Learning curves: a panel per key that some line has, a line per name (its epochs and values)."""
+    shown = [key for key in keys if any(key in curves for _, curves in lines.values())]
+    columns = min(4, len(shown))
+    rows = -(-len(shown) // columns)
+    from matplotlib.ticker import MaxNLocator
+
+    figure = new_figure(figsize=(3.2 * columns, 2.6 * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for panel, key in zip(axes, shown, strict=False):
+        for colour, (name, (epochs, curves)) in enumerate(lines.items()):
+            if key in curves:  # a method keeps its colour in every panel
+                panel.plot(epochs, curves[key], marker="o", markersize=3, label=name, color=f"C{colour}")
+        panel.set_title(CURVE_LABELS.get(key, key), fontsize=9)
+        panel.set_xlabel("epoch", fontsize=8)
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+        panel.tick_params(labelsize=7)
+    for panel in axes[len(shown) :]:
+        panel.axis("off")
+    axes[0].legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    return save_png(figure, path, tight=True)
+
+
+def strip_figure(strip: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    """A row per sample: its input, its attention target, then I_att after each saved epoch."""
+    inputs, targets, epochs, attention = (strip[k] for k in ("inputs", "targets", "epochs", "attention"))
+    columns = [("input", inputs), ("target", targets)]
+    columns += [(f"epoch {int(e)}", attention[i]) for i, e in enumerate(epochs)]
+    rows = len(inputs)
+    figure = new_figure(figsize=(1.2 * len(columns), 1.2 * rows + 0.5))
+    axes = figure.subplots(rows, len(columns), squeeze=False)
+    for column, (label, images) in enumerate(columns):
+        axes[0, column].set_title(label, fontsize=8)
+        for row in range(rows):
+            axes[row, column].imshow(images[row])
+            axes[row, column].axis("off")
+    figure.suptitle(title, fontsize=9)
     return save_png(figure, path, tight=True)

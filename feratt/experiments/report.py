@@ -89,6 +89,37 @@ def confusion_figures(
     return names
 
 
+def _training_markdown(out: Path, settings: dict[str, Any]) -> list[str]:
+    """The training section: learning curves per pass, and the I_att strips of the first fold."""
+    from feratt.experiments.curves import curve_figures, strip_figures
+
+    methods, folds = list(settings["methods"]), list(settings["folds"])
+    curves = curve_figures(out, methods, folds)
+    strips = strip_figures(out, methods, folds[0])
+    if not curves and not strips:
+        return []
+    which = f"fold {folds[0]}" if len(folds) == 1 else "the mean over the folds"
+    lines = [
+        "## Training",
+        "",
+        f"Learning curves ({which}, from each fold's `metrics.jsonl`): accuracy and each loss term per "
+        "epoch, and for FERAtt the attention image's MSE and PSNR against its target and the IoU of its "
+        "gate (> 0.5) with the face mask.",
+        "",
+        *(f"![{name}]({name})" for name in curves),
+        "",
+    ]
+    if strips:
+        lines += [
+            f"I_att of the first test samples of fold {folds[0]} after a few epochs (input, target, "
+            "then I_att by epoch):",
+            "",
+            *(f"![{name}]({name})" for name in strips),
+            "",
+        ]
+    return lines
+
+
 def write_report(
     out: Path,
     settings: dict[str, Any],
@@ -137,6 +168,7 @@ def write_report(
         for name in confusion_figures(out, evaluations, split, settings["folds"]):
             lines.append(f"![{name}]({name})")
         lines.append("")
+    lines += _training_markdown(out, settings)
     lines += [
         "## Configuration",
         "",

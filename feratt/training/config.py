@@ -16,10 +16,18 @@ from feratt.jsonfile import read_json
 #: (loader workers, checks, logs, an extra test), not what it trains.
 PER_RUN_OPTIONS = ("workers", "real_test", "tensorboard", "verify")
 
-#: Model and input-size presets: the paper's network, and one narrow enough to train on a CPU.
+#: Presets: the paper's configuration, and one narrow enough to train on a CPU in a few epochs. A preset
+#: may set any TrainConfig field; TrainConfig.from_options says which value wins.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"in_size": 128, "width": 1.0},
-    "cpu-small": {"in_size": 64, "width": 0.25},
+    "cpu-small": {
+        "in_size": 64,
+        "width": 0.25,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "class_means": "leave-one-out",
+        "representation_weight": 0.1,
+    },
 }
 
 #: The choices of the string options (the command line offers the same), and what the message calls them.
@@ -29,6 +37,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "classification_loss": ("bce", "ce"),
     "class_means": ("batch", "leave-one-out"),
     "att_target": ("face", "input-masked"),
+    "lr_schedule": ("constant", "cosine", "onecycle"),
 }
 _CHOICE_NAMES = {
     "preset": "presets",
@@ -36,6 +45,7 @@ _CHOICE_NAMES = {
     "classification_loss": "classification losses",
     "class_means": "class means",
     "att_target": "attention targets",
+    "lr_schedule": "learning-rate schedules",
 }
 #: The least value of each integer option.
 _LEAST_INT = {
@@ -49,6 +59,11 @@ _LEAST_INT = {
     "workers": 0,
     "buffer_size": 0,
     "max_batches": 1,
+    "warmup_epochs": 0,
+    "attention_only_epochs": 0,
+    "ramp_epochs": 0,
+    "pretrain_attention": 0,
+    "samples_per_epoch": 1,
 }
 #: The range of each number option: least, most (None: unbounded), and whether the least is excluded.
 _NUMBER_RANGES: dict[str, tuple[float, float | None, bool]] = {
@@ -117,7 +132,13 @@ def _problem(name: str, kind: str, value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything training needs besides the shards; defaults follow the paper. Change it with `replace`."""
+    """Everything training needs besides the shards; defaults follow the paper. Change it with `replace`.
+
+    A preset's settings (TRAIN_PRESETS) apply through `from_options`, as on the command line, where a value
+    comes from, first to last: a flag given on the command line, the --config file, the preset, the
+    defaults below. The constructor takes its arguments as given and only fills `in_size` and `width`
+    from the preset (`resolved`).
+    """
 
     method: str = "feratt-rep-cls"
     preset: str = "paper"
@@ -126,11 +147,17 @@ class TrainConfig:
     epochs: int = 60
     batch_size: int = 200
     lr: float = 1e-4
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
     amsgrad: bool = True
     weight_decay: float = 0.0
     attention_weight: float = 10.0
     representation_weight: float = 1.0
     classification_weight: float = 1.0
+    attention_only_epochs: int = 0
+    ramp_epochs: int = 0
+    detach_attention: bool = False
+    pretrain_attention: int = 0
     attention_loss: str = "mse"
     classification_loss: str = "bce"
     sigma: float = 1.0
@@ -146,6 +173,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     buffer_size: int = 1000
+    samples_per_epoch: int | None = None
     noise_sigma: tuple[float, float] | None = None
     verify: bool = True
     deterministic: bool = False
@@ -203,6 +231,13 @@ class TrainConfig:
         if unknown:
             raise FerattError(f"unknown training option(s) {', '.join(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> TrainConfig:
+        """The config of the given `options`, the preset's settings filling the fields they leave out."""
+        preset = options.get("preset", cls.preset)
+        settings = TRAIN_PRESETS.get(preset, {}) if isinstance(preset, str) else {}
+        return cls.from_dict({**settings, **options})
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

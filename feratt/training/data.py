@@ -10,6 +10,12 @@ boundaries, so every rank gets the same number of samples however few or uneven 
 (fewer than world_size; a different tail each shuffled epoch) are dropped, so DDP never waits on a rank
 that ran out. A rank's workers get counts differing by at most one.
 
+With `samples_per_epoch` S, an epoch is not a pass over the render but a slice of it, so that a render
+larger than an epoch shows every epoch samples it has not seen: all samples, laid end to end, are put in
+one shuffled order (seeded, the same on every rank), cycle after cycle (a new order once the render is
+exhausted), and epoch e takes positions [e * S, (e + 1) * S) of that endless sequence, cut per rank and
+per worker as above. A resumed run takes the same slice for the same epoch.
+
 Inside a worker, shuffling opens `shards_per_worker_open` shards at a time, reads blocks of `read_block`
 samples from them round-robin in a shuffled block order, and mixes samples through a buffer of
 `buffer_size`; without shuffling, samples come in shard order, one block at a time.
@@ -120,8 +126,7 @@ class _PieceReader:
     def __init__(
         self,
         ref: ShardRef,
-        start: int,
-        stop: int,
+        rows: tuple[int, int] | np.ndarray,
         fields: tuple[str, ...],
         block: int,
         verify: bool,
@@ -147,10 +152,15 @@ class _PieceReader:
         except BaseException:
             self.file.close()
             raise
-        starts = np.arange(start, stop, block)
+        blocks: list[Any]
+        if isinstance(rows, tuple):
+            start, stop = rows
+            blocks = [(int(s), min(int(s) + block, stop)) for s in range(start, stop, block)]
+        else:  # increasing row numbers, as h5py's fancy indexing needs
+            blocks = [rows[s : s + block] for s in range(0, len(rows), block)]
         if rng is not None:
-            starts = rng.permutation(starts)
-        self.blocks = deque((int(s), min(int(s) + block, stop)) for s in starts)
+            blocks = [blocks[int(i)] for i in rng.permutation(len(blocks))]
+        self.blocks = deque(blocks)
         self.path = ref.path
 
     @property
@@ -159,13 +169,19 @@ class _PieceReader:
 
     def read(self) -> dict[str, np.ndarray]:
         """The next block: item key -> array with one row per sample, as stored (images channels last)."""
-        start, stop = self.blocks.popleft()
+        rows = self.blocks.popleft()
+        # h5py reads strictly increasing rows; a slice spanning two orders may hold a row twice.
+        if isinstance(rows, tuple):
+            where, again = slice(*rows), slice(None)
+        else:
+            where, again = np.unique(rows, return_inverse=True)
         try:
             block = {
-                ITEM_KEYS.get(name, name): dataset[start:stop] for name, dataset in self.datasets.items()
+                ITEM_KEYS.get(name, name): dataset[where][again] for name, dataset in self.datasets.items()
             }
         except OSError as exc:
-            raise FerattError(f"cannot read samples {start}-{stop} of shard {self.path}: {exc}") from None
+            first, last = (rows[0], rows[1]) if isinstance(rows, tuple) else (rows[0], rows[-1] + 1)
+            raise FerattError(f"cannot read samples {first}-{last} of shard {self.path}: {exc}") from None
         for key in ("label", "sample_index"):
             if key in block:
                 block[key] = block[key].astype(np.int64)
@@ -218,6 +234,7 @@ class ShardStream(IterableDataset):
         even: bool = True,
         shards_per_worker_open: int = 4,
         read_block: int = 64,
+        samples_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         if (rank is None) != (world_size is None):
@@ -228,6 +245,8 @@ class ShardStream(IterableDataset):
             world_size = torch.distributed.get_world_size() if distributed else 1
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError("samples_per_epoch must be at least 1")
         if buffer_size < 0 or shards_per_worker_open < 1 or read_block < 1:
             raise ValueError("buffer_size must be >= 0, shards_per_worker_open and read_block >= 1")
         self.shards = list(shards)
@@ -241,6 +260,7 @@ class ShardStream(IterableDataset):
         self.even = even
         self.shards_per_worker_open = shards_per_worker_open
         self.read_block = read_block
+        self.samples_per_epoch = samples_per_epoch
         # Shared memory, so that persistent workers see set_epoch made in the main process.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -275,7 +295,7 @@ class ShardStream(IterableDataset):
         )
 
     def _rank_range(self) -> tuple[int, int]:
-        total, size = self.samples, self.world_size
+        total, size = self.samples_per_epoch or self.samples, self.world_size
         if self.even:
             per_rank = total // size
             return self.rank * per_rank, (self.rank + 1) * per_rank
@@ -283,10 +303,7 @@ class ShardStream(IterableDataset):
 
     def pieces(self, epoch: int, worker_id: int = 0, num_workers: int = 1) -> list[tuple[int, int, int]]:
         """The (shard, start, stop) pieces of this rank's worker `worker_id` in `epoch`, in reading order."""
-        first, last = self._rank_range()
-        count = last - first
-        low = first + worker_id * count // num_workers
-        high = first + (worker_id + 1) * count // num_workers
+        low, high = self._worker_range(worker_id, num_workers)
         pieces = []
         offset = 0
         for index in self.shard_order(epoch):
@@ -297,23 +314,60 @@ class ShardStream(IterableDataset):
             offset += size
         return pieces
 
+    def _worker_range(self, worker_id: int, num_workers: int) -> tuple[int, int]:
+        first, last = self._rank_range()
+        count = last - first
+        return first + worker_id * count // num_workers, first + (worker_id + 1) * count // num_workers
+
+    def slice_positions(self, epoch: int, worker_id: int = 0, num_workers: int = 1) -> np.ndarray:
+        """With `samples_per_epoch`, the render positions (shards end to end) this worker reads in `epoch`."""
+        if self.samples_per_epoch is None:
+            raise ValueError("slice_positions needs samples_per_epoch")
+        total = self.samples
+        if total == 0:
+            return np.zeros(0, np.int64)
+        low, high = self._worker_range(worker_id, num_workers)
+        begin, end = epoch * self.samples_per_epoch + low, epoch * self.samples_per_epoch + high
+        parts = []
+        for cycle in range(begin // total, -(-end // total)):
+            order = np.random.default_rng(_seed_words(self.seed, cycle, 0x511CE)).permutation(total)
+            parts.append(order[max(begin - cycle * total, 0) : min(end - cycle * total, total)])
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _slice_pieces(self, epoch: int, worker_id: int, num_workers: int) -> list[tuple[int, np.ndarray]]:
+        """The (shard, increasing rows) pieces of this worker's slice of `epoch`."""
+        positions = self.slice_positions(epoch, worker_id, num_workers)
+        offsets = np.cumsum([0] + [ref.samples for ref in self.shards])
+        shard_of = np.searchsorted(offsets, positions, side="right") - 1
+        return [
+            (int(index), np.sort(positions[shard_of == index] - offsets[index]))
+            for index in np.unique(shard_of)
+        ]
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch
-        pieces = self.pieces(epoch, worker_id, num_workers)
+        pieces: list[Any] = (
+            self._slice_pieces(epoch, worker_id, num_workers)
+            if self.samples_per_epoch is not None
+            else self.pieces(epoch, worker_id, num_workers)
+        )
         if not self.shuffle:
             yield from self._in_order(pieces)
             return
         worker = self.rank * num_workers + worker_id
         rng = np.random.default_rng(_seed_words(self.seed, epoch, worker, 0xB0FF))
+        if self.samples_per_epoch is not None:  # the slice's shards, in a random order
+            pieces = [pieces[int(i)] for i in rng.permutation(len(pieces))]
         yield from self._shuffled(pieces, rng)
 
-    def _open(self, piece: tuple[int, int, int], rng: np.random.Generator | None) -> _PieceReader:
-        index, start, stop = piece
-        return _PieceReader(self.shards[index], start, stop, self.fields, self.read_block, self.verify, rng)
+    def _open(self, piece: tuple[Any, ...], rng: np.random.Generator | None) -> _PieceReader:
+        index, *rows = piece
+        where = (rows[0], rows[1]) if len(rows) == 2 else rows[0]
+        return _PieceReader(self.shards[index], where, self.fields, self.read_block, self.verify, rng)
 
-    def _in_order(self, pieces: list[tuple[int, int, int]]) -> Iterator[dict[str, Any]]:
+    def _in_order(self, pieces: list[Any]) -> Iterator[dict[str, Any]]:
         for piece in pieces:
             reader = self._open(piece, None)
             try:
@@ -324,9 +378,7 @@ class ShardStream(IterableDataset):
             finally:
                 reader.close()
 
-    def _shuffled(
-        self, pieces: list[tuple[int, int, int]], rng: np.random.Generator
-    ) -> Iterator[dict[str, Any]]:
+    def _shuffled(self, pieces: list[Any], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         pending = deque(pieces)
         readers: list[_PieceReader] = []
         buffer: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ from feratt.errors import FerattError
 from feratt.jsonfile import write_json
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
+from feratt.training.attention import AttentionStrip, AttentionSums
 from feratt.training.checkpoints import (
     LAST,
     METRICS_FILE,
@@ -43,6 +44,10 @@ from feratt.training.methods import build_model, get_method, loss_config
 from feratt.training.metrics import MetricAccumulator, classification_metrics
 from feratt.training.realtest import RealTestLoader, load_real_faces
 from feratt.training.runfolder import claim_run
+from feratt.training.schedule import epoch_config, epoch_lr, pretrain_epochs
+
+#: The log of the attention pre-training epochs, kept apart so that curves and model selection skip them.
+PRETRAIN_FILE = "pretrain.jsonl"
 
 
 @dataclass
@@ -52,10 +57,12 @@ class EpochResult:
     losses: dict[str, float]
     confusion: np.ndarray
     samples: int
+    attention: dict[str, float] | None = None
 
     def metrics(self) -> dict[str, Any]:
-        """The pass's record in metrics.jsonl: mean losses, classification metrics, confusion, samples."""
+        """The pass's record in metrics.jsonl: mean losses, attention scores, classification metrics."""
         result = {f"loss_{k}": v for k, v in self.losses.items()}
+        result.update(self.attention or {})
         result.update(classification_metrics(self.confusion))
         result["confusion"] = self.confusion.tolist()
         result["samples"] = self.samples
@@ -92,6 +99,7 @@ def run_epoch(
     names = ("total", *terms)
     sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     confusion = MetricAccumulator(num_classes, device)
+    attention = AttentionSums(device) if get_method(config.method).attention else None
     settings = loss_config(config)
     autocast = _autocast(config, device)
     done = 0
@@ -113,16 +121,21 @@ def run_epoch(
             optimizer.step()
         sums += torch.stack([losses[name].detach().double() * labels.shape[0] for name in names])
         confusion.update(labels, output.logits.detach())
+        if attention is not None:
+            attention.update(output.attention_image, target, output.attention_map, batch["mask"])
         done += labels.shape[0]
         if progress is not None:
             progress(done, samples)
     place.sum(sums)
+    if attention is not None:
+        place.sum(attention.sums)
     confusion.reduce()
     count = confusion.count
     return EpochResult(
         losses={name: float(s) / max(count, 1) for name, s in zip(names, sums.tolist(), strict=True)},
         confusion=confusion.confusion(),
         samples=count,
+        attention=attention.means() if attention is not None else None,
     )
 
 
@@ -149,6 +162,7 @@ def _stream(
         # Training needs equal batch counts per rank; evaluation must score every sample, and its
         # only collective call comes after the pass.
         even=shuffle,
+        samples_per_epoch=config.samples_per_epoch if shuffle else None,
     )
 
 
@@ -214,8 +228,12 @@ def _resume(
     """The first epoch to train and the best validation accuracy so far, after loading last.pt."""
     epoch, best_accuracy = restore_checkpoint(fold_dir / LAST, model, optimizer, config.method, num_classes)
     metrics.truncate_after(epoch)
-    log(f"fold {fold}: resumed after epoch {epoch}")
+    log(f"fold {fold}: resumed after {_epoch_name(epoch, pretrain_epochs(config))}")
     return epoch + 1, best_accuracy
+
+
+def _epoch_name(epoch: int, pretrain: int) -> str:
+    return f"epoch {epoch}" if epoch >= 0 else f"attention pre-training epoch {epoch + pretrain}"
 
 
 def _parallel(model: nn.Module, config: TrainConfig, device: torch.device, place: Distributed) -> nn.Module:
@@ -226,7 +244,7 @@ def _parallel(model: nn.Module, config: TrainConfig, device: torch.device, place
         trained = nn.parallel.DistributedDataParallel(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=config.teacher_forcing > 0,
+            find_unused_parameters=config.teacher_forcing > 0 or pretrain_epochs(config) > 0,
         )
     if config.compile:
         trained = torch.compile(trained)
@@ -245,13 +263,17 @@ def _epoch_record(
     progress: Progress | None,
 ) -> dict[str, Any]:
     """Train one epoch, then score every evaluation part; the epoch's line of metrics.jsonl."""
-    noise = torch.Generator(device=device).manual_seed(config.seed * 100_003 + epoch)
-    loaders.train_stream.set_epoch(epoch)
+    step = epoch + pretrain_epochs(config)  # the data's epoch: pre-training epochs come first
+    noise = torch.Generator(device=device).manual_seed(config.seed * 100_003 + step)
+    loaders.train_stream.set_epoch(step)
+    lr = epoch_lr(config, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
     started = time.perf_counter()
     result = run_epoch(
         model,
         loaders.train,
-        config,
+        epoch_config(config, epoch, get_method(config.method).attention),
         num_classes,
         device,
         place,
@@ -260,11 +282,51 @@ def _epoch_record(
         progress=progress,
         samples=loaders.train_stream.samples_per_rank,
     )
-    record: dict[str, Any] = {"epoch": epoch, "seconds": time.perf_counter() - started}
+    record: dict[str, Any] = {"epoch": epoch, "seconds": time.perf_counter() - started, "lr": lr}
     record["train"] = result.metrics()
     for name, loader in loaders.evaluation.items():
         record[name] = run_epoch(model, loader, config, num_classes, device, place).metrics()
     return record
+
+
+@dataclass
+class _PretrainFold:
+    """Where an attention pre-training epoch of a fold writes: its folder, log, and checkpoint's classes."""
+
+    fold: int
+    fold_dir: Path
+    classes: list[str]
+    log: MetricsLog
+    say: Log
+
+
+def _pretrain_epoch(
+    trained: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loaders: _Loaders,
+    config: TrainConfig,
+    fold: _PretrainFold,
+    device: torch.device,
+    place: Distributed,
+    epoch: int,
+    progress: Progress | None,
+) -> None:
+    """Attention pre-training epoch `epoch` (< 0): the attention loss alone, G_rep frozen, logged apart."""
+    model.g_rep.requires_grad_(False)  # no gradient, so Adam leaves G_rep and its state alone
+    try:
+        record = _epoch_record(
+            trained, optimizer, loaders, config, len(fold.classes), device, place, epoch, progress
+        )
+    finally:
+        model.g_rep.requires_grad_(True)
+    index = epoch + pretrain_epochs(config)
+    record.update(epoch=index, phase="pretrain")
+    fold.log.write(record)
+    if place.main:
+        state = checkpoint_state(config, fold.classes, fold.fold, epoch, -1.0, model, optimizer)
+        save_epoch_checkpoints(fold.fold_dir, state, improved=False)
+        fold.say(epoch_line(fold.fold, index, record).replace(" epoch ", " attention pre-training epoch ", 1))
 
 
 def epoch_line(fold: int, epoch: int, record: dict[str, Any]) -> str:
@@ -321,20 +383,31 @@ def train_fold(
         fold_dir.mkdir(parents=True, exist_ok=True)
     model, optimizer = _model_and_optimizer(config, num_classes, device, say)
     metrics = MetricsLog(fold_dir / METRICS_FILE, place.main)
-    start, best_accuracy = 0, -1.0
+    pretrain_log = MetricsLog(fold_dir / PRETRAIN_FILE, place.main)
+    start, best_accuracy = -pretrain_epochs(config), -1.0
     if resume and (fold_dir / LAST).exists():
         start, best_accuracy = _resume(
             fold_dir, model, optimizer, config, num_classes, metrics, split.fold, say
         )
+        pretrain_log.truncate_after(start - 1 + pretrain_epochs(config))
     else:
         metrics.clear()
+        pretrain_log.clear()
     trained = _parallel(model, config, device, place)
     loaders = _loaders(shards, split, config, device, place, say)
     writer = _tensorboard(fold_dir, config, place)
+    strip = AttentionStrip.open(fold_dir, shards, split.test, config, device, start) if place.main else None
     progress = progress if place.main else None
     saved = start - 1  # the epoch of the checkpoints on disk
     try:
         for epoch in range(start, config.epochs):
+            if epoch < 0:
+                fold = _PretrainFold(split.fold, fold_dir, classes, pretrain_log, say)
+                _pretrain_epoch(
+                    trained, model, optimizer, loaders, config, fold, device, place, epoch, progress
+                )
+                saved = epoch
+                continue
             record = _epoch_record(
                 trained, optimizer, loaders, config, num_classes, device, place, epoch, progress
             )
@@ -347,19 +420,26 @@ def train_fold(
                 state = checkpoint_state(config, classes, split.fold, epoch, best_accuracy, model, optimizer)
                 save_epoch_checkpoints(fold_dir, state, improved)
                 saved = epoch
+                if strip is not None:
+                    strip.record(model, epoch)
                 say(epoch_line(split.fold, epoch, record))
     except OSError as exc:  # a full disk, say: stop at once, and say what the fold keeps
-        raise _with_what_is_kept(exc, fold_dir, saved) from exc
+        raise _with_what_is_kept(exc, fold_dir, saved, pretrain_epochs(config)) from exc
     finally:
         if writer is not None:
             writer.close()
     return fold_summary(fold_dir, split)
 
 
-def _with_what_is_kept(exc: OSError, fold_dir: Path, saved: int) -> OSError:
+def _with_what_is_kept(exc: OSError, fold_dir: Path, saved: int, pretrain: int = 0) -> OSError:
     """`exc`, its message extended by what the fold folder holds after it."""
     if saved >= 0:
         kept = f"{fold_dir} keeps its checkpoints of epoch {saved}, and resume continues from there"
+    elif saved >= -pretrain:
+        kept = (
+            f"{fold_dir} keeps its checkpoint of attention pre-training epoch {saved + pretrain}, "
+            "and resume continues from there"
+        )
     else:
         kept = f"{fold_dir} holds no checkpoint of this run"
     return OSError(exc.errno, f"{exc.strerror or exc}; {kept}", exc.filename)

@@ -64,6 +64,7 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
             rec_concat=config.rec_concat,
             teacher_forcing=config.teacher_forcing,
             attention_weights=config.attention_weights,
+            detach_attention=config.detach_attention,
         )
     return create_model(model, **options)
 

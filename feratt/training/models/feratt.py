@@ -168,6 +168,8 @@ class FERAtt(nn.Module):
         attention_weights: path of a local torchvision resnet34 state_dict for G_att's encoder; None
             keeps torchvision's random initialisation. Nothing is downloaded.
         normalize: standardise G_rep's input with fixed CIFAR channel statistics (paper-time code).
+        detach_attention: G_rep classifies I_att without gradients flowing back into G_att, G_ft and
+            G_rec, which then learn from the attention loss alone.
 
     `attention_init` records the encoder's initialisation: "random" or "resnet34:<path>".
     """
@@ -184,6 +186,7 @@ class FERAtt(nn.Module):
         embedding_dim: int = 64,
         attention_weights: str | Path | None = None,
         normalize: bool = True,
+        detach_attention: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -200,6 +203,7 @@ class FERAtt(nn.Module):
         self.in_size = check_in_size(in_size)
         self.width = check_width(width)
         self.teacher_forcing = float(teacher_forcing)
+        self.detach_attention = bool(detach_attention)
         self.embedding_dim = embedding_dim
         self.g_att = AttentionUNet(attention_channels, width=width)
         self.g_ft = FeatureExtractor(ft_blocks, width=width)
@@ -246,6 +250,8 @@ class FERAtt(nn.Module):
         attention_image = self.g_rec(x, attention_map, features)
         forced = self._force(target)
         source = target if forced and target is not None else attention_image
+        if self.detach_attention:
+            source = source.detach()
         embedding, logits = self.g_rep(self.rep_input(source))
         return ModelOutput(
             logits=logits,
