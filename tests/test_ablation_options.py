@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from cli_helpers import run, write_backgrounds, write_demo_bank
+from cli_helpers import render_tiny
 
 from feratt.training import loop
 from feratt.training.checkpoints import read_metrics
@@ -23,16 +23,7 @@ TINY = TrainConfig(
 @pytest.fixture(scope="module")
 def render(tmp_path_factory):
     """A render of 6 demo subjects, 7 classes, 4 samples a face at 64 px."""
-    base = tmp_path_factory.mktemp("ablation-inputs")
-    write_demo_bank(base / "bank.h5", subjects=6)
-    backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))
-    out = base / "render"
-    result = run(
-        "render", base / "bank.h5", "--out", out, "--backgrounds", backgrounds, "--size", 64,
-        "--per-face", 4, "--shard-size", 14, "--jobs", 1,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return out
+    return render_tiny(tmp_path_factory.mktemp("ablation-inputs"), 6, per_face=4, shard_size=14)
 
 
 def test_the_defaults_keep_a_constant_rate_and_full_weights():

@@ -14,7 +14,7 @@ from dataclasses import replace
 import click
 import pytest
 import torch
-from cli_helpers import assert_user_error, run, write_backgrounds, write_demo_bank
+from cli_helpers import assert_user_error, render_tiny, run
 from click.testing import CliRunner
 
 from feratt.cli_options import train_config_from_cli, training_options
@@ -30,16 +30,7 @@ TINY = TrainConfig(preset="cpu-small", epochs=2, batch_size=16, fold_size=2, val
 @pytest.fixture(scope="module")
 def render(tmp_path_factory):
     """A render of 6 demo subjects, 7 classes, 4 samples a face at 64 px."""
-    base = tmp_path_factory.mktemp("train-inputs")
-    write_demo_bank(base / "bank.h5", subjects=6)
-    backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))
-    out = base / "render"
-    result = run(
-        "render", base / "bank.h5", "--out", out, "--backgrounds", backgrounds, "--size", 64,
-        "--per-face", 4, "--shard-size", 14, "--jobs", 1,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return out
+    return render_tiny(tmp_path_factory.mktemp("train-inputs"), 6, per_face=4, shard_size=14)
 
 
 def train_args(render, run_dir, *extra):
