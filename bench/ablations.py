@@ -24,6 +24,9 @@ import feratt
 from feratt.jsonfile import write_json
 from feratt.training.checkpoints import fold_finished
 
+#: The label of the demo render (`make demo`'s), which rows use unless told otherwise.
+DEFAULT_RENDER = "demo"
+
 #: The demo's configuration (see the Makefile's demo target): what every row changes.
 DEMO = {
     "preset": "cpu-small",
@@ -56,6 +59,12 @@ ROWS: dict[str, dict[str, Any]] = {
     "feratt-cls-ramp4": {"method": "feratt-cls", "ramp_epochs": 4},
     "feratt-cls-pretrain4": {"method": "feratt-cls", "pretrain_attention": 4},
     "feratt-rep-cls-ramp4": {"method": "feratt-rep-cls", "ramp_epochs": 4},
+    "feratt-cls-masked": {"method": "feratt-cls", "att_target": "input-masked"},
+    "feratt-rep-cls-masked": {"method": "feratt-rep-cls", "att_target": "input-masked"},
+    "feratt-cls-pretrain4-e8": {"method": "feratt-cls", "pretrain_attention": 4, "epochs": 8},
+    "baseline-cosine": {"method": "baseline", "lr_schedule": "cosine", "warmup_epochs": 1},
+    "feratt-cls-identity": {"method": "feratt-cls", "identity_init": True},
+    "feratt-rep-cls-identity": {"method": "feratt-rep-cls", "identity_init": True},
 }
 
 
@@ -67,10 +76,13 @@ def config_for(row: str, seed: int, epochs: int | None) -> feratt.TrainConfig:
     return feratt.TrainConfig.from_dict(values).resolved()
 
 
-def run_entry(render: Path, bank: Path, out: Path, row: str, fold: int, seed: int, epochs: int | None):
+def run_entry(
+    render: Path, bank: Path, out: Path, row: str, fold: int, seed: int, epochs: int | None, label: str
+):
     """Train (or reuse) one row at one fold and seed, then score its best-on-validation model."""
     config = config_for(row, seed, epochs)
-    run_dir = out / "runs" / f"{row}-e{config.epochs}" / f"seed-{seed}"
+    suffix = "" if label == DEFAULT_RENDER else f"@{label}"
+    run_dir = out / "runs" / f"{row}{suffix}-e{config.epochs}" / f"seed-{seed}"
     started = time.perf_counter()
     if not fold_finished(run_dir / f"fold-{fold}", config.epochs):
         feratt.train(render, run_dir, config, folds=fold, resume=True, device="cpu", log=print)
@@ -80,6 +92,7 @@ def run_entry(render: Path, bank: Path, out: Path, row: str, fold: int, seed: in
     )
     return {
         "row": row,
+        "render": label,
         "fold": fold,
         "seed": seed,
         "epochs": config.epochs,
@@ -93,7 +106,13 @@ def run_entry(render: Path, bank: Path, out: Path, row: str, fold: int, seed: in
 
 def entry_key(entry: dict[str, Any]) -> str:
     """The identity of a results entry."""
-    return f"{entry['row']}|e{entry['epochs']}|fold{entry['fold']}|seed{entry['seed']}"
+    return f"{_name(entry)}|e{entry['epochs']}|fold{entry['fold']}|seed{entry['seed']}"
+
+
+def _name(entry: dict[str, Any]) -> str:
+    """The row's name, with its render's label unless it is the demo render."""
+    label = entry.get("render", DEFAULT_RENDER)
+    return entry["row"] if label == DEFAULT_RENDER else f"{entry['row']}@{label}"
 
 
 def read_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -111,7 +130,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown: one line per row and budget, mean +- std over its folds and seeds, in %."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for entry in results.values():
-        groups.setdefault((entry["row"], entry["epochs"]), []).append(entry)
+        groups.setdefault((_name(entry), entry["epochs"]), []).append(entry)
     lines = [
         "| row | changes from the demo | epochs | runs (fold/seed) | synthetic | real | best epoch |",
         "|---|---|---:|---|---:|---:|---|",
@@ -138,6 +157,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, help="Screening budget (default: the demo's 12).")
     parser.add_argument("--table", action="store_true", help="Only print the table of what is measured.")
+    parser.add_argument(
+        "--render-label",
+        default=DEFAULT_RENDER,
+        help="Name of RENDER in the table, for rows on a render other than the demo's.",
+    )
     args = parser.parse_args()
     path = args.out / "results.json"
     results = read_results(path)
@@ -149,10 +173,13 @@ def main() -> None:
             for fold in (int(f) for f in args.folds.split(",")):
                 for seed in (int(s) for s in args.seeds.split(",")):
                     epochs = config_for(row, seed, args.epochs).epochs
-                    key = entry_key({"row": row, "epochs": epochs, "fold": fold, "seed": seed})
+                    planned = {"row": row, "render": args.render_label, "epochs": epochs}
+                    key = entry_key({**planned, "fold": fold, "seed": seed})
                     if key in results:
                         continue
-                    entry = run_entry(args.render, args.bank, args.out, row, fold, seed, args.epochs)
+                    entry = run_entry(
+                        args.render, args.bank, args.out, row, fold, seed, args.epochs, args.render_label
+                    )
                     results[key] = entry
                     write_json(path, results)
                     print(f"{key}: synthetic {entry['synthetic']:.3f}, real {entry['real']:.3f}", flush=True)

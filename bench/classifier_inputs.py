@@ -3,7 +3,9 @@
 G_rep (FERAtt's PreActResNet18 classifier, `Representation`) is trained alone, with the classification
 loss only, on one fold's training subjects, from each of:
 
-- faces: the clean attention target (the rendered face under its mask), an upper bound for FERAtt;
+- faces: the clean attention target (the rendered face under its mask, without the composite's
+  luminance change), the default target of I_att;
+- masked: the composite under the face mask, the paper's literal target (`--att-target input-masked`);
 - images: the composite, the baseline's input;
 - attention: the I_att of a trained FERAtt checkpoint (--checkpoint), frozen, in eval mode.
 
@@ -48,7 +50,8 @@ from feratt.training.models.blocks import REP_SIZE, Normalize, pool_to
 from feratt.training.models.feratt import Representation
 
 SOURCES = {
-    "faces": "clean attention target (faces)",
+    "faces": "clean rendered face on black (`--att-target face`)",
+    "masked": "composite under the mask (`--att-target input-masked`)",
     "images": "composite (images; the baseline's input)",
     "attention": "I_att of the frozen FERAtt",
 }
@@ -76,7 +79,7 @@ def collect(
         shards_for_subjects(shards, subjects), buffer_size=0, verify=config.verify, rank=0, world_size=1
     )
     loader = make_loader(stream, config.batch_size, config.workers)
-    names = ["faces", "images"] + (["attention"] if frozen is not None else [])
+    names = ["faces", "masked", "images"] + (["attention"] if frozen is not None else [])
     parts: dict[str, list[Tensor]] = {name: [] for name in names}
     labels: list[Tensor] = []
     sums = AttentionSums(device)
@@ -86,7 +89,9 @@ def collect(
                 break
             batch = normalise_batch(raw, device)
             inputs, target = prepare_inputs(batch, config)
-            pooled = {"faces": target, "images": inputs}
+            _, faces = prepare_inputs(batch, dataclasses.replace(config, att_target="face"))
+            _, masked = prepare_inputs(batch, dataclasses.replace(config, att_target="input-masked"))
+            pooled = {"faces": faces, "masked": masked, "images": inputs}
             if frozen is not None:
                 output = frozen.model(inputs)
                 pooled["attention"] = output.attention_image

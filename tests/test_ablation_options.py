@@ -115,6 +115,32 @@ def test_detached_attention_stops_the_classifiers_gradient_at_i_att(detach):
     assert any(p.grad is not None and p.grad.abs().max() > 0 for p in model.g_rep.parameters())
 
 
+@pytest.mark.parametrize("identity", [False, True])
+def test_an_identity_start_makes_i_att_the_gated_input(identity):
+    from feratt.training.methods import build_model
+
+    config = TrainConfig(method="feratt-cls", preset="cpu-small", identity_init=identity).resolved()
+    torch.manual_seed(0)
+    model = build_model(config, 7).eval()
+    images = torch.rand(3, 3, 64, 64)
+    output = model(images)
+    gated = torch.sigmoid(output.attention_map) * images
+    gap = float((output.attention_image - gated).abs().max())
+    assert (gap == 0.0) is identity, gap
+    # G_ft's first three channels are the input; the others are the usual random features.
+    features = output.features
+    assert torch.equal(features[:, :3], images) is identity
+    assert float(features[:, 3:].std()) > 0.01
+
+
+def test_an_identity_start_needs_the_papers_reconstruction():
+    from feratt.errors import FerattError
+    from feratt.training.models import create_model
+
+    with pytest.raises(FerattError, match="identity_init needs the paper's G_rec"):
+        create_model("feratt", num_classes=7, in_size=64, width=0.25, rec_concat=True, identity_init=True)
+
+
 def _cli_config(*args):
     """The TrainConfig `feratt train`'s training options make of `args`."""
     import click
@@ -155,8 +181,9 @@ def test_a_flag_beats_the_config_file_which_beats_the_preset_which_beats_the_def
 def test_the_ablation_flags_reach_the_config():
     config = _cli_config(
         "--lr-schedule", "cosine", "--warmup-epochs", 2, "--attention-only-epochs", 1, "--ramp-epochs", 3,
-        "--detach-attention", "--samples-per-epoch", 500, "--pretrain-attention", 2,
+        "--detach-attention", "--samples-per-epoch", 500, "--pretrain-attention", 2, "--identity-init",
     )  # fmt: skip
+    assert config.identity_init and not TrainConfig().identity_init
     assert config.pretrain_attention == 2 and TrainConfig().pretrain_attention == 0
     assert (config.lr_schedule, config.warmup_epochs, config.attention_only_epochs) == ("cosine", 2, 1)
     assert (config.ramp_epochs, config.detach_attention, config.samples_per_epoch) == (3, True, 500)

@@ -4,6 +4,7 @@ import json
 import pickle
 import random
 import shutil
+from types import SimpleNamespace
 
 import cv2
 import h5py
@@ -23,6 +24,7 @@ from feratt.training.data import (
     ShardStream,
     make_loader,
     normalise_batch,
+    prepare_inputs,
     read_render_index,
     shards_for_subjects,
 )
@@ -269,6 +271,23 @@ def test_normalise_batch_scales_to_unit_range(render):
     assert float(spread.max()) < 0.25
     with pytest.raises(FerattError):
         normalise_batch(raw, "cpu", noise_sigma=(0.3, 0.1))
+
+
+def test_attention_targets_are_the_face_or_the_clean_input_under_the_mask(render):
+    stream = ShardStream(shards_for_subjects(render, ["D01"]))
+    raw = next(iter(make_loader(stream, 6, 0)))
+    clean = normalise_batch(raw, "cpu")
+    noisy = normalise_batch(raw, "cpu", noise_sigma=(0.2, 0.2), generator=torch.Generator().manual_seed(1))
+    # At the render's own size (48 px, not a model size), so that nothing is resized.
+    face_config = SimpleNamespace(att_target="face", in_size=clean["image"].shape[-1])
+    masked_config = SimpleNamespace(att_target="input-masked", in_size=clean["image"].shape[-1])
+    assert torch.equal(prepare_inputs(clean, face_config)[1], clean["face"])
+    inputs, target = prepare_inputs(noisy, masked_config)
+    assert torch.equal(inputs, noisy["image"])
+    inside = clean["mask"] > 0.5
+    assert torch.equal(target, clean["image"] * inside), "the target never carries the training noise"
+    assert float(target[~inside.expand_as(target)].abs().max()) == 0.0
+    assert float((target - clean["face"]).abs()[inside.expand_as(target)].mean()) > 0.01
 
 
 # Folds.

@@ -56,7 +56,11 @@ def test_list_models_and_presets():
     assert (paper.in_size, paper.width) == (128, 1.0)
     small_preset = TrainConfig(preset="cpu-small").resolved()
     assert (small_preset.in_size, small_preset.width) == (64, 0.25)
-    assert TrainConfig(preset="cpu-small", in_size=96).resolved().in_size == 96
+    assert TrainConfig(method="baseline", preset="cpu-small", in_size=96).resolved().in_size == 96
+    assert TrainConfig(preset="cpu-small", in_size=192).resolved().in_size == 192
+    with pytest.raises(FerattError, match="in_size: 96 must be a multiple of 64 for feratt-cls") as caught:
+        TrainConfig(method="feratt-cls", in_size=96)
+    assert caught.value.field == "in_size"
     with pytest.raises(FerattError, match="valid presets") as caught:
         TrainConfig(preset="huge").resolved()
     assert caught.value.field == "preset"
@@ -71,12 +75,15 @@ def test_unknown_model_name_lists_known_names():
 def test_unknown_option_and_bad_values_are_user_errors():
     with pytest.raises(FerattError, match="no option"):
         create_model("baseline", num_classes=3, rec_concat=True)
+    with pytest.raises(FerattError, match="multiple of 64"):
+        create_model("feratt", num_classes=3, in_size=96, width=WIDTH)
     with pytest.raises(FerattError, match="multiple of 32"):
-        create_model("feratt", num_classes=3, in_size=100, width=WIDTH)
+        create_model("baseline", num_classes=3, in_size=100, width=WIDTH)
     with pytest.raises(FerattError, match="teacher_forcing"):
         create_model("feratt", num_classes=3, width=WIDTH, teacher_forcing=1.5)
-    with pytest.raises(FerattError, match="multiples of 32"):
-        small("feratt")(torch.rand(1, 3, 48, 48))
+    for side in (32, 48, 96):  # G_att's U-Net cannot halve these six times
+        with pytest.raises(FerattError, match="multiples of 64"):
+            small("feratt")(torch.rand(1, 3, side, side))
 
 
 # ---- shapes -----------------------------------------------------------------------------------------

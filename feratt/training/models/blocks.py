@@ -30,10 +30,10 @@ def check_width(width: float) -> float:
     return float(width)
 
 
-def check_in_size(in_size: int) -> int:
-    """`in_size` when it is a positive multiple of 32, else a FerattError."""
-    if int(in_size) != in_size or in_size < 32 or in_size % 32:
-        raise FerattError(f"model input size must be a positive multiple of 32, got {in_size!r}")
+def check_in_size(in_size: int, multiple: int = 32) -> int:
+    """`in_size` when it is a positive multiple of `multiple`, else a FerattError."""
+    if int(in_size) != in_size or in_size < multiple or in_size % multiple:
+        raise FerattError(f"model input size must be a positive multiple of {multiple}, got {in_size!r}")
     return int(in_size)
 
 

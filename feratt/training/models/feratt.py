@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from feratt.errors import FerattError
+from feratt.training.config import FERATT_MULTIPLE
 from feratt.training.models.blocks import (
     REP_SIZE,
     ConvReLU,
@@ -36,7 +37,7 @@ class AttentionUNet(nn.Module):
     max-pool to the centre. Decoder: blocks of (skip concatenation, bilinear x2, two 3x3 conv + ReLU)
     with base width 32: centre, dec5 and dec4 give 256 channels, dec3 64, dec2 128, dec1 32 (all times
     `width`). Head: 3x3 conv + ReLU, 1x1 conv to `attention_channels`. No dilation. The output has the
-    input's resolution; the input side must be a multiple of 32.
+    input's resolution; the input side must be a multiple of 64 (`FERATT_MULTIPLE`).
     """
 
     def __init__(self, attention_channels: int = 1, width: float = 1.0, in_channels: int = 3) -> None:
@@ -65,6 +66,18 @@ class AttentionUNet(nn.Module):
         return self.head(self.dec1(d2))
 
 
+def copy_rgb(conv: nn.Conv2d) -> None:
+    """Set `conv`'s first three filters to copy input channels 0, 1, 2 (centre tap 1, no bias)."""
+    if conv.in_channels < 3 or conv.out_channels < 3:
+        raise FerattError(f"an identity start needs at least 3 channels, not {conv.in_channels}")
+    centre_y, centre_x = (k // 2 for k in conv.kernel_size)
+    conv.weight[:3].zero_()
+    for channel in range(3):
+        conv.weight[channel, channel, centre_y, centre_x] = 1.0
+    if conv.bias is not None:
+        conv.bias[:3].zero_()
+
+
 class FeatureExtractor(nn.Module):
     """G_ft: 9x9 conv, `blocks` residual blocks, 3x3 conv, plus a global skip from the first conv.
 
@@ -78,6 +91,13 @@ class FeatureExtractor(nn.Module):
         self.blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
         self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
         self.out_channels = channels
+
+    @torch.no_grad()
+    def start_as_identity(self) -> None:
+        """Make the first three output channels the input's RGB, and the residual branch add nothing."""
+        copy_rgb(self.conv_input)
+        self.conv_mid.weight.zero_()
+        self.conv_mid.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, out_channels, H, W) features."""
@@ -119,6 +139,14 @@ class Reconstruction(nn.Module):
                 ConvReLU(feature_channels, feature_channels), nn.Conv2d(feature_channels, out_channels, 1)
             )
 
+    @torch.no_grad()
+    def start_as_identity(self) -> None:
+        """Make the output the gated features' first three channels (the gated RGB, with G_ft's)."""
+        if self.concat:
+            raise FerattError("identity_init needs the paper's G_rec, not rec_concat's (its BatchNorm)")
+        copy_rgb(self.layers[0][0])
+        copy_rgb(self.layers[1])
+
     @staticmethod
     def gate(attention_map: Tensor, features: Tensor) -> Tensor:
         """sigmoid(G_att) * G_ft, the attention channels' sigmoids averaged when there are several."""
@@ -155,7 +183,7 @@ class FERAtt(nn.Module):
 
     Args:
         num_classes: expression classes.
-        in_size: nominal input side (a multiple of 32); forward accepts any multiple of 32.
+        in_size: nominal input side (a multiple of 64); forward accepts any multiple of 64.
         width: channel multiplier for every part (1.0 is the paper's network, about 46 M parameters).
         attention_channels: G_att output channels (1 at paper time; the later code used C).
         ft_blocks: residual blocks in G_ft (4 at paper time; the later code used 8).
@@ -170,6 +198,9 @@ class FERAtt(nn.Module):
         normalize: standardise G_rep's input with fixed CIFAR channel statistics (paper-time code).
         detach_attention: G_rep classifies I_att without gradients flowing back into G_att, G_ft and
             G_rec, which then learn from the attention loss alone.
+        identity_init: start G_ft and G_rec as the identity on RGB (PyTorch's default initialisation
+            otherwise), so that I_att starts as sigmoid(G_att) times the input and G_rep sees the
+            expression from the first step while the attention learns to drop the background.
 
     `attention_init` records the encoder's initialisation: "random" or "resnet34:<path>".
     """
@@ -187,6 +218,7 @@ class FERAtt(nn.Module):
         attention_weights: str | Path | None = None,
         normalize: bool = True,
         detach_attention: bool = False,
+        identity_init: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -200,7 +232,7 @@ class FERAtt(nn.Module):
         if not 0.0 <= teacher_forcing <= 1.0:
             raise FerattError(f"teacher_forcing is a probability in [0, 1], got {teacher_forcing}")
         self.num_classes = num_classes
-        self.in_size = check_in_size(in_size)
+        self.in_size = check_in_size(in_size, FERATT_MULTIPLE)
         self.width = check_width(width)
         self.teacher_forcing = float(teacher_forcing)
         self.detach_attention = bool(detach_attention)
@@ -213,6 +245,9 @@ class FERAtt(nn.Module):
         self.norm: nn.Module = Normalize() if normalize else nn.Identity()
         self.g_rep = Representation(num_classes, embedding_dim, width=width)
         self.attention_init = "random"
+        if identity_init:
+            self.g_ft.start_as_identity()
+            self.g_rec.start_as_identity()
         if attention_weights is not None:
             self.load_attention_weights(attention_weights)
 
@@ -241,10 +276,12 @@ class FERAtt(nn.Module):
         return bool(torch.rand(1).item() < self.teacher_forcing)
 
     def forward(self, x: Tensor, target: Tensor | None = None) -> ModelOutput:
-        """Run all four modules on `x` (B, 3, H, W), H and W multiples of 32; `target` as x, for forcing."""
+        """Run all four modules on `x` (B, 3, H, W), H and W multiples of 64; `target` as x, for forcing."""
         height, width = x.shape[-2:]
-        if height % 32 or width % 32:
-            raise FerattError(f"FERAtt input sides must be multiples of 32, got {height}x{width}")
+        if height % FERATT_MULTIPLE or width % FERATT_MULTIPLE:
+            raise FerattError(
+                f"FERAtt input sides must be multiples of {FERATT_MULTIPLE}, got {height}x{width}"
+            )
         attention_map = self.g_att(x)
         features = self.g_ft(x)
         attention_image = self.g_rec(x, attention_map, features)
