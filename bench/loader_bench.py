@@ -9,6 +9,8 @@ every sample's image, mask, face and label:
   rechecks sha256s; the first epoch (`cold`) does both and is shown apart.
 
 Each figure is the median of --repeats passes over the whole render; the ratio is to the plain read.
+`stream_loader`, `plain_read`, `loader_epoch` and `timed` need only torch, numpy, h5py and feratt's
+training code: bench/gpu_check.py reads its shards through them.
 
     .venv/bin/python bench/loader_bench.py --repeats 3
 """
@@ -23,17 +25,20 @@ import time
 from pathlib import Path
 
 import h5py
-from click.testing import CliRunner
-from render_bench import make_backgrounds
 
-from feratt.cli import main
-from feratt.datasets.build import ensure_demo_bank
-from feratt.training.data import ShardStream, make_loader, read_render_index, shards_for_subjects
+from feratt.training.data import ShardRef, ShardStream, make_loader, read_render_index, shards_for_subjects
 
 FIELDS = ("images", "masks", "faces", "labels")
 
 
 def build_render(work: Path, size: int, per_face: int) -> Path:
+    # The renderer's dependencies (OpenCV, scikit-image, click) load only here.
+    from click.testing import CliRunner
+    from render_bench import make_backgrounds
+
+    from feratt.cli import main
+    from feratt.datasets.build import ensure_demo_bank
+
     bank = ensure_demo_bank(work / "bank.h5")
     make_backgrounds(work / "backgrounds")
     out = work / "render"
@@ -53,6 +58,14 @@ def plain_read(paths: list[str]) -> int:
             arrays = [h5[name][()] for name in FIELDS]
         samples += len(arrays[-1])
     return samples
+
+
+def stream_loader(
+    refs: list[ShardRef], batch_size: int, workers: int, pin_memory: bool = False, drop_last: bool = False
+) -> tuple[ShardStream, object]:
+    """A shuffled ShardStream (buffer 1000, sha256 checks on) and its DataLoader, as training reads."""
+    stream = ShardStream(refs, shuffle=True, seed=0, buffer_size=1000, verify=True)
+    return stream, make_loader(stream, batch_size, workers, pin_memory=pin_memory, drop_last=drop_last)
 
 
 def loader_epoch(loader, stream: ShardStream, epoch: int) -> int:
@@ -107,8 +120,7 @@ def main_bench() -> None:
         rows.append(("plain h5py (4 datasets, whole shards)", plain, None))
 
         for workers in (int(w) for w in args.workers.split(",")):
-            stream = ShardStream(refs, shuffle=True, seed=0, buffer_size=1000, verify=True)
-            loader = make_loader(stream, args.batch_size, workers, pin_memory=False, drop_last=False)
+            stream, loader = stream_loader(refs, args.batch_size, workers)
             seconds, samples = timed(lambda loader=loader, stream=stream: loader_epoch(loader, stream, 0))
             assert samples == total
             cold = samples / seconds

@@ -10,6 +10,7 @@ import click
 from feratt import __version__
 from feratt.cli_options import (
     device_option,
+    echo_main,
     method_option,
     parse_range,
     progress_bar,
@@ -18,6 +19,7 @@ from feratt.cli_options import (
     train_config_from_cli,
     training_options,
 )
+from feratt.cli_predict import export, predict
 from feratt.errors import FerattError
 
 if TYPE_CHECKING:
@@ -367,8 +369,8 @@ def train(
             overwrite=overwrite, progress=progress, log=click.echo,
         )  # fmt: skip
     for which, figures in result.aggregate.items():
-        click.echo(f"{which}: " + ", ".join(f"{k} {v.mean:.4f} +- {v.std:.4f}" for k, v in figures.items()))
-    click.echo(f"wrote {Path(run_dir) / 'summary.json'}")
+        echo_main(f"{which}: " + ", ".join(f"{k} {v.mean:.4f} +- {v.std:.4f}" for k, v in figures.items()))
+    echo_main(f"wrote {Path(run_dir) / 'summary.json'}")
 
 
 @main.command()
@@ -422,9 +424,9 @@ def experiment(
             log=click.echo,
         )
     for split, part in result.splits.items():
-        click.echo(f"{split} test:")
-        click.echo(part.markdown.rstrip())
-    click.echo(f"wrote {result.report}")
+        echo_main(f"{split} test:")
+        echo_main(part.markdown.rstrip())
+    echo_main(f"wrote {result.report}")
 
 
 @main.command()
@@ -541,34 +543,8 @@ def embed(run_path: str, shards: str, **options) -> None:
         click.echo(f"wrote {path}")
 
 
-@main.command()
-@click.argument("checkpoint", metavar="CHECKPOINT", type=click.Path(exists=True))
-@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of lines.")
-@click.option(
-    "--save-attention",
-    type=click.Path(file_okay=False),
-    help="FERAtt: write each model input and its I_att as PNGs into this folder.",
-)
-@click.option("--fold", type=click.IntRange(0), help="Fold, when the run folder holds several.")
-@device_option
-def predict(
-    checkpoint: str, images: tuple[str, ...], as_json: bool, save_attention: str | None, **options
-) -> None:
-    """Classify face IMAGEs (files or folders) with a run folder, fold folder or .pt CHECKPOINT."""
-    import json
-
-    from feratt.experiments import predict as prediction
-
-    result = prediction.predict(checkpoint, images, save_attention=save_attention or None, **options)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        for item in result.predictions:
-            ranked = ", ".join(f"{name} {p:.3f}" for name, p in item.ranked())
-            click.echo(f"{item.path}: {item.label} ({item.probability:.3f})  {ranked}")
-    if result.attention_written:
-        click.echo(f"wrote {len(result.attention_written)} images to {save_attention}", err=as_json)
+main.add_command(predict)
+main.add_command(export)
 
 
 def _print_summary(result: BankResult, listed: int = 50) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,12 @@ def compose(*decorators: Decorator) -> Decorator:
         return command
 
     return apply
+
+
+def echo_main(message: str = "") -> None:
+    """click.echo in rank 0 of a torchrun job (and in a process run alone): one copy of each line."""
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(message)
 
 
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -120,7 +127,11 @@ _TRAINING_OPTION_DECORATORS = (
     click.option(
         "--warmup-epochs", type=click.IntRange(0), default=0, show_default=True, help="Linear lr warm-up."
     ),
-    click.option("--in-size", type=click.IntRange(32), help="Input size (default from the preset)."),
+    click.option(
+        "--in-size",
+        type=click.IntRange(32),
+        help="Input side, a multiple of 32 (of 64 for FERAtt); default from the preset.",
+    ),
     click.option(
         "--width", type=click.FloatRange(0.05, 4), help="Width multiplier (default from the preset)."
     ),
@@ -182,6 +193,11 @@ _TRAINING_OPTION_DECORATORS = (
         help="G_rep's gradients stop at I_att: G_att, G_ft and G_rec learn from the attention loss alone.",
     ),
     click.option(
+        "--identity-init",
+        is_flag=True,
+        help="G_ft and G_rec start as the identity: I_att starts as the gated input.",
+    ),
+    click.option(
         "--attention-weights",
         type=click.Path(dir_okay=False),
         help="Local torchvision resnet34 state_dict for the attention encoder.",
@@ -196,7 +212,21 @@ _TRAINING_OPTION_DECORATORS = (
     click.option("--noise-sigma", help="Training-time Gaussian noise, a sigma range LOW:HIGH in [0, 1]."),
     click.option("--no-verify", "verify", flag_value=False, default=True, help="Skip shard sha256 checks."),
     click.option("--deterministic", is_flag=True, help="Repeatable runs (slower)."),
-    click.option("--no-amp", "amp", flag_value=False, default=True, help="No mixed precision on CUDA."),
+    click.option(
+        "--amp",
+        type=click.Choice(CHOICES["amp"]),
+        default="auto",
+        show_default=True,
+        help="Mixed precision: auto is bf16 on CUDA where supported, fp16 with a gradient scaler on "
+        "other GPUs, off on the CPU.",
+    ),
+    click.option(
+        "--no-channels-last",
+        "channels_last",
+        flag_value=False,
+        default=True,
+        help="Keep the contiguous layout on CUDA.",
+    ),
     click.option("--compile", is_flag=True, help="torch.compile the model."),
     click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs."),
     click.option("--max-batches", type=click.IntRange(1), help="Stop each pass after this many batches."),

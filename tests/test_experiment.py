@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 from cli_helpers import assert_user_error, render_tiny, run
@@ -257,3 +259,56 @@ def test_experiment_on_one_fold_reports_its_figures_without_tests(render, tmp_pa
     assert sum("trained already, reused" in line for line in again) == 2
     with pytest.raises(FerattError, match="differs in training"):
         run_logged(experiment_request(render, out, class_means="batch"), folds="1")
+
+
+def _outputs(out):
+    """Every file an experiment folder holds, by path relative to it."""
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
+def _test_counts(render, subjects):
+    """Samples per class of `subjects` in the render, from their manifests."""
+    classes = json.loads((render / "index.json").read_text())["classes"]
+    manifests = [json.loads((render / "manifests" / f"{s}.json").read_text()) for s in subjects]
+    return [sum(m["class_counts"][name] for m in manifests) for name in classes]
+
+
+def test_experiment_under_torchrun_with_gloo_matches_single_process(render, experiment, tmp_path):
+    """Two CPU ranks: DDP training per method and fold, each test sample scored once, one set of outputs."""
+    single, _ = experiment
+    out = tmp_path / "ddp"
+    args = experiment_args(render, out, "--real-test", render.parent / "bank.h5")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*command, "-m", "feratt", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _outputs(out) == _outputs(single)
+    assert done.stdout.count("synthetic test:") == 1 and done.stdout.count(f"wrote {out / 'report.md'}") == 1
+    assert done.stdout.count("baseline fold 0: training") == 1  # rank 0 alone logs
+    for method in ("baseline", "feratt-cls"):
+        assert (out / "runs" / method / "folds.json").read_text() == (
+            single / "runs" / method / "folds.json"
+        ).read_text()
+        for fold in (0, 1):
+            name = f"evaluations/{method}-fold-{fold}.json"
+            ddp, alone = (json.loads((folder / name).read_text()) for folder in (out, single))
+            assert ddp["test_subjects"] == alone["test_subjects"]
+            # Every test sample scored exactly once: per class, as many as the render holds.
+            expected = _test_counts(render, ddp["test_subjects"])
+            assert sum(expected) == 28
+            for split in ("synthetic", "real"):
+                assert ddp[split]["samples"] == alone[split]["samples"]
+                support = [sum(row) for row in ddp[split]["confusion"]]
+                assert support == [sum(row) for row in alone[split]["confusion"]]
+            assert [sum(row) for row in ddp["synthetic"]["confusion"]] == expected
+            # Both ranks worked: the training subject's 14 samples split 7 and 7, and each rank scored its
+            # 14 test samples within --max-batches 2, where one process stops after 2 x 8.
+            ddp, alone = (
+                json.loads((folder / "runs" / method / f"fold-{fold}" / "metrics.jsonl").read_text())
+                for folder in (out, single)
+            )
+            assert ddp["train"]["samples"] == alone["train"]["samples"] == 14
+            assert (ddp["test"]["samples"], alone["test"]["samples"]) == (28, 16)
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"] == json.loads((single / "results.json").read_text())["settings"]

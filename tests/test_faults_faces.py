@@ -106,10 +106,13 @@ def test_predict_refuses_a_bomb_in_one_line(tmp_path, monkeypatch):
     bomb = _png_claiming(tmp_path / "bomb.png", 30000, 30000)
     with pytest.raises(FerattError, match="too large to decode safely"):
         prediction.read_rgb(bomb)
-    trained = SimpleNamespace(
-        is_feratt=True, config=SimpleNamespace(in_size=64), checkpoint=tmp_path / "x.pt"
-    )
-    monkeypatch.setattr(prediction, "load_trained", lambda *args, **kwargs: trained)
+    from feratt.inference import predict as inference
+
+    model = SimpleNamespace(
+        has_attention=True, in_size=64, source=tmp_path / "x.pt", method="feratt-cls", fold=0, epoch=0,
+        classes=["a", "b"], framing=SimpleNamespace(to_dict=dict),
+    )  # fmt: skip
+    monkeypatch.setattr(inference, "open_model", lambda *args, **kwargs: model)
     (tmp_path / "x.pt").write_bytes(b"")
     result = run("predict", tmp_path / "x.pt", bomb, "--device", "cpu")
     assert_user_error(result, f"{bomb}: too large to decode safely")

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
+from feratt.datasets.detect import FaceBox, detect_faces
+
 #: Mask methods, in the order they are tried; "prior" is a GrabCut result that collapsed.
 MASK_METHODS: tuple[str, ...] = ("file", "landmarks", "grabcut", "prior", "ellipse", "fallback")
 
-_DETECTION_SIDE = 320  # detect on a copy no larger than this: the cascade's cost grows with area
 _TIGHT_CROP_SIDE = 64  # smaller images are taken to be tight face crops
 _TIGHT_CROP_FILL = 0.8  # a detection this wide relative to the image means the face fills the frame
 _GRABCUT_SIDE = 1024  # GrabCut runs on a copy no larger than this: its time and memory grow with the area
 _GRABCUT_ITERATIONS = 5
 _GRABCUT_SEED = 0x0FACE
-
-
-@dataclass(frozen=True)
-class FaceBox:
-    """A detected face: top-left corner and size in pixels."""
-
-    x: float
-    y: float
-    width: float
-    height: float
 
 
 @dataclass(frozen=True)
@@ -48,15 +38,6 @@ class Ellipse:
         return ((cols + 0.5 - self.cx) / self.ax) ** 2 + ((rows + 0.5 - self.cy) / self.ay) ** 2 <= 1.0
 
 
-@functools.lru_cache(maxsize=1)
-def _cascade():
-    # Built once per process: joblib workers each load their own copy after the fork.
-    from skimage import data
-    from skimage.feature import Cascade
-
-    return Cascade(data.lbp_frontal_face_cascade_filename())
-
-
 def to_grey(image: np.ndarray) -> np.ndarray:
     """Return a uint8 HxW grey version of an HxW or HxWx3 image."""
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -65,54 +46,6 @@ def to_grey(image: np.ndarray) -> np.ndarray:
 def to_rgb(image: np.ndarray) -> np.ndarray:
     """Return a uint8 HxWx3 version of an HxW or HxWx3 image."""
     return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
-
-
-def detect_faces(image: np.ndarray) -> list[FaceBox]:
-    """Detect frontal faces with scikit-image's LBP cascade; largest first."""
-    grey = to_grey(image)
-    scale = min(1.0, _DETECTION_SIDE / max(grey.shape))
-    if scale < 1.0:
-        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    side = min(grey.shape)
-    if side < 24:
-        return []
-    detections = _cascade().detect_multi_scale(
-        img=grey.astype(np.float32) / 255.0,
-        scale_factor=1.15,
-        step_ratio=1,
-        min_size=(24, 24),
-        max_size=(side, side),
-    )
-    boxes = [
-        FaceBox(d["c"] / scale, d["r"] / scale, d["width"] / scale, d["height"] / scale) for d in detections
-    ]
-    return merge_overlapping(boxes)
-
-
-def _iou(a: FaceBox, b: FaceBox) -> float:
-    width = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
-    height = min(a.y + a.height, b.y + b.height) - max(a.y, b.y)
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    return inter / (a.width * a.height + b.width * b.height - inter)
-
-
-def merge_overlapping(boxes: list[FaceBox], threshold: float = 0.3) -> list[FaceBox]:
-    """Average detections that overlap into one box each; the best supported, largest face first."""
-    clusters: list[list[FaceBox]] = []
-    for box in sorted(boxes, key=lambda b: (-b.width * b.height, b.y, b.x)):
-        home = next((c for c in clusters if _iou(c[0], box) >= threshold), None)
-        if home is None:
-            clusters.append([box])
-        else:
-            home.append(box)
-    merged = [
-        (len(c), FaceBox(*np.mean([[b.x, b.y, b.width, b.height] for b in c], axis=0).tolist()))
-        for c in clusters
-    ]
-    merged.sort(key=lambda item: (-item[0], -item[1].width * item[1].height))
-    return [box for _, box in merged]
 
 
 def head_prior(box: FaceBox) -> Ellipse:
@@ -245,6 +178,15 @@ def _grabcut_refine_scaled(
 def _plausible(mask: np.ndarray, head: Ellipse) -> bool:
     area = np.pi * head.ax * head.ay
     return 0.3 * area <= mask.sum() <= 1.5 * area
+
+
+def mask_around(image: np.ndarray, box: FaceBox) -> tuple[np.ndarray, str]:
+    """The face mask of the face detected at `box`, as the bank computes it: GrabCut, or its prior."""
+    head = head_prior(box)
+    mask = grabcut_refine(image, head, core_prior(box))
+    if not _plausible(mask, head):
+        return head.raster(image.shape[:2]), "prior"
+    return mask, "grabcut"
 
 
 def compute_mask(image: np.ndarray) -> tuple[np.ndarray, str]:

@@ -24,7 +24,7 @@ from feratt.training.data import (
     read_render_index,
     shards_for_subjects,
 )
-from feratt.training.device import pick_device
+from feratt.training.device import SINGLE_PROCESS, Distributed, pick_device
 from feratt.training.folds import FoldSplit, make_folds, split_fold
 from feratt.training.metrics import classification_metrics, confusion_matrix
 from feratt.training.realtest import RealTestLoader, load_real_faces
@@ -204,9 +204,23 @@ def check_render(trained: TrainedModel, render_index: dict[str, Any], shards: Pa
         )
 
 
-def synthetic_loader(shards: Path, subjects: list[str], batch_size: int, workers: int, verify: bool):
-    """The rendered samples of `subjects`, in a fixed order."""
-    stream = ShardStream(shards_for_subjects(shards, subjects), shuffle=False, verify=verify)
+def synthetic_loader(
+    shards: Path,
+    subjects: list[str],
+    batch_size: int,
+    workers: int,
+    verify: bool,
+    place: Distributed = SINGLE_PROCESS,
+):
+    """The rendered samples of `subjects`, in a fixed order: all of them, or this rank's part of them."""
+    stream = ShardStream(
+        shards_for_subjects(shards, subjects),
+        shuffle=False,
+        verify=verify,
+        rank=place.rank,
+        world_size=place.world_size,
+        even=False,  # every sample scored exactly once, by one rank
+    )
     return make_loader(stream, batch_size, workers)
 
 
@@ -217,8 +231,8 @@ def real_loader(bank: Path, subjects: list[str], render_index: dict[str, Any], b
 
 
 def _sample_count(batches: Iterable[dict[str, Any]]) -> int | None:
-    """How many samples a shard loader gives; None for other batches."""
-    samples = getattr(getattr(batches, "dataset", None), "samples", None)
+    """How many samples a shard loader gives (this rank's part of them); None for other batches."""
+    samples = getattr(getattr(batches, "dataset", None), "samples_per_rank", None)
     return samples if isinstance(samples, int) else None
 
 
@@ -230,8 +244,12 @@ def run_model(
     noise: Noise | None = None,
     *,
     progress: Progress | None = None,
+    allow_empty: bool = False,
 ) -> Outputs:
-    """Logits (and embeddings) of the model on every batch; noise, if any, is seeded per batch."""
+    """Logits (and embeddings) of the model on every batch; noise, if any, is seeded per batch.
+
+    No batches at all is an error, unless `allow_empty` (a rank's part of a small split may be empty).
+    """
     model, config = trained.model, trained.config
     model.eval()
     logits, labels, embeddings = [], [], []
@@ -252,8 +270,10 @@ def run_model(
         if progress is not None:
             done += len(labels[-1])
             progress(done, total)
-    if not logits:
+    if not logits and not allow_empty:
         raise FerattError("the test split is empty: no samples of the fold's test subjects")
+    if not logits:
+        logits, labels = [np.zeros((0, len(trained.classes)), np.float32)], [np.zeros(0, np.int64)]
     return Outputs(
         logits=np.concatenate(logits),
         labels=np.concatenate(labels),
@@ -272,12 +292,16 @@ def evaluate_model(
     verify: bool = True,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    place: Distributed = SINGLE_PROCESS,
 ) -> EvaluationResult:
-    """Metrics of a model on its fold's test subjects in `shards` (and their real faces), with notes."""
+    """Metrics of a model on its fold's test subjects in `shards` (and their real faces), with notes.
+
+    Under torchrun (`place`), each rank scores its part of every split and all get the summed metrics.
+    """
     index = read_render_index(shards)
     check_render(trained, index, shards)
     subjects = fold_test_subjects(trained, index)
-    loader = synthetic_loader(shards, subjects, batch_size, workers, verify=verify)
+    loader = synthetic_loader(shards, subjects, batch_size, workers, verify, place)
     result = EvaluationResult(
         checkpoint=trained.checkpoint,
         method=trained.method,
@@ -285,12 +309,30 @@ def evaluate_model(
         epoch=trained.epoch,
         shards=shards,
         test_subjects=subjects,
-        synthetic=run_model(trained, loader, device, progress=progress).metrics(trained.classes),
+        synthetic=split_metrics(trained, loader, device, place, progress),
     )
     if real_test:
-        batches, result.notes = real_loader(Path(real_test), subjects, index, batch_size)
-        result.real = run_model(trained, batches, device, progress=progress).metrics(trained.classes)
+        faces, result.notes = load_real_faces(Path(real_test), subjects, index)
+        batches = RealTestLoader(faces.part(place.rank, place.world_size), batch_size)
+        result.real = split_metrics(trained, batches, device, place, progress)
     return result
+
+
+def split_metrics(
+    trained: TrainedModel,
+    batches: Iterable[dict[str, Any]],
+    device: torch.device | str,
+    place: Distributed = SINGLE_PROCESS,
+    progress: Progress | None = None,
+) -> SplitMetrics:
+    """The metrics of a test split: `batches` are this rank's part, and the confusion sums every rank's."""
+    if place.world_size == 1:
+        return run_model(trained, batches, device, progress=progress).metrics(trained.classes)
+    outputs = run_model(trained, batches, device, progress=progress, allow_empty=True)
+    confusion = place.sum(torch.as_tensor(outputs.confusion(), dtype=torch.int64, device=device))
+    if int(confusion.sum()) == 0:
+        raise FerattError("the test split is empty: no samples of the fold's test subjects")
+    return SplitMetrics.from_confusion(confusion.cpu().numpy(), trained.classes)
 
 
 def write_evaluation(result: EvaluationResult, out_file: Path, classes: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
@@ -17,14 +18,14 @@ from feratt.errors import FerattError
 from feratt.experiments.evaluate import EvaluationResult, evaluate_model
 from feratt.experiments.report import write_report
 from feratt.experiments.tables import SplitTable, Table, summarise, table_csv, table_markdown
-from feratt.jsonfile import read_json, write_json
+from feratt.jsonfile import dumps, read_json, write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
 from feratt.training.checkpoints import find_checkpoint, fold_finished, load_trained
 from feratt.training.config import PER_RUN_OPTIONS, TrainConfig, check_run_config
 from feratt.training.data import read_render_index
-from feratt.training.device import pick_device
+from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import render_folds, resolve_folds
 from feratt.training.loop import train
 from feratt.training.methods import METHODS
@@ -90,9 +91,16 @@ def data_checksums(shards: Path) -> dict[str, Any]:
     return {
         "bank_sha256": index.get("bank_sha256"),
         "config_sha256": index.get("config_sha256"),
-        "index_sha256": hashlib.sha256((shards / "index.json").read_bytes()).hexdigest(),
+        "index_sha256": _index_sha256(shards / "index.json", index),
         "samples": index.get("totals", {}).get("samples"),
     }
+
+
+def _index_sha256(path: Path, index: dict[str, Any]) -> str:
+    """The sha256 of index.json; without its framing record, so renders indexed before it still match."""
+    if "framing" not in index:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(dumps({k: v for k, v in index.items() if k != "framing"}).encode()).hexdigest()
 
 
 def _training_settings(config: TrainConfig) -> dict[str, Any]:
@@ -154,8 +162,12 @@ def evaluate_fold(
     config: TrainConfig,
     device: torch.device,
     progress: Progress | None = None,
+    place: Distributed = SINGLE_PROCESS,
 ) -> EvaluationResult:
-    """Test metrics of a fold's best-on-validation model on rendered (and real) test faces."""
+    """Test metrics of a fold's best-on-validation model on rendered (and real) test faces.
+
+    Under torchrun each rank scores its part of the test faces (`config.batch_size` a rank at a time).
+    """
     trained = load_trained(run_dir, fold=fold, which="best", device=device)
     return evaluate_model(
         trained,
@@ -165,11 +177,15 @@ def evaluate_fold(
         workers=config.workers,
         device=device,
         progress=progress,
+        place=place,
     )
 
 
-def significance(table: Table, out: Path, split: str, alpha: float = 0.05) -> dict[str, Any]:
-    """Friedman, Nemenyi and Bonferroni-Dunn (against the baseline) on per-fold accuracy; a CD diagram."""
+def significance(
+    table: Table, out: Path, split: str, alpha: float = 0.05, draw: bool = True
+) -> dict[str, Any]:
+    """Friedman, Nemenyi and Bonferroni-Dunn (against the baseline) on per-fold accuracy; a CD diagram
+    (`out`/cd-SPLIT.png, drawn unless `draw` is False: a torchrun rank other than 0 only names it)."""
     from feratt.experiments.figures import cd_diagram
     from feratt.experiments.stats import bonferroni_dunn_test, friedman_test, nemenyi_test
 
@@ -183,12 +199,11 @@ def significance(table: Table, out: Path, split: str, alpha: float = 0.05) -> di
     friedman = friedman_test(scores)
     nemenyi = nemenyi_test(scores, methods, alpha=alpha)
     dunn = bonferroni_dunn_test(scores, methods, control=control, alpha=alpha)
-    figure = cd_diagram(
-        dict(zip(methods, (float(r) for r in friedman.ranks), strict=True)),
-        nemenyi.cd,
-        out / f"cd-{split}.png",
-        title=f"Nemenyi critical difference, alpha {alpha} ({split}, accuracy over {scores.shape[0]} folds)",
-    )
+    figure = out / f"cd-{split}.png"
+    title = f"Nemenyi critical difference, alpha {alpha} ({split}, accuracy over {scores.shape[0]} folds)"
+    if draw:
+        ranks = dict(zip(methods, (float(r) for r in friedman.ranks), strict=True))
+        figure = cd_diagram(ranks, nemenyi.cd, figure, title=title)
     return {
         "metric": "accuracy",
         "alpha": alpha,
@@ -226,14 +241,16 @@ def _run_fold(
     device: torch.device,
     progress: Progress | None,
     log: Log,
+    place: Distributed = SINGLE_PROCESS,
 ) -> EvaluationResult:
     """Train a method's fold unless it is finished, then evaluate it unless that is saved already.
 
-    `config` is the method's training configuration; the real test faces are the request's.
+    `config` is the method's training configuration; the real test faces are the request's. Under
+    torchrun every rank trains and scores its part, as rank 0 decides; rank 0 alone writes.
     """
     run_dir = request.out / "runs" / method
     fold_dir = run_dir / f"fold-{fold}"
-    if fold_finished(fold_dir, config.epochs):
+    if place.agree(fold_finished(fold_dir, config.epochs), device):
         log(f"{method} fold {fold}: trained already, reused")
     else:
         log(f"{method} fold {fold}: training")
@@ -249,26 +266,35 @@ def _run_fold(
         )
     checkpoint = find_checkpoint(fold_dir)
     cached = request.out / "evaluations" / f"{method}-fold-{fold}.json"
-    evaluation = _cached_evaluation(cached, checkpoint)
-    if evaluation is None:
+    found = _cached_evaluation(cached, checkpoint)
+    if place.agree(found is not None, device):
+        evaluation = found or EvaluationResult.from_dict(read_json(cached))
+    else:
         test_shards = request.eval_shards or request.shards
         real_test = request.config.real_test
-        evaluation = evaluate_fold(run_dir, fold, test_shards, real_test, config, device, progress)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        write_json(cached, {**evaluation.to_dict(), "checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns})
+        evaluation = evaluate_fold(run_dir, fold, test_shards, real_test, config, device, progress, place)
+        if place.main:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            stamp = {"checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns}
+            write_json(cached, {**evaluation.to_dict(), **stamp})
     real = f", real {evaluation.real.accuracy:.3f}" if evaluation.real is not None else ""
     log(f"{method} fold {fold}: test accuracy {evaluation.synthetic.accuracy:.3f}{real}")
     return evaluation
 
 
-def _write_split(out: Path, split: str, evaluations: dict[str, list[EvaluationResult]]) -> SplitTable:
-    """Summarise one split over folds; write its table as markdown and CSV, and its CD diagram."""
+def _write_split(
+    out: Path, split: str, evaluations: dict[str, list[EvaluationResult]], write: bool = True
+) -> SplitTable:
+    """Summarise one split over folds; write its table as markdown and CSV, and its CD diagram (unless
+    not `write`: a torchrun rank other than 0 computes the same and writes nothing)."""
     per_fold = {m: [e.splits[split] for e in runs if split in e.splits] for m, runs in evaluations.items()}
     table = summarise(per_fold)
     markdown = table_markdown(table)
-    atomic_write_bytes(out / f"table-{split}.md", markdown.encode())
-    atomic_write_bytes(out / f"table-{split}.csv", table_csv(table).encode())
-    return SplitTable(table=table, tests=significance(table, out, split), markdown=markdown)
+    if write:
+        atomic_write_bytes(out / f"table-{split}.md", markdown.encode())
+        atomic_write_bytes(out / f"table-{split}.csv", table_csv(table).encode())
+    tests = significance(table, out, split, draw=write)
+    return SplitTable(table=table, tests=tests, markdown=markdown)
 
 
 def run_experiment(
@@ -280,25 +306,38 @@ def run_experiment(
     log: Log | None = None,
     **fields: Any,
 ) -> ExperimentResult:
-    """Train (or reuse) and evaluate every method on every chosen fold; write tables and report.md."""
+    """Train (or reuse) and evaluate every method on every chosen fold; write tables and report.md.
+
+    Under `torchrun --nproc_per_node N -m feratt experiment`, each method and fold trains with DDP on
+    every rank and each rank scores its part of the test faces; rank 0 alone logs and writes files.
+    Every rank returns the same result.
+    """
     request = request_from(ExperimentRequest, request, fields)
-    log = log or no_log
     config = request.config.resolved()
     target = pick_device(device)
     folds = _experiment_folds(request, config)
     settings = _settings(request, folds, config)
-    request.out.mkdir(parents=True, exist_ok=True)
-    with exclusive(request.out, what=f"the experiment folder {request.out}"):
-        bind_folder(request.out, settings)
+    with distributed_job(target) as place, contextlib.ExitStack() as held:
+        target = place.device_for(target)
+        log = (log or no_log) if place.main else no_log
+        progress = progress if place.main else None
+
+        def claim() -> None:  # rank 0 locks and binds the folder for every rank
+            request.out.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive(request.out, what=f"the experiment folder {request.out}"))
+            bind_folder(request.out, settings)
+
+        place.on_main(claim, target)
         evaluations: dict[str, list[EvaluationResult]] = {}
         for method in request.methods:
             method_config = dataclasses.replace(config, method=method, real_test=None)
             check_run_config(request.out / "runs" / method, method_config)
             evaluations[method] = [
-                _run_fold(request, method, fold, method_config, target, progress, log) for fold in folds
+                _run_fold(request, method, fold, method_config, target, progress, log, place)
+                for fold in folds
             ]
         splits = {
-            split: _write_split(request.out, split, evaluations)
+            split: _write_split(request.out, split, evaluations, write=place.main)
             for split in (("synthetic", "real") if config.real_test else ("synthetic",))
         }
         result = ExperimentResult(
@@ -311,6 +350,7 @@ def run_experiment(
                 split: [request.out / f"table-{split}.{ext}" for ext in ("md", "csv")] for split in splits
             },
         )
-        write_json(request.out / "results.json", result.to_dict())
-        write_report(request.out, settings, splits, evaluations)
+        if place.main:
+            write_json(request.out / "results.json", result.to_dict())
+            write_report(request.out, settings, splits, evaluations)
         return result

@@ -9,6 +9,7 @@ from typing import Any
 
 from feratt import __version__
 from feratt.errors import FerattError
+from feratt.framing import render_record
 from feratt.jsonfile import read_json, write_json
 from feratt.manifests.plan import ShardTask
 from feratt.manifests.shards import file_sha256
@@ -108,7 +109,7 @@ def finalize(
 def write_index(
     out: Path, run: dict[str, Any], manifests: dict[str, dict[str, Any]], skipped: dict[str, str]
 ) -> None:
-    """Write index.json: classes, subjects, totals, configuration, seed and the bank's checksum."""
+    """Write index.json: classes, subjects, totals, configuration, framing, seed and the bank's checksum."""
     per_class = dict.fromkeys(run["classes"], 0)
     for manifest in manifests.values():
         for name, count in manifest["class_counts"].items():
@@ -125,6 +126,7 @@ def write_index(
             "class_counts": per_class,
         },
         "render_config": run["config"],
+        "framing": render_record(run["config"], run.get("bank")),  # how faces were framed, for inference
         "seed": run["seed"],
         "bank": run["bank"],
         "bank_sha256": run["bank_sha256"],

@@ -24,6 +24,7 @@ from torch import nn
 from feratt import __version__
 from feratt.atomic import atomic_path, atomic_write_bytes
 from feratt.errors import FerattError
+from feratt.training.accelerator import Precision
 from feratt.training.config import TrainConfig
 from feratt.training.device import pick_device
 from feratt.training.folds import FoldSplit
@@ -98,6 +99,8 @@ def _check_fields(path: Path, state: dict[str, Any]) -> None:
         )
     if not all(isinstance(name, str) for name in state["classes"]):
         raise FerattError(f"{path} is not a valid feratt checkpoint: its class names are not strings")
+    if not isinstance(state.get("scaler"), dict | None):  # a float16 run's gradient scaler
+        raise FerattError(f"{path} is not a valid feratt checkpoint: its gradient scaler state is not a dict")
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -132,8 +135,13 @@ def checkpoint_state(
     best_accuracy: float,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    framing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What a checkpoint holds after `epoch`: the model, the optimizer and RNG state, and the settings."""
+    """What a checkpoint holds after `epoch`: the model, the optimizer and RNG state, and the settings.
+
+    `framing` is the render's framing record (feratt.framing), so that inference frames faces alike.
+    """
+    extra = {} if framing is None else {"framing": dict(framing)}
     return {
         "checkpoint_version": CHECKPOINT_VERSION,
         "feratt_version": __version__,
@@ -147,6 +155,7 @@ def checkpoint_state(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
+        **extra,
     }
 
 
@@ -158,12 +167,20 @@ def save_epoch_checkpoints(fold_dir: Path, state: dict[str, Any], improved: bool
 
 
 def restore_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, method: str, num_classes: int
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    method: str,
+    num_classes: int,
+    precision: Precision | None = None,
 ) -> tuple[int, float]:
-    """Load last.pt into the model, the optimizer and torch's RNG; its epoch and best validation accuracy."""
+    """Load last.pt into the model, the optimizer, the float16 gradient scaler (`precision`'s, if any)
+    and torch's RNG; its epoch and best validation accuracy."""
     state = load_checkpoint(path, method, num_classes)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if precision is not None:
+        precision.load_state_dict(state.get("scaler"))
     torch.set_rng_state(state["rng"]["torch"])
     return state["epoch"], state["best_accuracy"]
 
@@ -311,6 +328,7 @@ class TrainedModel:
     epoch: int
     checkpoint: Path
     feratt_version: str
+    framing: dict[str, Any] | None = None  # the render's framing record; None in older checkpoints
 
     @property
     def method(self) -> str:
@@ -383,4 +401,5 @@ def load_trained(
         epoch=int(state["epoch"]),
         checkpoint=checkpoint,
         feratt_version=str(state.get("feratt_version", "")),
+        framing=state.get("framing"),
     )

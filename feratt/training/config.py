@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "class_means": ("batch", "leave-one-out"),
     "att_target": ("face", "input-masked"),
     "lr_schedule": ("constant", "cosine", "onecycle"),
+    "amp": ("auto", "bf16", "fp16", "off"),
 }
 _CHOICE_NAMES = {
     "preset": "presets",
@@ -46,7 +47,11 @@ _CHOICE_NAMES = {
     "class_means": "class means",
     "att_target": "attention targets",
     "lr_schedule": "learning-rate schedules",
+    "amp": "mixed precision modes",
 }
+#: FERAtt's input sides are multiples of this: G_att's U-Net halves its input six times.
+FERATT_MULTIPLE = 64
+
 #: The least value of each integer option.
 _LEAST_INT = {
     "in_size": 32,
@@ -157,6 +162,7 @@ class TrainConfig:
     attention_only_epochs: int = 0
     ramp_epochs: int = 0
     detach_attention: bool = False
+    identity_init: bool = False
     pretrain_attention: int = 0
     attention_loss: str = "mse"
     classification_loss: str = "bce"
@@ -177,7 +183,7 @@ class TrainConfig:
     noise_sigma: tuple[float, float] | None = None
     verify: bool = True
     deterministic: bool = False
-    amp: bool = True
+    amp: str = "auto"  # auto: bf16, or fp16 with a gradient scaler, on CUDA; float32 elsewhere
     channels_last: bool = True
     compile: bool = False
     tensorboard: bool = False
@@ -187,6 +193,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.noise_sigma, list):  # as JSON and YAML give it
             object.__setattr__(self, "noise_sigma", tuple(self.noise_sigma))
+        if isinstance(self.amp, bool):  # runs saved before --amp took a mode: true was auto, false off
+            object.__setattr__(self, "amp", "auto" if self.amp else "off")
         self.validate()
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -202,6 +210,12 @@ class TrainConfig:
             problem = _problem(field.name, field.type.split(" | ")[0], value)
             if problem is not None:
                 raise FerattError(f"training option {field.name}: {value!r} {problem}", field=field.name)
+        if self.method.startswith("feratt") and self.in_size is not None and self.in_size % FERATT_MULTIPLE:
+            raise FerattError(
+                f"training option in_size: {self.in_size} must be a multiple of {FERATT_MULTIPLE} for "
+                f"{self.method} (G_att's U-Net halves its input six times)",
+                field="in_size",
+            )
 
     def resolved(self) -> TrainConfig:
         """A copy with the preset's input size and width filled in where not given."""

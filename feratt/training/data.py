@@ -30,11 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+try:
+    import cv2
+except ImportError:  # a bare GPU machine (bench/gpu_check.py): numpy's transpose instead
+    cv2 = None
 
 from feratt.errors import FerattError
 from feratt.manifests.catalog import INDEX_FILE, read_json
@@ -194,7 +198,7 @@ class _PieceReader:
 def _channels_first(image: np.ndarray) -> np.ndarray:
     """A new (C,H,W) array from an (H,W,C) one; cv2.split is several times faster than numpy's transpose."""
     out = np.empty((image.shape[2], *image.shape[:2]), image.dtype)
-    if 1 < image.shape[2] <= 4:
+    if cv2 is not None and 1 < image.shape[2] <= 4:
         cv2.split(image, list(out))
     else:
         out[:] = image.transpose(2, 0, 1)
@@ -454,7 +458,7 @@ def normalise_batch(
 
     With `noise_sigma` (low, high), each sample's image gets Gaussian noise of a sigma drawn uniformly
     from [low, high], in [0, 1] RGB space, and is clipped back to [0, 1]; `generator` must live on
-    `device`.
+    `device`. The image before noise is kept as `clean_image`, for the attention target.
     """
     device = torch.device(device)
     result: dict[str, torch.Tensor] = {}
@@ -472,6 +476,7 @@ def normalise_batch(
         shape = (image.shape[0],) + (1,) * (image.dim() - 1)
         sigma = torch.rand(shape, device=device, generator=generator) * (high - low) + low
         noise = torch.randn(image.shape, device=device, generator=generator)
+        result["clean_image"] = image
         result["image"] = (image + noise.mul_(sigma)).clamp_(0.0, 1.0)
     return result
 
@@ -485,6 +490,9 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 def prepare_inputs(batch: dict[str, torch.Tensor], config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The network input and the attention target of a normalised batch, at the model's input size."""
     images = batch["image"]
-    # The paper's literal target is the input under the mask; by default the clean rendered face.
-    target = images * (batch["mask"] > 0.5) if config.att_target == "input-masked" else batch["face"]
+    if config.att_target == "input-masked":
+        # The input under the face mask, as the paper's equation (1); never the noise added for training.
+        target = batch.get("clean_image", images) * (batch["mask"] > 0.5)
+    else:
+        target = batch["face"]
     return _resize(images, config.in_size), _resize(target, config.in_size)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -55,6 +58,27 @@ class Distributed:
         if self.world_size > 1:
             dist.barrier()
 
+    def agree(self, flag: bool, device: torch.device) -> bool:
+        """Rank 0's `flag`, on every rank, so that all ranks take the same branch."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([int(flag)], device=device)
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
+    def on_main(self, action: Callable[[], Any], device: torch.device) -> None:
+        """Run `action` on rank 0 alone; if it fails there, every rank raises, and none waits forever."""
+        failure: Exception | None = None
+        if self.main:
+            try:
+                action()
+            except Exception as exc:  # the other ranks must hear of it before rank 0 raises
+                failure = exc
+        if not self.agree(failure is None, device):
+            if failure is not None:
+                raise failure
+            raise FerattError(f"rank {self.rank}: rank 0 stopped (its output says why)")
+
     def shutdown(self) -> None:
         """Leave the process group (gloo's threads left running at interpreter exit abort the process)."""
         if self.world_size > 1 and dist.is_initialized():
@@ -65,10 +89,28 @@ class Distributed:
 SINGLE_PROCESS = Distributed()
 
 
-def setup_distributed() -> Distributed:
-    """Join the process group torchrun describes in the environment, if any."""
+def setup_distributed(device: torch.device | None = None) -> Distributed:
+    """Join the process group torchrun describes in the environment, if any: NCCL for a CUDA `device`
+    (by default, when there is CUDA), gloo otherwise."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
         return Distributed()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        if cuda:
+            torch.cuda.set_device(local_rank)  # NCCL's collectives run on the current device
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+@contextlib.contextmanager
+def distributed_job(device: torch.device | None = None) -> Iterator[Distributed]:
+    """This process's place in the torchrun job for the block: joins the process group if it has not
+    joined yet, and then leaves it after the block (a caller that joined keeps it)."""
+    was_joined = dist.is_available() and dist.is_initialized()
+    place = setup_distributed(device)
+    try:
+        yield place
+    finally:
+        if not was_joined:
+            place.shutdown()

@@ -14,9 +14,11 @@ from torch import nn
 
 from feratt import __version__
 from feratt.errors import FerattError
+from feratt.framing import from_index
 from feratt.jsonfile import write_json
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
+from feratt.training.accelerator import Precision, amp_dtype, uses_channels_last
 from feratt.training.attention import AttentionStrip, AttentionSums
 from feratt.training.checkpoints import (
     LAST,
@@ -37,7 +39,7 @@ from feratt.training.data import (
     read_render_index,
     shards_for_subjects,
 )
-from feratt.training.device import SINGLE_PROCESS, Distributed, pick_device, setup_distributed
+from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import FoldSplit, folds_payload, render_folds, resolve_folds, split_fold
 from feratt.training.losses import compute_losses
 from feratt.training.methods import build_model, get_method, loss_config
@@ -58,23 +60,18 @@ class EpochResult:
     confusion: np.ndarray
     samples: int
     attention: dict[str, float] | None = None
+    skipped: int | None = None  # training steps the float16 gradient scaler skipped (fp16 only)
 
     def metrics(self) -> dict[str, Any]:
         """The pass's record in metrics.jsonl: mean losses, attention scores, classification metrics."""
         result = {f"loss_{k}": v for k, v in self.losses.items()}
         result.update(self.attention or {})
+        if self.skipped is not None:
+            result["skipped_steps"] = self.skipped
         result.update(classification_metrics(self.confusion))
         result["confusion"] = self.confusion.tolist()
         result["samples"] = self.samples
         return result
-
-
-def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if config.amp and device.type == "cuda":
-        return torch.autocast(
-            "cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        )
-    return contextlib.nullcontext()
 
 
 def run_epoch(
@@ -88,10 +85,12 @@ def run_epoch(
     generator: torch.Generator | None = None,
     progress: Progress | None = None,
     samples: int | None = None,
+    precision: Precision | None = None,
 ) -> EpochResult:
     """One pass over `loader`: training when an optimizer is given, evaluation otherwise.
 
     `progress(done, samples)` follows the samples seen, `samples` being what the pass expects to see.
+    `precision` (by default `config.amp`'s, with a fresh scaler) holds the gradient scaler across passes.
     """
     training = optimizer is not None
     model.train(training)
@@ -101,24 +100,24 @@ def run_epoch(
     confusion = MetricAccumulator(num_classes, device)
     attention = AttentionSums(device) if get_method(config.method).attention else None
     settings = loss_config(config)
-    autocast = _autocast(config, device)
-    done = 0
+    precision = precision or Precision(config.amp, device)
+    channels_last = uses_channels_last(config, device)
+    done = skipped = 0
     for step, raw in enumerate(loader):
         if config.max_batches is not None and step >= config.max_batches:
             break
         noise_sigma = config.noise_sigma if training else None
         batch = normalise_batch(raw, device, noise_sigma=noise_sigma, generator=generator)
         inputs, target = prepare_inputs(batch, config)
-        if config.channels_last and device.type == "cuda":
+        if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         labels = batch["label"]
-        with torch.set_grad_enabled(training), autocast:
+        with torch.set_grad_enabled(training), precision.autocast():
             output = model(inputs, target=target)
             losses = compute_losses(terms, output, target, labels, num_classes, settings)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
+            skipped += not precision.step(losses["total"], optimizer)
         sums += torch.stack([losses[name].detach().double() * labels.shape[0] for name in names])
         confusion.update(labels, output.logits.detach())
         if attention is not None:
@@ -136,6 +135,7 @@ def run_epoch(
         confusion=confusion.confusion(),
         samples=count,
         attention=attention.means() if attention is not None else None,
+        skipped=skipped if training and precision.scaler is not None else None,
     )
 
 
@@ -207,7 +207,7 @@ def _model_and_optimizer(
     model = build_model(config, num_classes).to(device)
     if getattr(model, "attention_init", None):
         log(f"attention encoder: {model.attention_init}")
-    if config.channels_last and device.type == "cuda":
+    if uses_channels_last(config, device):
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, amsgrad=config.amsgrad, weight_decay=config.weight_decay
@@ -224,9 +224,12 @@ def _resume(
     metrics: MetricsLog,
     fold: int,
     log: Log,
+    precision: Precision | None = None,
 ) -> tuple[int, float]:
     """The first epoch to train and the best validation accuracy so far, after loading last.pt."""
-    epoch, best_accuracy = restore_checkpoint(fold_dir / LAST, model, optimizer, config.method, num_classes)
+    epoch, best_accuracy = restore_checkpoint(
+        fold_dir / LAST, model, optimizer, config.method, num_classes, precision
+    )
     metrics.truncate_after(epoch)
     log(f"fold {fold}: resumed after {_epoch_name(epoch, pretrain_epochs(config))}")
     return epoch + 1, best_accuracy
@@ -261,6 +264,7 @@ def _epoch_record(
     place: Distributed,
     epoch: int,
     progress: Progress | None,
+    precision: Precision | None = None,
 ) -> dict[str, Any]:
     """Train one epoch, then score every evaluation part; the epoch's line of metrics.jsonl."""
     step = epoch + pretrain_epochs(config)  # the data's epoch: pre-training epochs come first
@@ -281,11 +285,13 @@ def _epoch_record(
         generator=noise,
         progress=progress,
         samples=loaders.train_stream.samples_per_rank,
+        precision=precision,
     )
     record: dict[str, Any] = {"epoch": epoch, "seconds": time.perf_counter() - started, "lr": lr}
     record["train"] = result.metrics()
     for name, loader in loaders.evaluation.items():
-        record[name] = run_epoch(model, loader, config, num_classes, device, place).metrics()
+        evaluation = run_epoch(model, loader, config, num_classes, device, place, precision=precision)
+        record[name] = evaluation.metrics()
     return record
 
 
@@ -298,6 +304,7 @@ class _PretrainFold:
     classes: list[str]
     log: MetricsLog
     say: Log
+    framing: dict[str, Any] | None = None  # the render's framing record, kept in each checkpoint
 
 
 def _pretrain_epoch(
@@ -311,12 +318,13 @@ def _pretrain_epoch(
     place: Distributed,
     epoch: int,
     progress: Progress | None,
+    precision: Precision,
 ) -> None:
     """Attention pre-training epoch `epoch` (< 0): the attention loss alone, G_rep frozen, logged apart."""
     model.g_rep.requires_grad_(False)  # no gradient, so Adam leaves G_rep and its state alone
     try:
         record = _epoch_record(
-            trained, optimizer, loaders, config, len(fold.classes), device, place, epoch, progress
+            trained, optimizer, loaders, config, len(fold.classes), device, place, epoch, progress, precision
         )
     finally:
         model.g_rep.requires_grad_(True)
@@ -324,7 +332,8 @@ def _pretrain_epoch(
     record.update(epoch=index, phase="pretrain")
     fold.log.write(record)
     if place.main:
-        state = checkpoint_state(config, fold.classes, fold.fold, epoch, -1.0, model, optimizer)
+        state = checkpoint_state(config, fold.classes, fold.fold, epoch, -1.0, model, optimizer, fold.framing)
+        state["scaler"] = precision.state_dict()
         save_epoch_checkpoints(fold.fold_dir, state, improved=False)
         fold.say(epoch_line(fold.fold, index, record).replace(" epoch ", " attention pre-training epoch ", 1))
 
@@ -379,15 +388,17 @@ def train_fold(
     say = log if log is not None and place.main else no_log  # only rank 0 logs
     num_classes = len(classes)
     fold_dir = run_dir / f"fold-{split.fold}"
+    framing = from_index(read_render_index(shards)).to_dict()
     if place.main:
         fold_dir.mkdir(parents=True, exist_ok=True)
     model, optimizer = _model_and_optimizer(config, num_classes, device, say)
+    precision = Precision(config.amp, device)  # its float16 gradient scaler lives as long as the fold
     metrics = MetricsLog(fold_dir / METRICS_FILE, place.main)
     pretrain_log = MetricsLog(fold_dir / PRETRAIN_FILE, place.main)
     start, best_accuracy = -pretrain_epochs(config), -1.0
     if resume and (fold_dir / LAST).exists():
         start, best_accuracy = _resume(
-            fold_dir, model, optimizer, config, num_classes, metrics, split.fold, say
+            fold_dir, model, optimizer, config, num_classes, metrics, split.fold, say, precision
         )
         pretrain_log.truncate_after(start - 1 + pretrain_epochs(config))
     else:
@@ -402,14 +413,15 @@ def train_fold(
     try:
         for epoch in range(start, config.epochs):
             if epoch < 0:
-                fold = _PretrainFold(split.fold, fold_dir, classes, pretrain_log, say)
+                fold = _PretrainFold(split.fold, fold_dir, classes, pretrain_log, say, framing)
                 _pretrain_epoch(
-                    trained, model, optimizer, loaders, config, fold, device, place, epoch, progress
-                )
+                    trained, model, optimizer, loaders, config, fold, device, place, epoch, progress,
+                    precision,
+                )  # fmt: skip
                 saved = epoch
                 continue
             record = _epoch_record(
-                trained, optimizer, loaders, config, num_classes, device, place, epoch, progress
+                trained, optimizer, loaders, config, num_classes, device, place, epoch, progress, precision
             )
             selection = record.get("validation", record["train"])["accuracy"]
             improved = selection > best_accuracy
@@ -417,7 +429,10 @@ def train_fold(
             metrics.write(record)
             _write_scalars(writer, record, epoch)
             if place.main:
-                state = checkpoint_state(config, classes, split.fold, epoch, best_accuracy, model, optimizer)
+                state = checkpoint_state(
+                    config, classes, split.fold, epoch, best_accuracy, model, optimizer, framing
+                )
+                state["scaler"] = precision.state_dict()
                 save_epoch_checkpoints(fold_dir, state, improved)
                 saved = epoch
                 if strip is not None:
@@ -529,29 +544,31 @@ def train(
     get_method(config.method)
     shards, run_dir = Path(shards), Path(run_dir)
     target = pick_device(device)
-    place = setup_distributed()
-    target = place.device_for(target)
-    classes = list(read_render_index(shards)["classes"])
-    test_folds = render_folds(shards, config.fold_size, config.seed)
-    chosen = resolve_folds(folds, len(test_folds))
-    _set_determinism(config, target)
-    claim: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    if place.main:  # rank 0 checks, binds and locks the run folder for every rank
+    # Under torchrun every rank trains; an experiment that joined the job already keeps it afterwards.
+    with distributed_job(target) as place, contextlib.ExitStack() as held:
+        target = place.device_for(target)
+        amp_dtype(config.amp, target)  # an AMP mode the device lacks fails before anything is written
+        classes = list(read_render_index(shards)["classes"])
+        test_folds = render_folds(shards, config.fold_size, config.seed)
+        chosen = resolve_folds(folds, len(test_folds))
+        _set_determinism(config, target)
         payload = folds_payload(test_folds, config.seed, config.fold_size)
-        claim = claim_run(run_dir, config, payload, chosen, resume=resume, overwrite=overwrite)
-    options = {"resume": resume, "device": target, "place": place, "progress": progress, "log": log}
-    results = []
-    try:
-        with claim:
-            for fold in chosen:
-                split = split_fold(test_folds, fold, config.val_subjects, config.seed)
-                results.append(train_fold(shards, run_dir, split, classes, config, **options))
-            place.barrier()
-            result = TrainResult(
-                run_dir, config.method, classes, results, str(shards), __version__, aggregate(results)
+
+        def claim() -> None:  # rank 0 checks, binds and locks the run folder for every rank
+            held.enter_context(
+                claim_run(run_dir, config, payload, chosen, resume=resume, overwrite=overwrite)
             )
-            if place.main:
-                write_json(run_dir / "summary.json", result.to_dict())
-    finally:
-        place.shutdown()
+
+        place.on_main(claim, target)
+        options = {"resume": resume, "device": target, "place": place, "progress": progress, "log": log}
+        results = []
+        for fold in chosen:
+            split = split_fold(test_folds, fold, config.val_subjects, config.seed)
+            results.append(train_fold(shards, run_dir, split, classes, config, **options))
+        place.barrier()
+        result = TrainResult(
+            run_dir, config.method, classes, results, str(shards), __version__, aggregate(results)
+        )
+        if place.main:
+            write_json(run_dir / "summary.json", result.to_dict())
     return result

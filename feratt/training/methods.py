@@ -65,6 +65,7 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
             teacher_forcing=config.teacher_forcing,
             attention_weights=config.attention_weights,
             detach_attention=config.detach_attention,
+            identity_init=config.identity_init,
         )
     return create_model(model, **options)
 

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from sklearn.neighbors import KNeighborsClassifier
 from torch import Tensor
 
 
@@ -98,6 +97,8 @@ def knn_accuracy(
         raise ValueError("k-NN needs at least one training embedding")
     if len(test_x) == 0:
         return float("nan")
+    from sklearn.neighbors import KNeighborsClassifier  # here: training itself needs no scikit-learn
+
     classifier = KNeighborsClassifier(n_neighbors=min(k, len(train_x)))
     classifier.fit(train_x, _numpy(train_labels).ravel())
     return float(classifier.score(test_x, _numpy(test_labels).ravel()))

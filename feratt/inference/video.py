@@ -1,0 +1,253 @@
+"""Faces in a video: every k-th frame classified, faces followed by an IoU tracker, scores smoothed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from feratt.atomic import atomic_path
+from feratt.datasets.detect import DetectorSettings, FaceBox, iou
+from feratt.errors import FerattError
+from feratt.inference.annotate import draw_faces
+from feratt.inference.backends import Classifier
+from feratt.inference.classify import classify_faces, face_label, label_of
+from feratt.progress import Progress, no_progress
+
+
+class IouTracker:
+    """Follows faces from frame to frame: each box joins the track it overlaps most, greedily by IoU.
+
+    A box that overlaps no track by `threshold` starts a new one; a track unmatched for more than
+    `patience` classified frames ends.
+    """
+
+    def __init__(self, threshold: float = 0.3, patience: int = 5) -> None:
+        self.threshold = threshold
+        self.patience = patience
+        self.boxes: dict[int, FaceBox] = {}
+        self.missed: dict[int, int] = {}
+        self.next_id = 1
+
+    def update(self, boxes: list[FaceBox]) -> list[int]:
+        """The track id of each of this frame's boxes."""
+        pairs = sorted(
+            ((iou(old, box), track, i) for track, old in self.boxes.items() for i, box in enumerate(boxes)),
+            key=lambda item: (-item[0], item[1], item[2]),
+        )
+        ids: list[int | None] = [None] * len(boxes)
+        for overlap, track, i in pairs:
+            if overlap < self.threshold:
+                break
+            if ids[i] is None and track not in ids:
+                ids[i] = track
+        for i, track in enumerate(ids):
+            if track is None:
+                ids[i] = self.next_id
+                self.next_id += 1
+        for track in list(self.boxes):
+            self.missed[track] = 0 if track in ids else self.missed[track] + 1
+            if self.missed[track] > self.patience:
+                del self.boxes[track], self.missed[track]
+        for track, box in zip(ids, boxes, strict=True):
+            self.boxes[track] = box
+            self.missed.setdefault(track, 0)
+        return [int(track) for track in ids]
+
+
+class Smoother:
+    """The mean of each track's class probabilities over its last `frames` classified frames."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.history: dict[int, deque[np.ndarray]] = {}
+
+    def add(self, track: int, probabilities: np.ndarray) -> np.ndarray:
+        """Record a frame's probabilities for `track`; the smoothed probabilities."""
+        history = self.history.setdefault(track, deque(maxlen=self.frames))
+        history.append(probabilities)
+        return np.mean(history, axis=0)
+
+
+@dataclass
+class VideoResult:
+    """What `predict` found in one video: a record per classified frame, a summary per track."""
+
+    path: Path
+    frames: int  # frames read
+    fps: float
+    every: int
+    smooth: int
+    records: list[dict[str, Any]] = field(default_factory=list)  # one per classified frame
+    written: list[Path] = field(default_factory=list)  # the annotated video and its JSON lines
+    notes: list[str] = field(default_factory=list)
+
+    def tracks(self) -> list[dict[str, Any]]:
+        """Per track: first and last frame, frames classified, mean probabilities and their class."""
+        seen: dict[int, list[tuple[int, dict[str, float]]]] = {}
+        for record in self.records:
+            for face in record["faces"]:
+                seen.setdefault(face["track"], []).append((record["frame"], face["probabilities"]))
+        summary = []
+        for track, rows in sorted(seen.items()):
+            names = list(rows[0][1])
+            mean = np.mean([[p[name] for name in names] for _, p in rows], axis=0)
+            summary.append(
+                {
+                    "track": track,
+                    "first_frame": rows[0][0],
+                    "last_frame": rows[-1][0],
+                    "frames": len(rows),
+                    "probabilities": dict(zip(names, map(float, mean), strict=True)),
+                    "prediction": label_of(names, mean),
+                }
+            )
+        return summary
+
+    def to_dict(self, frames: bool = True) -> dict[str, Any]:
+        """The video's entry in `feratt predict --json`; with `frames`, every frame's record."""
+        data: dict[str, Any] = {
+            "path": str(self.path),
+            "frames": self.frames,
+            "classified_frames": len(self.records),
+            "fps": self.fps,
+            "every": self.every,
+            "smooth": self.smooth,
+            "tracks": self.tracks(),
+            "written": [str(p) for p in self.written],
+            "notes": list(self.notes),
+        }
+        if frames:
+            data["frame_records"] = self.records
+        return data
+
+
+def open_video(path: Path) -> tuple[Any, float, int]:
+    """An OpenCV capture of `path`, its frame rate and its frame count (0 when unknown)."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise FerattError(f"{path}: not a readable video (OpenCV cannot open it)")
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    count = int(max(capture.get(cv2.CAP_PROP_FRAME_COUNT), 0))
+    return capture, fps if fps > 0 else 25.0, count
+
+
+def frames(capture: Any) -> Iterator[np.ndarray]:
+    """The capture's frames as RGB, until one cannot be read."""
+    while True:
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            return
+        yield (
+            cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            if frame.ndim == 3
+            else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        )
+
+
+@dataclass
+class _Drawn:
+    """The faces of the last classified frame, drawn on the frames that follow it until the next."""
+
+    boxes: list[list[float]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    classes: list[int] = field(default_factory=list)
+
+
+def _frame_record(
+    model: Classifier,
+    image: np.ndarray,
+    index: int,
+    fps: float,
+    state: tuple[DetectorSettings, IouTracker, Smoother],
+    drawn: _Drawn,
+) -> dict[str, Any]:
+    """Classify one frame's faces; its JSON record, and what to draw updated."""
+    detector, tracker, smoother = state
+    faces = classify_faces(model, image, detector)
+    tracks = tracker.update([face.box for face in faces if face.box is not None])
+    record: dict[str, Any] = {"frame": index, "time": round(index / fps, 3), "faces": []}
+    drawn.boxes, drawn.labels, drawn.classes = [], [], []
+    for face, track in zip(faces, tracks, strict=True):
+        smoothed = smoother.add(track, face.probabilities)
+        entry = {
+            "track": track,
+            "box": face.box.as_list(),
+            "probabilities": dict(zip(model.classes, map(float, face.probabilities), strict=True)),
+            "prediction": label_of(model.classes, smoothed),
+        }
+        if smoother.frames > 1:
+            entry["smoothed"] = dict(zip(model.classes, map(float, smoothed), strict=True))
+        record["faces"].append(entry)
+        drawn.boxes.append(entry["box"])
+        drawn.labels.append(face_label(model.classes, smoothed, track))
+        drawn.classes.append(int(np.argmax(smoothed)))
+    return record
+
+
+def classify_video(
+    model: Classifier,
+    path: Path,
+    detector: DetectorSettings,
+    *,
+    every: int = 1,
+    smooth: int = 1,
+    annotate: tuple[Path, Path] | None = None,
+    progress: Progress | None = None,
+) -> VideoResult:
+    """Classify the faces of every `every`-th frame of `path`, smoothing over `smooth` classified frames.
+
+    With `annotate` (video path, JSON-lines path), writes every frame with the latest boxes drawn, and
+    one JSON line per classified frame.
+    """
+    progress = progress or no_progress
+    capture, fps, count = open_video(path)
+    result = VideoResult(path, 0, fps, every, smooth)
+    state = (detector, IouTracker(), Smoother(smooth))
+    drawn = _Drawn()
+    with contextlib.ExitStack() as stack:
+        stack.callback(capture.release)
+        writer = None
+        for index, image in enumerate(frames(capture)):
+            if index % every == 0:
+                result.records.append(_frame_record(model, image, index, fps, state, drawn))
+            if annotate is not None:
+                if writer is None:
+                    writer = _open_writer(stack, annotate[0], fps, image.shape[1::-1])
+                picture = draw_faces(image, drawn.boxes, drawn.labels, drawn.classes)
+                writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            result.frames = index + 1
+            progress(result.frames, count or None)
+        if result.frames == 0:
+            raise FerattError(f"{path}: not a readable video (no frame could be decoded)")
+        if writer is not None:
+            writer.release()
+    if count and result.frames < count:
+        result.notes.append(
+            f"{path}: frame {result.frames} of {count} could not be read; the video was read up to there"
+        )
+    if annotate is not None:
+        result.written = [annotate[0], _write_lines(annotate[1], result.records)]
+    return result
+
+
+def _open_writer(stack: contextlib.ExitStack, target: Path, fps: float, size: tuple[int, int]) -> Any:
+    """An mp4 writer into a temporary file that replaces `target` once the stack closes without error."""
+    tmp = stack.enter_context(atomic_path(target))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise FerattError(f"cannot write the video {target}: OpenCV has no mp4 encoder here")
+    return writer
+
+
+def _write_lines(target: Path, records: list[dict[str, Any]]) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return target
