@@ -193,9 +193,10 @@ _TRAINING_OPTION_DECORATORS = (
         help="G_rep's gradients stop at I_att: G_att, G_ft and G_rec learn from the attention loss alone.",
     ),
     click.option(
-        "--identity-init",
-        is_flag=True,
-        help="G_ft and G_rec start as the identity: I_att starts as the gated input.",
+        "--identity-init/--no-identity-init",
+        default=None,
+        help="G_ft and G_rec start as the identity, so that I_att starts as the gated input "
+        "[default: on in the cpu-small preset, off in the paper preset].",
     ),
     click.option(
         "--attention-weights",

@@ -27,6 +27,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
         "class_means": "leave-one-out",
         "representation_weight": 0.1,
+        "identity_init": True,
     },
 }
 
