@@ -31,7 +31,6 @@ demo: venv
 	$(BIN)/feratt inspect $(DEMO_DIR)/render --verify --sheet $(DEMO_DIR)/samples.png
 	$(BIN)/feratt experiment $(DEMO_DIR)/render --out $(DEMO_DIR)/experiment --folds 0 \
 		--methods baseline,feratt-cls,feratt-rep-cls --preset cpu-small --epochs $(DEMO_EPOCHS) \
-		--batch-size 32 --lr 1e-3 --class-means leave-one-out --representation-weight 0.1 \
 		--real-test $(DEMO_DIR)/bank.h5
 
 lint: venv
