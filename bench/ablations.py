@@ -65,6 +65,17 @@ ROWS: dict[str, dict[str, Any]] = {
     "baseline-cosine": {"method": "baseline", "lr_schedule": "cosine", "warmup_epochs": 1},
     "feratt-cls-identity": {"method": "feratt-cls", "identity_init": True},
     "feratt-rep-cls-identity": {"method": "feratt-rep-cls", "identity_init": True},
+    "feratt-rep-cls-identity-cosine": {
+        "method": "feratt-rep-cls",
+        "identity_init": True,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+    },
+    "feratt-rep-cls-identity-w0.03": {
+        "method": "feratt-rep-cls",
+        "identity_init": True,
+        "representation_weight": 0.03,
+    },
 }
 
 
