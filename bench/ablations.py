@@ -65,11 +65,27 @@ ROWS: dict[str, dict[str, Any]] = {
     "baseline-cosine": {"method": "baseline", "lr_schedule": "cosine", "warmup_epochs": 1},
     "feratt-cls-identity": {"method": "feratt-cls", "identity_init": True},
     "feratt-rep-cls-identity": {"method": "feratt-rep-cls", "identity_init": True},
+    "feratt-cls-identity-cosine": {
+        "method": "feratt-cls",
+        "identity_init": True,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+    },
     "feratt-rep-cls-identity-cosine": {
         "method": "feratt-rep-cls",
         "identity_init": True,
         "lr_schedule": "cosine",
         "warmup_epochs": 1,
+    },
+    # Fresh samples every epoch: with a render 12x the demo's (bench/RESULTS.md), 12 epochs of 1400 samples
+    # see each training sample once, for the training steps of the rows above; --test-render scores the
+    # demo render's test split, as for every other row.
+    "baseline-fresh": {"method": "baseline", "samples_per_epoch": 1400, "test_every": 12},
+    "feratt-cls-identity-fresh": {
+        "method": "feratt-cls",
+        "identity_init": True,
+        "samples_per_epoch": 1400,
+        "test_every": 12,
     },
     "feratt-rep-cls-identity-w0.03": {
         "method": "feratt-rep-cls",
@@ -88,9 +104,18 @@ def config_for(row: str, seed: int, epochs: int | None) -> feratt.TrainConfig:
 
 
 def run_entry(
-    render: Path, bank: Path, out: Path, row: str, fold: int, seed: int, epochs: int | None, label: str
+    render: Path,
+    bank: Path,
+    out: Path,
+    row: str,
+    fold: int,
+    seed: int,
+    epochs: int | None,
+    label: str,
+    test_render: Path | None = None,
 ):
-    """Train (or reuse) one row at one fold and seed, then score its best-on-validation model."""
+    """Train (or reuse) one row at one fold and seed, then score its best-on-validation model (on
+    `test_render`'s test split when given, else on `render`'s)."""
     config = config_for(row, seed, epochs)
     suffix = "" if label == DEFAULT_RENDER else f"@{label}"
     run_dir = out / "runs" / f"{row}{suffix}-e{config.epochs}" / f"seed-{seed}"
@@ -98,9 +123,8 @@ def run_entry(
     if not fold_finished(run_dir / f"fold-{fold}", config.epochs):
         feratt.train(render, run_dir, config, folds=fold, resume=True, device="cpu", log=print)
     seconds = time.perf_counter() - started
-    evaluation = feratt.evaluate(
-        run_dir, render, fold=fold, real_test=bank, out_file=run_dir / f"evaluation-fold-{fold}.json"
-    )
+    out_file = run_dir / f"evaluation-fold-{fold}.json"
+    evaluation = feratt.evaluate(run_dir, test_render or render, fold=fold, real_test=bank, out_file=out_file)
     return {
         "row": row,
         "render": label,
@@ -112,6 +136,7 @@ def run_entry(
         "real": evaluation.real.accuracy if evaluation.real is not None else None,
         "best_epoch": evaluation.epoch,
         "train_seconds": round(seconds, 1),
+        "test_render": str(test_render or render),
     }
 
 
@@ -173,6 +198,11 @@ def main() -> None:
         default=DEFAULT_RENDER,
         help="Name of RENDER in the table, for rows on a render other than the demo's.",
     )
+    parser.add_argument(
+        "--test-render",
+        type=Path,
+        help="Score this render's test split (the demo render, say) instead of RENDER's.",
+    )
     args = parser.parse_args()
     path = args.out / "results.json"
     results = read_results(path)
@@ -189,8 +219,9 @@ def main() -> None:
                     if key in results:
                         continue
                     entry = run_entry(
-                        args.render, args.bank, args.out, row, fold, seed, args.epochs, args.render_label
-                    )
+                        args.render, args.bank, args.out, row, fold, seed, args.epochs, args.render_label,
+                        args.test_render,
+                    )  # fmt: skip
                     results[key] = entry
                     write_json(path, results)
                     print(f"{key}: synthetic {entry['synthetic']:.3f}, real {entry['real']:.3f}", flush=True)

@@ -210,6 +210,14 @@ _TRAINING_OPTION_DECORATORS = (
         type=click.IntRange(1),
         help="Fresh samples every epoch: epochs take consecutive slices of a shuffled order of the render.",
     ),
+    click.option(
+        "--test-every",
+        type=click.IntRange(1),
+        default=1,
+        show_default=True,
+        help="Score the test parts every N epochs (and at the last epoch and every new best on "
+        "validation): for renders whose test split costs more than training.",
+    ),
     click.option("--noise-sigma", help="Training-time Gaussian noise, a sigma range LOW:HIGH in [0, 1]."),
     click.option("--no-verify", "verify", flag_value=False, default=True, help="Skip shard sha256 checks."),
     click.option("--deterministic", is_flag=True, help="Repeatable runs (slower)."),

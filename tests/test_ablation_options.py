@@ -213,6 +213,30 @@ def test_an_epoch_of_fresh_samples_trains_on_its_slice(render, tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["samples_per_epoch"] == 20
 
 
+def test_the_test_split_is_scored_every_nth_epoch_and_at_every_best_and_the_last():
+    config = TrainConfig(epochs=8, test_every=3)
+    improved = [True, True, False, False, True, False, False, False]
+    scored = [e for e in range(8) if loop.scores_test(config, e, improved[e])]
+    assert scored == [0, 1, 2, 4, 5, 7]
+    assert [e for e in range(8) if loop.scores_test(TrainConfig(epochs=8), e, False)] == list(range(8))
+
+
+def test_a_run_scoring_test_every_few_epochs_keeps_its_summary_whole(render, tmp_path):
+    config = replace(TINY, method="baseline", epochs=6, max_batches=2, test_every=4)
+    result = train(render, tmp_path / "run", config, device="cpu")
+    records = read_metrics(tmp_path / "run" / "fold-0")
+    validation = [r["validation"]["accuracy"] for r in records]
+    improved = [v > max([-1.0, *validation[:e]]) for e, v in enumerate(validation)]
+    expected = [e for e in range(6) if improved[e] or e in (3, 5)]
+    assert [r["epoch"] for r in records if "test" in r] == expected and len(expected) < 6
+    best = max(range(6), key=lambda e: validation[e])
+    fold = result.folds[0]
+    assert fold.best_on_validation.epoch == best
+    assert fold.best_on_validation.accuracy == records[best]["test"]["accuracy"]
+    assert fold.final.accuracy == records[5]["test"]["accuracy"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["test_every"] == 4
+
+
 def test_attention_pre_training_comes_first_logged_apart_and_resumes(render, tmp_path, monkeypatch):
     config = replace(TINY, method="feratt-rep-cls", epochs=1, pretrain_attention=2)
     lines = []

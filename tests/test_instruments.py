@@ -166,3 +166,21 @@ def test_strip_resumes_keeping_the_epochs_before_the_restart(render, tmp_path):
     with np.load(tmp_path / STRIP_FILE) as saved:
         assert saved["epochs"].tolist() == [0, 1, 2, 3]
         assert saved["attention"].shape == (4, STRIP_SAMPLES, config.in_size, config.in_size, 3)
+
+
+def test_mean_curves_average_the_epochs_every_fold_scored(tmp_path):
+    folders = [tmp_path / "a", tmp_path / "b"]
+    scored = {"a": [0, 1, 2, 3], "b": [1, 3]}  # fold b scored its test split every other epoch
+    for folder in folders:
+        folder.mkdir()
+        offset = 0.2 if folder.name == "b" else 0.0
+        lines = [
+            {"epoch": e, "train": {"accuracy": 0.1}}
+            | ({"test": {"accuracy": e / 10 + offset}} if e in scored[folder.name] else {})
+            for e in range(4)
+        ]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    epochs, curves = mean_curves(folders, "test")
+    assert epochs == [1, 3]
+    assert curves["accuracy"].tolist() == pytest.approx([0.2, 0.4])
+    assert mean_curves(folders, "train")[0] == [0, 1, 2, 3]

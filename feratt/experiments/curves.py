@@ -33,18 +33,20 @@ def fold_dirs(out: Path, method: str, folds: list[int]) -> list[Path]:
 def mean_curves(folders: list[Path], part: str) -> tuple[list[int], dict[str, np.ndarray]]:
     """The epochs and, per key of CURVE_KEYS, the mean over the folders' metrics.jsonl of `part`'s values.
 
-    Epochs that not every folder has reached, and keys that not every record has, are left out.
+    Only epochs that every folder has scored `part` at (test parts may be scored every few epochs), and
+    keys that every such record has, are drawn.
     """
-    runs = [[record for record in read_metrics(folder) if part in record] for folder in folders]
+    runs = [
+        {int(record["epoch"]): record[part] for record in read_metrics(folder) if part in record}
+        for folder in folders
+    ]
     runs = [run for run in runs if run]
     if not runs:
         return [], {}
-    length = min(len(run) for run in runs)
-    keys = [key for key in CURVE_KEYS if all(key in run[e][part] for run in runs for e in range(length))]
-    curves = {
-        key: np.mean([[run[e][part][key] for e in range(length)] for run in runs], axis=0) for key in keys
-    }
-    return [int(record["epoch"]) for record in runs[0][:length]], curves
+    epochs = sorted(set.intersection(*(set(run) for run in runs)))
+    keys = [key for key in CURVE_KEYS if all(key in run[e] for run in runs for e in epochs)]
+    curves = {key: np.mean([[run[e][key] for e in epochs] for run in runs], axis=0) for key in keys}
+    return epochs, curves
 
 
 def curve_figures(out: Path, methods: list[str], folds: list[int]) -> list[str]:

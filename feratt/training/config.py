@@ -70,6 +70,7 @@ _LEAST_INT = {
     "ramp_epochs": 0,
     "pretrain_attention": 0,
     "samples_per_epoch": 1,
+    "test_every": 1,
 }
 #: The range of each number option: least, most (None: unbounded), and whether the least is excluded.
 _NUMBER_RANGES: dict[str, tuple[float, float | None, bool]] = {
@@ -181,6 +182,7 @@ class TrainConfig:
     workers: int = 2
     buffer_size: int = 1000
     samples_per_epoch: int | None = None
+    test_every: int = 1  # also scored: the last epoch and every epoch that does best on validation
     noise_sigma: tuple[float, float] | None = None
     verify: bool = True
     deterministic: bool = False

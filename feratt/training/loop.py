@@ -265,8 +265,9 @@ def _epoch_record(
     epoch: int,
     progress: Progress | None,
     precision: Precision | None = None,
+    best_accuracy: float = -1.0,
 ) -> dict[str, Any]:
-    """Train one epoch, then score every evaluation part; the epoch's line of metrics.jsonl."""
+    """Train one epoch, then score the evaluation parts `scores_test` asks for; the epoch's metrics line."""
     step = epoch + pretrain_epochs(config)  # the data's epoch: pre-training epochs come first
     noise = torch.Generator(device=device).manual_seed(config.seed * 100_003 + step)
     loaders.train_stream.set_epoch(step)
@@ -289,10 +290,23 @@ def _epoch_record(
     )
     record: dict[str, Any] = {"epoch": epoch, "seconds": time.perf_counter() - started, "lr": lr}
     record["train"] = result.metrics()
-    for name, loader in loaders.evaluation.items():
+    for name, loader in loaders.evaluation.items():  # validation first: it decides whether test is scored
+        if name != "validation":
+            selection = record.get("validation", record["train"])["accuracy"]
+            if not scores_test(config, epoch, improved=selection > best_accuracy):
+                continue
         evaluation = run_epoch(model, loader, config, num_classes, device, place, precision=precision)
         record[name] = evaluation.metrics()
     return record
+
+
+def scores_test(config: TrainConfig, epoch: int, improved: bool) -> bool:
+    """Whether `epoch` scores the test parts: every `test_every`-th, the last, and each new best.
+
+    The last and the best epochs are always scored, so a fold's summary (the final and the best-on-validation
+    model) never lacks its test figures; the other epochs only draw learning curves.
+    """
+    return improved or epoch == config.epochs - 1 or (epoch + 1) % config.test_every == 0
 
 
 @dataclass
@@ -421,8 +435,9 @@ def train_fold(
                 saved = epoch
                 continue
             record = _epoch_record(
-                trained, optimizer, loaders, config, num_classes, device, place, epoch, progress, precision
-            )
+                trained, optimizer, loaders, config, num_classes, device, place, epoch, progress, precision,
+                best_accuracy,
+            )  # fmt: skip
             selection = record.get("validation", record["train"])["accuracy"]
             improved = selection > best_accuracy
             best_accuracy = max(best_accuracy, selection)
