@@ -219,3 +219,28 @@ def test_bad_inputs(runs, tmp_path):
         result = run("noise", runs["baseline"], *base, f"--sigmas={sigmas}")
         assert result.exit_code == 2, result.output
         assert "Invalid value for '--sigmas'" in result.output and "Traceback" not in result.output
+
+
+def test_the_input_masked_attention_target_stays_clean_under_noise(runs, monkeypatch):
+    import dataclasses
+
+    from feratt.experiments import evaluate as evaluate_module
+
+    trained, loader = _split(runs, "feratt-rep-cls")
+    masked = dataclasses.replace(trained.config, att_target="input-masked")
+    trained = dataclasses.replace(trained, config=masked)
+    seen = []
+    prepare = evaluate_module.prepare_inputs
+
+    def recording(batch, config):
+        inputs, target = prepare(batch, config)
+        seen.append((batch["mask"].clone(), batch["clean_image"].clone(), inputs.clone(), target.clone()))
+        return inputs, target
+
+    monkeypatch.setattr(evaluate_module, "prepare_inputs", recording)
+    run_model(trained, loader, noise=Noise(0.3))
+    mask, clean, noisy, target = seen[0]
+    expected = clean * (mask > 0.5)
+    assert target.shape == expected.shape
+    np.testing.assert_array_equal(target.numpy(), expected.numpy())
+    assert float((noisy - clean).abs().mean()) > 0.1  # the input itself is noisy

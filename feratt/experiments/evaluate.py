@@ -259,7 +259,8 @@ def run_model(
         if noise is not None:
             rng = np.random.default_rng([noise.seed, step, 0x401CE])
             images = np.asarray(raw["image"], dtype=np.float32) / np.float32(255.0)
-            raw = {**raw, "image": torch.from_numpy(add_noise(images, noise, rng))}
+            noisy = torch.from_numpy(add_noise(images, noise, rng))
+            raw = {**raw, "image": noisy, "clean_image": raw["image"]}  # the attention target stays clean
         batch = normalise_batch(raw, device)
         inputs, target = prepare_inputs(batch, config)
         output = model(inputs, target=target) if feratt else model(inputs)

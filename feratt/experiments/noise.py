@@ -240,7 +240,8 @@ def attention_panels(
         # The same draws at every sigma, so the columns differ only by the noise's strength.
         rng = np.random.default_rng([noise.seed, index, 0xF167])
         noisy = add_noise(clean, Noise(sigma, noise.lab_l, noise.seed), rng)
-        batch = normalise_batch({**sample, "image": torch.from_numpy(noisy)}, device)
+        noisy_sample = {**sample, "image": torch.from_numpy(noisy), "clean_image": sample["image"]}
+        batch = normalise_batch(noisy_sample, device)
         inputs, target = prepare_inputs(batch, trained.config)
         output = trained.model(inputs, target=target)
         probabilities = torch.softmax(output.logits.float(), dim=1)[0]
