@@ -5,7 +5,8 @@ leave-one-out class means at weight 0.1) and changes the fields it names. A run 
 `feratt.train`, then its best-on-validation checkpoint is scored on the fold's synthetic test renders
 and on the test subjects' real faces with `feratt.evaluate`. Results accumulate in OUT/results.json,
 one entry per row, fold and seed, so the table grows over several sittings: a finished entry is never
-run again. `--table` prints the markdown table of what is there (mean +- std over the runs of a row).
+run again. `--table` prints the markdown table of what is there (mean +- std over the runs of a row),
+with the validation accuracy that picked each checkpoint: rows are chosen on it, never on the test.
 
     python bench/ablations.py demo/render --bank demo/bank.h5 --out bench/ablations \
         --rows feratt-cls,feratt-cls-tf0.2 --folds 0 --seeds 0 --epochs 12
@@ -22,7 +23,7 @@ from typing import Any
 
 import feratt
 from feratt.jsonfile import write_json
-from feratt.training.checkpoints import fold_finished
+from feratt.training.checkpoints import fold_finished, read_metrics
 
 #: The label of the demo render (`make demo`'s), which rows use unless told otherwise.
 DEFAULT_RENDER = "demo"
@@ -76,6 +77,27 @@ ROWS: dict[str, dict[str, Any]] = {
         "identity_init": True,
         "lr_schedule": "cosine",
         "warmup_epochs": 1,
+    },
+    "feratt-rep-cls-identity-cosine-w0.03": {
+        "method": "feratt-rep-cls",
+        "identity_init": True,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "representation_weight": 0.03,
+    },
+    "feratt-rep-cls-identity-cosine-sigma4": {
+        "method": "feratt-rep-cls",
+        "identity_init": True,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "sigma": 4.0,
+    },
+    "feratt-rep-cls-identity-cosine-repramp6": {
+        "method": "feratt-rep-cls",
+        "identity_init": True,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "representation_ramp_epochs": 6,
     },
     # Fresh samples every epoch: with a render 12x the demo's (bench/RESULTS.md), 12 epochs of 1400 samples
     # see each training sample once, for the training steps of the rows above; --test-render scores the
@@ -132,12 +154,19 @@ def run_entry(
         "seed": seed,
         "epochs": config.epochs,
         "changes": ROWS[row],
+        "validation": best_validation(run_dir / f"fold-{fold}"),
         "synthetic": evaluation.synthetic.accuracy,
         "real": evaluation.real.accuracy if evaluation.real is not None else None,
         "best_epoch": evaluation.epoch,
         "train_seconds": round(seconds, 1),
         "test_render": str(test_render or render),
     }
+
+
+def best_validation(fold_dir: Path) -> float | None:
+    """The validation accuracy that picked the fold's best checkpoint (what rows are compared on)."""
+    scores = [record["validation"]["accuracy"] for record in read_metrics(fold_dir) if "validation" in record]
+    return max(scores) if scores else None
 
 
 def entry_key(entry: dict[str, Any]) -> str:
@@ -168,17 +197,19 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for entry in results.values():
         groups.setdefault((_name(entry), entry["epochs"]), []).append(entry)
     lines = [
-        "| row | changes from the demo | epochs | runs (fold/seed) | synthetic | real | best epoch |",
-        "|---|---|---:|---|---:|---:|---|",
+        "| row | changes from the demo | epochs | runs (fold/seed) | validation | synthetic | real "
+        "| best epoch |",
+        "|---|---|---:|---|---:|---:|---:|---|",
     ]
     for (row, epochs), entries in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
         runs = ", ".join(f"{e['fold']}/{e['seed']}" for e in entries)
         changes = ", ".join(f"{k}={v}" for k, v in entries[0]["changes"].items() if k != "method") or "-"
         best = ", ".join(str(e["best_epoch"]) for e in entries)
         real = [e["real"] for e in entries if e["real"] is not None]
+        validation = [e["validation"] for e in entries if e.get("validation") is not None]
         lines.append(
-            f"| {row} | {changes} | {epochs} | {runs} | {_cell([e['synthetic'] for e in entries])} "
-            f"| {_cell(real) if real else '-'} | {best} |"
+            f"| {row} | {changes} | {epochs} | {runs} | {_cell(validation) if validation else '-'} "
+            f"| {_cell([e['synthetic'] for e in entries])} | {_cell(real) if real else '-'} | {best} |"
         )
     return "\n".join(lines) + "\n"
 

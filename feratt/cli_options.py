@@ -153,6 +153,13 @@ _TRAINING_OPTION_DECORATORS = (
         help="Then classification and representation weights ramp up linearly over this many epochs.",
     ),
     click.option(
+        "--representation-ramp-epochs",
+        type=click.IntRange(0),
+        default=0,
+        show_default=True,
+        help="The manifold loss's weight alone ramps up from 0 over this many epochs.",
+    ),
+    click.option(
         "--attention-loss", type=click.Choice(CHOICES["attention_loss"]), default="mse", show_default=True
     ),
     click.option(

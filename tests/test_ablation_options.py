@@ -63,6 +63,16 @@ def test_attention_only_then_ramped_weights_per_epoch():
     assert epoch_config(config, 0, has_attention=False) is config  # the baseline trains as before
 
 
+def test_the_manifold_weight_alone_ramps_up_from_zero():
+    config = TrainConfig(attention_only_epochs=1, representation_ramp_epochs=4, representation_weight=0.2)
+    configs = [epoch_config(config, e) for e in range(7)]
+    assert [c.classification_weight for c in configs] == [0, 1, 1, 1, 1, 1, 1]
+    assert [c.representation_weight for c in configs] == pytest.approx([0, 0, 0.05, 0.1, 0.15, 0.2, 0.2])
+    assert epoch_config(config, 6) is config
+    assert _cli_config("--representation-ramp-epochs", 4).representation_ramp_epochs == 4
+    assert TrainConfig.from_dict({"epochs": 3}).representation_ramp_epochs == 0  # a run saved before it
+
+
 def test_schedule_and_ramp_reach_training_and_resume_continues_them(render, tmp_path, monkeypatch):
     config = replace(
         TINY, method="feratt-cls", lr=1e-3, lr_schedule="cosine", warmup_epochs=1, attention_only_epochs=1
@@ -166,7 +176,8 @@ def test_a_flag_beats_the_config_file_which_beats_the_preset_which_beats_the_def
     )  # fmt: skip
     assert (small.in_size, small.width, small.epochs, small.attention_weight) == (64, 0.25, 60, 10.0)
     assert _cli_config("--preset", "cpu-small", "--lr", "1e-4").lr == 1e-4
-    assert small.identity_init
+    assert small.identity_init and (small.lr_schedule, small.warmup_epochs) == ("cosine", 1)
+    assert _cli_config("--preset", "cpu-small", "--lr-schedule", "constant").lr_schedule == "constant"
     assert not _cli_config("--preset", "cpu-small", "--no-identity-init").identity_init
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"lr": 5e-4, "preset": "cpu-small"}))
@@ -175,7 +186,7 @@ def test_a_flag_beats_the_config_file_which_beats_the_preset_which_beats_the_def
     assert _cli_config("--config", path, "--lr", 2e-3, "--batch-size", 8).lr == 2e-3
     paper = _cli_config()
     assert (paper.batch_size, paper.lr, paper.class_means, paper.in_size) == (200, 1e-4, "batch", 128)
-    assert not paper.identity_init
+    assert not paper.identity_init and (paper.lr_schedule, paper.warmup_epochs) == ("constant", 0)
     assert _cli_config("--preset", "paper", "--batch-size", 200) == paper
     options = {"preset": "cpu-small", "batch_size": 200}
     assert TrainConfig.from_options(options).batch_size == 200  # an explicit default still wins

@@ -25,6 +25,8 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "width": 0.25,
         "batch_size": 32,
         "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
         "class_means": "leave-one-out",
         "representation_weight": 0.1,
         "identity_init": True,
@@ -68,6 +70,7 @@ _LEAST_INT = {
     "warmup_epochs": 0,
     "attention_only_epochs": 0,
     "ramp_epochs": 0,
+    "representation_ramp_epochs": 0,
     "pretrain_attention": 0,
     "samples_per_epoch": 1,
     "test_every": 1,
@@ -163,6 +166,7 @@ class TrainConfig:
     classification_weight: float = 1.0
     attention_only_epochs: int = 0
     ramp_epochs: int = 0
+    representation_ramp_epochs: int = 0
     detach_attention: bool = False
     identity_init: bool = False
     pretrain_attention: int = 0

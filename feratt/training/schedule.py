@@ -12,7 +12,9 @@ Learning rate, set at the start of each epoch (`lr` is the peak rate):
 Loss weights: the first `attention_only_epochs` epochs train the attention loss alone (classification
 and representation weights 0); over the next `ramp_epochs` R epochs those two weights grow linearly,
 epoch k of the ramp (from 0) using (k + 1) / (R + 1) of their value; afterwards their full value.
-Methods without an attention loss (the baseline) are not affected.
+Methods without an attention loss (the baseline) are not affected. The representation (manifold) weight
+may also ramp on its own: over `representation_ramp_epochs` R epochs from the first epoch that trains
+classification, epoch k of that ramp (from 0) uses k / R of it, so it starts at 0.
 
 Attention pre-training (`pretrain_attention` P epochs, numbered -P to -1 before epoch 0) trains the
 attention loss alone at the constant rate `lr`, G_rep frozen.
@@ -63,15 +65,22 @@ def weight_factor(config: TrainConfig, epoch: int) -> float:
     return 1.0
 
 
+def representation_factor(config: TrainConfig, epoch: int) -> float:
+    """The share of its value the representation weight's own ramp gives it in `epoch`."""
+    step, ramp = epoch - config.attention_only_epochs, config.representation_ramp_epochs
+    return max(0, step) / ramp if ramp and step < ramp else 1.0
+
+
 def epoch_config(config: TrainConfig, epoch: int, has_attention: bool = True) -> TrainConfig:
     """`config` with the loss weights that training epoch `epoch` uses (unchanged when at full weight)."""
     factor = weight_factor(config, epoch) if has_attention else 1.0
-    if factor == 1.0:
+    representation = factor * (representation_factor(config, epoch) if has_attention else 1.0)
+    if factor == 1.0 and representation == 1.0:
         return config
     return dataclasses.replace(
         config,
         classification_weight=config.classification_weight * factor,
-        representation_weight=config.representation_weight * factor,
+        representation_weight=config.representation_weight * representation,
     )
 
 
