@@ -176,7 +176,7 @@ def test_a_flag_beats_the_config_file_which_beats_the_preset_which_beats_the_def
     )  # fmt: skip
     assert (small.in_size, small.width, small.epochs, small.attention_weight) == (64, 0.25, 60, 10.0)
     assert _cli_config("--preset", "cpu-small", "--lr", "1e-4").lr == 1e-4
-    assert small.identity_init and (small.lr_schedule, small.warmup_epochs) == ("cosine", 1)
+    assert small.identity_init and (small.lr_schedule, small.warmup_epochs, small.sigma) == ("cosine", 1, 4.0)
     assert _cli_config("--preset", "cpu-small", "--lr-schedule", "constant").lr_schedule == "constant"
     assert not _cli_config("--preset", "cpu-small", "--no-identity-init").identity_init
     path = tmp_path / "config.json"
@@ -186,7 +186,8 @@ def test_a_flag_beats_the_config_file_which_beats_the_preset_which_beats_the_def
     assert _cli_config("--config", path, "--lr", 2e-3, "--batch-size", 8).lr == 2e-3
     paper = _cli_config()
     assert (paper.batch_size, paper.lr, paper.class_means, paper.in_size) == (200, 1e-4, "batch", 128)
-    assert not paper.identity_init and (paper.lr_schedule, paper.warmup_epochs) == ("constant", 0)
+    assert not paper.identity_init
+    assert (paper.lr_schedule, paper.warmup_epochs, paper.sigma) == ("constant", 0, 1.0)
     assert _cli_config("--preset", "paper", "--batch-size", 200) == paper
     options = {"preset": "cpu-small", "batch_size": 200}
     assert TrainConfig.from_options(options).batch_size == 200  # an explicit default still wins

@@ -29,6 +29,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         "warmup_epochs": 1,
         "class_means": "leave-one-out",
         "representation_weight": 0.1,
+        "sigma": 4.0,
         "identity_init": True,
     },
 }
