@@ -38,6 +38,9 @@ DEMO = {
     "epochs": 12,
 }
 
+#: What today's cpu-small preset changes from DEMO: the `now-*` rows screen the other options on top of it.
+NOW = {"identity_init": True, "lr_schedule": "cosine", "warmup_epochs": 1, "sigma": 4.0}
+
 #: Row name -> the TrainConfig fields it sets on top of DEMO.
 ROWS: dict[str, dict[str, Any]] = {
     "baseline": {"method": "baseline"},
@@ -114,6 +117,15 @@ ROWS: dict[str, dict[str, Any]] = {
         "identity_init": True,
         "representation_weight": 0.03,
     },
+    "now-feratt-cls-detach": {"method": "feratt-cls", **NOW, "detach_attention": True},
+    "now-feratt-cls-att-first2": {"method": "feratt-cls", **NOW, "attention_only_epochs": 2},
+    "now-feratt-cls-ramp4": {"method": "feratt-cls", **NOW, "ramp_epochs": 4},
+    "now-feratt-cls-onecycle": {"method": "feratt-cls", **NOW, "lr_schedule": "onecycle", "warmup_epochs": 0},
+    "now-feratt-cls-ce": {"method": "feratt-cls", **NOW, "classification_loss": "ce"},
+    "now-feratt-cls-att7": {"method": "feratt-cls", **NOW, "attention_channels": 7},
+    "now-feratt-cls-ft8": {"method": "feratt-cls", **NOW, "ft_blocks": 8},
+    "now-feratt-cls-tf0.2": {"method": "feratt-cls", **NOW, "teacher_forcing": 0.2},
+    "now-feratt-rep-cls-batch-means": {"method": "feratt-rep-cls", **NOW, "class_means": "batch"},
 }
 
 
