@@ -125,6 +125,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "now-feratt-cls-att7": {"method": "feratt-cls", **NOW, "attention_channels": 7},
     "now-feratt-cls-ft8": {"method": "feratt-cls", **NOW, "ft_blocks": 8},
     "now-feratt-cls-tf0.2": {"method": "feratt-cls", **NOW, "teacher_forcing": 0.2},
+    "now-feratt-cls-tf0.5": {"method": "feratt-cls", **NOW, "teacher_forcing": 0.5},
     "now-feratt-rep-cls-batch-means": {"method": "feratt-rep-cls", **NOW, "class_means": "batch"},
 }
 
