@@ -38,8 +38,11 @@ DEMO = {
     "epochs": 12,
 }
 
+#: The learning-rate schedule today's cpu-small preset takes.
+COSINE = {"lr_schedule": "cosine", "warmup_epochs": 1}
+
 #: What today's cpu-small preset changes from DEMO: the `now-*` rows screen the other options on top of it.
-NOW = {"identity_init": True, "lr_schedule": "cosine", "warmup_epochs": 1, "sigma": 4.0}
+NOW = {"identity_init": True, **COSINE, "sigma": 4.0}
 
 #: Row name -> the TrainConfig fields it sets on top of DEMO.
 ROWS: dict[str, dict[str, Any]] = {
@@ -66,40 +69,35 @@ ROWS: dict[str, dict[str, Any]] = {
     "feratt-cls-masked": {"method": "feratt-cls", "att_target": "input-masked"},
     "feratt-rep-cls-masked": {"method": "feratt-rep-cls", "att_target": "input-masked"},
     "feratt-cls-pretrain4-e8": {"method": "feratt-cls", "pretrain_attention": 4, "epochs": 8},
-    "baseline-cosine": {"method": "baseline", "lr_schedule": "cosine", "warmup_epochs": 1},
+    "baseline-cosine": {"method": "baseline", **COSINE},
     "feratt-cls-identity": {"method": "feratt-cls", "identity_init": True},
     "feratt-rep-cls-identity": {"method": "feratt-rep-cls", "identity_init": True},
     "feratt-cls-identity-cosine": {
         "method": "feratt-cls",
         "identity_init": True,
-        "lr_schedule": "cosine",
-        "warmup_epochs": 1,
+        **COSINE,
     },
     "feratt-rep-cls-identity-cosine": {
         "method": "feratt-rep-cls",
         "identity_init": True,
-        "lr_schedule": "cosine",
-        "warmup_epochs": 1,
+        **COSINE,
     },
     "feratt-rep-cls-identity-cosine-w0.03": {
         "method": "feratt-rep-cls",
         "identity_init": True,
-        "lr_schedule": "cosine",
-        "warmup_epochs": 1,
+        **COSINE,
         "representation_weight": 0.03,
     },
     "feratt-rep-cls-identity-cosine-sigma4": {
         "method": "feratt-rep-cls",
         "identity_init": True,
-        "lr_schedule": "cosine",
-        "warmup_epochs": 1,
+        **COSINE,
         "sigma": 4.0,
     },
     "feratt-rep-cls-identity-cosine-repramp6": {
         "method": "feratt-rep-cls",
         "identity_init": True,
-        "lr_schedule": "cosine",
-        "warmup_epochs": 1,
+        **COSINE,
         "representation_ramp_epochs": 6,
     },
     # Fresh samples every epoch: with a render 12x the demo's (bench/RESULTS.md), 12 epochs of 1400 samples

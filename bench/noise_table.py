@@ -37,6 +37,11 @@ def pooled_accuracy(paths: list[Path]) -> tuple[list[float], dict[tuple[str, str
     return sigmas or [], runs
 
 
+def _lost(runs: list[list[float]]) -> list[float]:
+    """Each run's points lost from the first sigma to the last."""
+    return [100 * (run[0] - run[-1]) for run in runs]
+
+
 def table(sigmas: list[float], runs: dict[tuple[str, str], list[list[float]]]) -> str:
     """Markdown: per method and split, the mean accuracy at each sigma and the points lost, in %."""
     lines = [
@@ -45,11 +50,11 @@ def table(sigmas: list[float], runs: dict[tuple[str, str], list[list[float]]]) -
     ]
     for (method, split), scores in sorted(runs.items(), key=lambda item: (item[0][1], item[0][0])):
         means = [100 * statistics.mean(run[i] for run in scores) for i in range(len(sigmas))]
-        lost = [100 * (run[0] - run[-1]) for run in scores]
+        lost = _lost(scores)
         baseline = runs.get(("baseline", split))
         versus = "-"
         if method != "baseline" and baseline is not None and len(baseline) == len(scores) > 1:
-            baseline_lost = [100 * (run[0] - run[-1]) for run in baseline]
+            baseline_lost = _lost(baseline)
             gain = statistics.mean(baseline_lost) - statistics.mean(lost)
             versus = f"{gain:+.1f} (p = {stats.ttest_rel(baseline_lost, lost).pvalue:.2f})"
         lines.append(

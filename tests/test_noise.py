@@ -1,6 +1,7 @@
 """Robustness to noise on tiny trained runs: the sigma-0 reference, seeded noise, outputs and bad input."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from PIL import Image
 
 from feratt.errors import FerattError
+from feratt.experiments import evaluate as evaluate_module
 from feratt.experiments.evaluate import Noise, add_noise, fold_test_subjects, run_model, synthetic_loader
 from feratt.experiments.noise import noise_robustness
 from feratt.training.checkpoints import load_trained
@@ -222,10 +224,6 @@ def test_bad_inputs(runs, tmp_path):
 
 
 def test_the_input_masked_attention_target_stays_clean_under_noise(runs, monkeypatch):
-    import dataclasses
-
-    from feratt.experiments import evaluate as evaluate_module
-
     trained, loader = _split(runs, "feratt-rep-cls")
     masked = dataclasses.replace(trained.config, att_target="input-masked")
     trained = dataclasses.replace(trained, config=masked)

@@ -291,13 +291,16 @@ def _epoch_record(
     record: dict[str, Any] = {"epoch": epoch, "seconds": time.perf_counter() - started, "lr": lr}
     record["train"] = result.metrics()
     for name, loader in loaders.evaluation.items():  # validation first: it decides whether test is scored
-        if name != "validation":
-            selection = record.get("validation", record["train"])["accuracy"]
-            if not scores_test(config, epoch, improved=selection > best_accuracy):
-                continue
+        if name != "validation" and not scores_test(config, epoch, _selection(record) > best_accuracy):
+            continue
         evaluation = run_epoch(model, loader, config, num_classes, device, place, precision=precision)
         record[name] = evaluation.metrics()
     return record
+
+
+def _selection(record: dict[str, Any]) -> float:
+    """The accuracy an epoch is picked on: validation's, or training's when there is no validation split."""
+    return record.get("validation", record["train"])["accuracy"]
 
 
 def scores_test(config: TrainConfig, epoch: int, improved: bool) -> bool:
@@ -438,7 +441,7 @@ def train_fold(
                 trained, optimizer, loaders, config, num_classes, device, place, epoch, progress, precision,
                 best_accuracy,
             )  # fmt: skip
-            selection = record.get("validation", record["train"])["accuracy"]
+            selection = _selection(record)
             improved = selection > best_accuracy
             best_accuracy = max(best_accuracy, selection)
             metrics.write(record)
