@@ -12,14 +12,16 @@ more, saying so. It prints what it finds and writes it as JSON (--out), section 
 - loader: the same steps fed from shards on disk with 2, 4 and 8 loader workers: the share of the step
   time spent waiting for the next batch (bench/loader_bench.py's loader), beside a plain h5py read;
 - real run: a few epochs of each method through `feratt train`'s API (cpu-small settings, AMP on), checking
-  that every loss falls and test accuracy rises above chance.
+  that every loss falls and test accuracy rises above chance (`--no-real-run` skips it: bench/gpu_run.sh
+  trains the methods through the command line instead).
 
 Without --shards it makes its own in seconds: a demo render with feratt's renderer when OpenCV and
 scikit-image are there, else faces of drawn stripes (one orientation a class) written with numpy and h5py
 in feratt's shard format. `--smoke` shrinks everything (64 px, a quarter of the widths, batches of 4, two
-epochs of six subjects, workers 0 and 1, bfloat16 autocast on the CPU, no compile) so that CI runs the
-same code in seconds and it never rots; its checks are reported, not enforced. Compile rows come last and
-everything stops at --budget seconds, so a slow compiler costs only those rows.
+epochs of six subjects, workers 0 and 1, bfloat16 autocast on the CPU for the throughput and loader rows
+and float32 real runs, no compile) so that CI runs the same code in seconds and it never rots; its checks
+are reported, not enforced. Compile rows come last and everything stops at --budget seconds, so a slow
+compiler costs only those rows.
 
     python bench/gpu_check.py --out gpu_check.json                  # on a GPU machine
     python bench/gpu_check.py --smoke --out /tmp/gpu_check.json     # anywhere, in seconds
@@ -87,13 +89,17 @@ class Plan:
     run_max_batches: int | None = None
     jobs: int = 8  # render processes
     enforce: bool = True
+    real_run: bool = True
+    run_amp: str | None = None  # the real runs' --amp; None: `amp`
 
 
 SMOKE = Plan(
     size=64, width=0.25, batch=4, amp="bf16", steps=2, warmup=1, workers=(0, 1), loader_steps=2,
     compile=False, subjects=6, per_subject=14, run_epochs=2, run_batch=8, run_workers=0, run_fold_size=2,
-    run_max_batches=3, jobs=1, enforce=False,
+    run_max_batches=3, jobs=1, enforce=False, run_amp="off",
 )  # fmt: skip
+# In --smoke the real runs train in float32: bf16 autocast is emulated on the CPU, 5 to 10 times slower,
+# and the throughput and loader rows exercise it already.
 
 
 class Report:
@@ -354,7 +360,7 @@ def real_run(method: str, shards: Path, work: Path, plan: Plan, device: torch.de
 
     options = {
         "preset": "cpu-small", "method": method, "epochs": plan.run_epochs, "batch_size": plan.run_batch,
-        "workers": plan.run_workers, "amp": plan.amp, "fold_size": plan.run_fold_size,
+        "workers": plan.run_workers, "amp": plan.run_amp or plan.amp, "fold_size": plan.run_fold_size,
         "val_subjects": 1 if plan.run_fold_size < 4 else 2, "max_batches": plan.run_max_batches,
     }  # fmt: skip
     started = time.perf_counter()
@@ -410,13 +416,15 @@ def measure(args: argparse.Namespace, plan: Plan, device: torch.device, work: Pa
                 report.data["loader"].append(row)
         report.save()
     report.data["real_run"] = []
-    for method in methods:
+    for method in methods if plan.real_run else []:
         row = _attempt(
             report, budget, f"real run {method}", lambda m=method: real_run(m, shards, work, plan, device)
         )
         if row:
             report.data["real_run"].append(row)
         report.save()
+    if not plan.real_run:
+        report.skip("real runs", "not asked (--no-real-run)")
     if not plan.compile:
         report.skip("throughput with torch.compile", "not asked (--smoke or --no-compile)")
     else:
@@ -435,7 +443,7 @@ def measure(args: argparse.Namespace, plan: Plan, device: torch.device, work: Pa
 def checks(report: Report, plan: Plan, methods: list[str]) -> list[str]:
     """What failed: a method without its real run, a loss that did not fall, accuracy at chance or under."""
     runs = {row["method"]: row for row in report.data.get("real_run", [])}
-    failures = [f"{m}: no real run" for m in methods if m not in runs]
+    failures = [f"{m}: no real run" for m in methods if m not in runs and plan.real_run]
     for method, row in runs.items():
         if not row["losses_fall"]:
             failures.append(f"{method}: a loss did not fall ({row['loss_first']} -> {row['loss_last']})")
@@ -459,12 +467,19 @@ def main() -> int:
     parser.add_argument("--methods", type=lambda text: text.split(","), help="Comma-separated methods.")
     parser.add_argument("--budget", type=float, default=270.0, help="Skip what is left after this many s.")
     parser.add_argument("--no-compile", action="store_true", help="Skip the torch.compile rows.")
+    parser.add_argument(
+        "--no-real-run",
+        action="store_true",
+        help="Skip the real runs (bench/gpu_run.sh trains through the CLI).",
+    )
     args = parser.parse_args()
     plan = SMOKE if args.smoke else Plan()
     if args.smoke and args.device and args.device.startswith("cuda"):
         plan = dataclasses.replace(plan, amp="auto")  # bf16 is for exercising CPU autocast
     if args.no_compile:
         plan = dataclasses.replace(plan, compile=False)
+    if args.no_real_run:
+        plan = dataclasses.replace(plan, real_run=False)
     device = torch.device(args.device or ("cpu" if args.smoke else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: torch sees no CUDA device; run on a GPU machine, or with --smoke", file=sys.stderr)

@@ -35,7 +35,7 @@ class UserError(click.ClickException):
 
 
 #: Library fields whose command-line option is not simply `--field-name`.
-FIELD_OPTIONS: dict[str, str] = {"masks_root": "--masks"}
+FIELD_OPTIONS: dict[str, str] = {"masks_root": "--masks", "run_dir": "--out", "shards": "SHARDS"}
 
 
 def option_for(field: str) -> str:
@@ -359,10 +359,14 @@ def train(
     overwrite: bool,
     **options,
 ) -> None:
-    """Train a method on the rendered SHARDS, one subject-independent fold at a time."""
-    from feratt.training.loop import train as run_training
+    """Train a method on the rendered SHARDS, one subject-independent fold at a time.
 
-    config = train_config_from_cli(ctx, config_file, options)
+    With --resume, the options not given take the run's own values; a larger --epochs extends it."""
+    from feratt.training.loop import train as run_training
+    from feratt.training.runfolder import saved_config
+
+    saved = saved_config(Path(run_dir)) if resume else None
+    config = train_config_from_cli(ctx, config_file, options, saved)
     with progress_bar("img", "train") as progress:
         result = run_training(
             shards, run_dir, config, folds=all_folds or fold, resume=resume, device=device,

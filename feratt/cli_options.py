@@ -259,7 +259,11 @@ training_options = compose(*_TRAINING_OPTION_DECORATORS)
 
 #: What `train` does with a run folder that holds the folds it trains already.
 run_folder_options = compose(
-    click.option("--resume", is_flag=True, help="Continue a killed run where it stopped."),
+    click.option(
+        "--resume",
+        is_flag=True,
+        help="Continue a stopped run with its own settings; a larger --epochs extends it.",
+    ),
     click.option(
         "--overwrite",
         is_flag=True,
@@ -269,12 +273,15 @@ run_folder_options = compose(
 
 
 def train_config_from_cli(
-    ctx: click.Context, config_file: str | None, options: dict[str, Any]
+    ctx: click.Context,
+    config_file: str | None,
+    options: dict[str, Any],
+    saved: TrainConfig | None = None,
 ) -> TrainConfig:
-    """The TrainConfig of a command line: a flag given explicitly, then the --config file, then the preset,
-    then the defaults (TrainConfig.from_options)."""
+    """The TrainConfig of a command line: a flag given explicitly, then the --config file, then `saved` (the
+    run that --resume continues), then the preset, then the defaults (TrainConfig.from_options)."""
     from_file = load_config_file(config_file) if config_file else {}
-    values = dict(from_file)
+    values = {**(saved.to_dict() if saved is not None else {}), **from_file}
     explicit = {
         name
         for name in (field.name for field in dataclasses.fields(TrainConfig))

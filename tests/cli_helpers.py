@@ -1,5 +1,6 @@
 """Helpers shared by the command-line tests: run a command, check a user error, make inputs."""
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,15 @@ def assert_user_error(result, message):
     assert "Traceback" not in result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error:") and message in last, result.output
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of every file under `folder` (lock files aside), by relative path."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.endswith(".lock")
+    }
 
 
 def write_demo_bank(path: Path, subjects: int, size: int = 96) -> Path:

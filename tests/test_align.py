@@ -65,3 +65,25 @@ def test_frame_crop_pads_to_square_with_black():
     assert out.shape == (100, 100, 3)
     assert (out[:24] == 0).all() and (out[76:] == 0).all()
     assert (out[26:74] == 200).all()
+
+
+def test_bilinear_warp_takes_exact_weights_and_zero_outside():
+    image = np.array([[0, 100], [200, 60]], np.uint8)
+    half_step = np.array([[1.0, 0.0, -0.25], [0.0, 1.0, -0.5]])  # output (x, y) samples (x + .25, y + .5)
+    out = align.warp_bilinear(image, half_step, 2)
+    assert out[0, 0] == 0.75 * 0.5 * 0 + 0.25 * 0.5 * 100 + 0.75 * 0.5 * 200 + 0.25 * 0.5 * 60
+    # The last column's right taps and the last row's lower taps fall outside: they count as 0.
+    assert out[1, 1] == 0.75 * 0.5 * 60
+    assert align.to_uint8(np.array([0.5, 1.49, 254.5, 300.0, -3.0])).tolist() == [1, 1, 255, 255, 0]
+
+
+def test_bilinear_warp_matches_opencv_within_one_level_on_a_photo():
+    import cv2
+    from skimage import data
+
+    photo = data.astronaut()
+    rotation = cv2.getRotationMatrix2D((250.3, 240.7), 17.0, 0.8)
+    ours = align.to_uint8(align.warp_bilinear(photo, rotation, 320)).astype(int)
+    theirs = cv2.warpAffine(photo, rotation, (320, 320), flags=cv2.INTER_LINEAR).astype(int)
+    assert np.abs(ours - theirs).max() <= 1
+    assert (ours != theirs).mean() < 1e-3

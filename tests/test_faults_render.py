@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_user_error, render_tiny, run, write_backgrounds, write_demo_bank
+from cli_helpers import assert_user_error, hashes, render_tiny, run, write_backgrounds, write_demo_bank
 from lock_helpers import held_by_child
 
 from feratt.errors import FerattError
@@ -44,15 +44,6 @@ def reference(inputs, tmp_path_factory):
     result = run(*render_args(inputs, out))
     assert result.exit_code == 0, result.output
     return out
-
-
-def hashes(folder: Path) -> dict[str, str]:
-    """The sha256 of every file under `folder`, lock files left out."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.endswith(".lock")
-    }
 
 
 def copy_of(reference: Path, out: Path) -> Path:

@@ -4,7 +4,6 @@ another configuration, a second writer, a bad --config and a full disk each end 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shlex
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import assert_user_error, render_tiny, run
+from cli_helpers import assert_user_error, hashes, render_tiny, run
 
 from feratt.training.checkpoints import read_checkpoint
 
@@ -39,15 +38,6 @@ def train_args(render: Path, run_dir: Path, *extra) -> list:
         "--max-batches", 1, "--batch-size", 8, "--lr", 1e-4, "--fold-size", 2, "--val-subjects", 1,
         "--workers", 0, "--device", "cpu", *extra,
     ]  # fmt: skip
-
-
-def hashes(folder: Path) -> dict[str, str]:
-    """The sha256 of every file under `folder` (lock files aside), by relative path."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.endswith(".lock")
-    }
 
 
 @pytest.fixture(scope="module")
@@ -132,19 +122,24 @@ def two_folds(render, trained, tmp_path_factory) -> Path:
 def test_train_refuses_a_run_folder_of_another_configuration(render, two_folds, tmp_path):
     before = hashes(two_folds)
     result = run(*train_args(render, two_folds, "--lr", 0.5))
-    assert_user_error(result, "--overwrite: ")
+    assert_user_error(result, f"--out: {two_folds} holds a run of other settings (lr 0.0001 there, 0.5 here)")
     line = error_lines(result)[0]
-    assert "another configuration (differs in lr)" in line and "resume" in line and "overwrite" in line
+    assert "resume" in line and "overwrite" in line
     assert len(error_lines(result)) == 1 and hashes(two_folds) == before
-    assert_user_error(run(*train_args(render, two_folds, "--lr", 0.5, "--resume")), "differs in lr")
+    resumed = run(*train_args(render, two_folds, "--lr", 0.5, "--resume"))
+    assert_user_error(
+        resumed, f"--lr: {two_folds} was trained with other settings (lr 0.0001 there, 0.5 here)"
+    )
     assert hashes(two_folds) == before
 
 
 def test_train_refuses_a_fold_trained_already_unless_resumed(render, two_folds):
     before = hashes(two_folds)
     result = run(*train_args(render, two_folds, "--fold", 1))
-    assert_user_error(result, "fold 1 of ")
-    assert "is trained already (1 epochs); resume to continue it, overwrite" in error_lines(result)[0]
+    assert_user_error(
+        result, f"--out: fold 1 of {two_folds} is trained already (1 epochs); resume to continue"
+    )
+    assert "overwrite to train it again" in error_lines(result)[0]
     assert hashes(two_folds) == before
     both = run(*train_args(render, two_folds, "--resume", "--overwrite"))
     assert_user_error(both, "--overwrite: resume continues a run and overwrite starts it again")
@@ -175,7 +170,8 @@ def test_train_refuses_a_run_folder_of_another_render(render, trained, tmp_path)
     folds["folds"][0]["test"] = ["X01", "X02"]
     (run_dir / "folds.json").write_text(json.dumps(folds))
     before = hashes(run_dir)
-    assert_user_error(run(*train_args(render, run_dir, "--fold", 1)), "differs in the folds of its render")
+    assert_user_error(run(*train_args(render, run_dir, "--fold", 1)), "SHARDS: ")
+    assert "holds a run of another render or fold split" in error_lines(run(*train_args(render, run_dir)))[0]
     assert hashes(run_dir) == before
 
 

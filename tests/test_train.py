@@ -215,9 +215,11 @@ def test_bad_inputs_are_errors_naming_their_field(render, tmp_path):
         train(broken, tmp_path / "r4", TINY, folds="all", device="cpu")
     run_dir = tmp_path / "r5"
     train_tiny(render, run_dir, epochs=1, method="baseline")
-    with pytest.raises(FerattError, match=r"another configuration \(differs in epochs, method\)") as caught:
+    with pytest.raises(
+        FerattError, match=r"other settings \(method 'baseline' there, 'feratt-cls' here\)"
+    ) as caught:
         train(render, run_dir, TINY, resume=True, device="cpu", method="feratt-cls")
-    assert caught.value.field == "overwrite"
+    assert caught.value.field == "method"
     with pytest.raises(FerattError, match="is for baseline"):
         load_checkpoint(run_dir / "fold-0" / "last.pt", "feratt-cls", 7)
 

@@ -69,28 +69,50 @@ def frame_crop(shape: tuple[int, int], size: int) -> np.ndarray:
     return _square_box_affine(0, 0, width, height, size)
 
 
+def warp_bilinear(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
+    """Warp an HxW or HxWxC image by the 2x3 `affine` onto size x size, bilinear, zero outside; float64.
+
+    OpenCV's warpAffine semantics (pixel centres at integer coordinates, border taps counted as 0),
+    computed exactly in float64. OpenCV's own bilinear warp quantises coordinates and weights, and its
+    rounding changed between releases (5.0 to 5.1); the face bank's bytes must not depend on that.
+    """
+    forward = np.vstack([np.asarray(affine, np.float64), [0.0, 0.0, 1.0]])
+    inverse = np.linalg.inv(forward)[:2]
+    grid = np.arange(size, dtype=np.float64)
+    xs = inverse[0, 0] * grid[None, :] + inverse[0, 1] * grid[:, None] + inverse[0, 2]
+    ys = inverse[1, 0] * grid[None, :] + inverse[1, 1] * grid[:, None] + inverse[1, 2]
+    x0, y0 = np.floor(xs), np.floor(ys)
+    fx, fy = xs - x0, ys - y0
+    height, width = image.shape[:2]
+    flat = image.reshape(height * width, -1)
+    out = np.zeros((size * size, flat.shape[1]), np.float64)
+    for dy, wy in ((0, 1.0 - fy), (1, fy)):
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            col, row = x0 + dx, y0 + dy
+            inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+            index = (np.clip(row, 0, height - 1) * width + np.clip(col, 0, width - 1)).astype(np.intp)
+            out += (wy * wx * inside).reshape(-1, 1) * flat.take(index.ravel(), axis=0)
+    out = out.reshape(size, size, -1)
+    return out if image.ndim == 3 else out[..., 0]
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Round float pixel values half up and clip them to uint8."""
+    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+
+
 def warp_image(image: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
-    """Warp an image with bilinear interpolation, blurring first when it shrinks, black outside."""
+    """Warp a uint8 image with bilinear interpolation, blurring first when it shrinks, black outside."""
     scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
     if scale < 0.5:
         # Bilinear sampling aliases when it skips pixels: blur to the output's sampling rate first.
         image = cv2.GaussianBlur(image, (0, 0), (1 / scale - 1) / 2)
-    return cv2.warpAffine(
-        image, affine, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-    )
+    return to_uint8(warp_bilinear(image, affine, size))
 
 
 def warp_mask(mask: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
     """Warp a boolean mask, resampled as coverage and cut at one half so its outline stays smooth."""
-    coverage = cv2.warpAffine(
-        mask.astype(np.float32),
-        affine,
-        (size, size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
-    return coverage >= 0.5
+    return warp_bilinear(mask.astype(np.float64), affine, size) >= 0.5
 
 
 def polygon_mask(points: np.ndarray, size: int) -> np.ndarray:

@@ -7,12 +7,16 @@ from dataclasses import asdict, dataclass, replace
 import cv2
 import numpy as np
 
+from feratt.datasets.align import to_uint8, warp_bilinear
 from feratt.datasets.classes import SEVEN_CLASSES
 from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions
 from feratt.errors import FerattError
 
 DEMO_SOURCE = "builtin:demo"
 DEMO_SIZE = 160
+#: Bumped whenever the drawing or the bank's path for demo faces changes their bytes: it names the
+#: cached default bank, so that an older cache is not reused.
+DEMO_REVISION = 2
 #: The demo set has no contempt: canonical order minus contempt, as BU-3DFE and JAFFE.
 DEMO_CLASSES: tuple[str, ...] = SEVEN_CLASSES
 
@@ -354,9 +358,9 @@ def draw_face(
     shift = rng.uniform(-0.03, 0.03, 2) * big
     pose = cv2.getRotationMatrix2D((big / 2, big / 2), angle, scale)
     pose[:, 2] += shift
-    rgb = cv2.warpAffine(canvas.rgb, pose, (big, big), flags=cv2.INTER_LINEAR)
-    cover = cv2.warpAffine(canvas.cover, pose, (big, big), flags=cv2.INTER_LINEAR)
-    head = cv2.warpAffine(canvas.head, pose, (big, big), flags=cv2.INTER_LINEAR)
+    layers = np.dstack([canvas.rgb, canvas.cover, canvas.head])
+    posed = to_uint8(warp_bilinear(layers, pose, big))
+    rgb, cover, head = posed[..., :3], posed[..., 3], np.ascontiguousarray(posed[..., 4])
 
     backdrop = _BACKDROPS[rng.integers(len(_BACKDROPS))] * rng.uniform(0.85, 1.15, 3)
     ramp = np.linspace(-1, 1, big, dtype=np.float32)

@@ -23,6 +23,7 @@ from feratt.atomic import atomic_write_bytes, check_writable
 from feratt.cache import cache_dir
 from feratt.datasets.bank import FaceBank, read_bank
 from feratt.datasets.build import ensure_demo_bank
+from feratt.datasets.demo import DEMO_REVISION
 from feratt.datasets.preview import encode_png
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json
@@ -182,7 +183,8 @@ class RenderRequest:
     def bank_path(self) -> Path:
         """The face bank file: the given one, or the cached demo bank (built on first use)."""
         if os.fspath(self.bank) == DEMO_BANK:
-            return ensure_demo_bank(cache_dir() / f"demo-bank-{self.seed}.h5", seed=self.seed)
+            cached = cache_dir() / f"demo-bank-r{DEMO_REVISION}-{self.seed}.h5"
+            return ensure_demo_bank(cached, seed=self.seed)
         path = Path(self.bank)
         if not path.is_file():
             raise FerattError(f"face bank not found: {os.fspath(self.bank)}")

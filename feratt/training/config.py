@@ -12,9 +12,20 @@ from typing import Any
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json
 
-#: Training options that may differ between the runs of one run folder: they change how a run goes
-#: (loader workers, checks, logs, an extra test), not what it trains.
-PER_RUN_OPTIONS = ("workers", "real_test", "tensorboard", "verify")
+#: Training options that may differ between the runs of one run folder, a resumed run included: they
+#: change how a run goes (loader workers, checks, logs, how often it tests, kernels), not what it learns.
+PER_RUN_OPTIONS = (
+    "workers",
+    "real_test",
+    "tensorboard",
+    "verify",
+    "test_every",
+    "compile",
+    "channels_last",
+    "deterministic",
+)
+#: The key of config.json that records each time a resumed run was given more epochs.
+EXTENSIONS_KEY = "extensions"
 
 #: Presets: the paper's configuration, and one narrow enough to train on a CPU in a few epochs. A preset
 #: may set any TrainConfig field; TrainConfig.from_options says which value wins.
@@ -297,7 +308,7 @@ def read_run_config(path: str | Path) -> TrainConfig:
     if not isinstance(data, dict):
         raise FerattError(f"{path} is not a feratt training configuration")
     try:
-        return TrainConfig.from_dict(data)
+        return TrainConfig.from_dict({k: v for k, v in data.items() if k != EXTENSIONS_KEY})
     except FerattError as exc:
         raise FerattError(f"{path}: {exc}") from None
 
@@ -306,6 +317,12 @@ def config_changes(config: TrainConfig, saved: TrainConfig) -> list[str]:
     """The fields, sorted, in which two configurations differ, per-run options aside."""
     mine, theirs = config.to_dict(), saved.to_dict()
     return sorted(k for k in mine if k not in PER_RUN_OPTIONS and mine[k] != theirs[k])
+
+
+def describe_changes(changes: list[str], config: TrainConfig, saved: TrainConfig) -> str:
+    """The changed fields with the saved value and this one's, as "lr 0.0001 there, 0.001 here"."""
+    mine, theirs = config.to_dict(), saved.to_dict()
+    return "; ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in changes)
 
 
 def check_run_config(run_dir: Path, config: TrainConfig) -> None:
