@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.training.attention import AttentionSums
 from feratt.training.checkpoints import TrainedModel, load_trained
-from feratt.training.config import TrainConfig
 from feratt.training.data import (
     ShardStream,
     make_loader,

@@ -212,9 +212,9 @@ def pattern_render(out: Path, subjects: int, per_subject: int, size: int, seed: 
 def demo_render(out: Path, work: Path, plan: Plan) -> Path:
     """A render of the demo face bank at the plan's size (feratt's renderer: needs OpenCV and
     scikit-image), about as many samples as the drawn shards would hold."""
+    from feratt.config.rendering import preset_config
     from feratt.datasets.build import build_bank
     from feratt.renderer.api import render
-    from feratt.renderer.config import preset_config
 
     os.environ["FERATT_CACHE"] = str(work / "cache")  # the embedded backgrounds land here, not in ~
     subjects, per_class = min(plan.subjects, 24), 2 if plan.subjects >= 24 else 1
@@ -354,8 +354,8 @@ def _attempt(report: Report, budget: float | None, what: str, measure: Any) -> d
 
 def real_run(method: str, shards: Path, work: Path, plan: Plan, device: torch.device) -> dict[str, Any]:
     """A few epochs through feratt's training API; whether every loss fell and accuracy beat chance."""
+    from feratt.config.training import TrainConfig
     from feratt.training.checkpoints import read_metrics
-    from feratt.training.config import TrainConfig
     from feratt.training.loop import train
 
     options = {

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from feratt.config.training import TrainConfig
 from feratt.datasets.demo import DEMO_CLASSES
 from feratt.framing import Framing
 from feratt.inference.backends import open_model
 from feratt.inference.export import export_onnx
 from feratt.training.checkpoints import checkpoint_state, save_checkpoint
-from feratt.training.config import TrainConfig
 from feratt.training.methods import build_model
 
 

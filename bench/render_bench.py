@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 from skimage import data
 
+from feratt.config.rendering import RenderConfig
 from feratt.datasets.bank import read_bank
 from feratt.datasets.build import ensure_demo_bank
 from feratt.manifests.plan import face_counts, make_plan
 from feratt.renderer.backgrounds import folder_backgrounds
-from feratt.renderer.config import RenderConfig
 from feratt.renderer.render import build_run, prepare_out, render, render_shard
 
 AUTHORS_SAMPLES_PER_SECOND = 80  # their generator, per core, without decoding or writing

@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from feratt.config.training import TrainConfig
 from feratt.training.accelerator import Precision
-from feratt.training.config import TrainConfig
 from feratt.training.losses import compute_losses
 from feratt.training.methods import METHODS, build_model, get_method, loss_config
 

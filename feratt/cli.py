@@ -281,8 +281,8 @@ def render(bank: str, out: str, **options) -> None:
 
 def _render_request(bank: str, out: str, options: dict):
     """The RenderRequest of the render command's options."""
+    from feratt.config.rendering import preset_config
     from feratt.renderer.api import BackgroundSource, RenderRequest
-    from feratt.renderer.config import preset_config
 
     overrides = ("size", "scale", "flip_p", "rotation", "translation", "warp", "perspective")
     config = preset_config(

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from feratt.config.training import CHOICES, TrainConfig, load_config_file
 from feratt.errors import FerattError
-from feratt.training.config import CHOICES, TrainConfig, load_config_file
 from feratt.training.methods import METHODS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]

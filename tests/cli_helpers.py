@@ -53,8 +53,8 @@ def render_tiny(base: Path, subjects: int = 4, config: dict | None = None, **fie
 
     `config` holds preset_config's arguments (a preset, overrides); `fields` replace RenderRequest fields.
     """
+    from feratt.config.rendering import preset_config
     from feratt.renderer.api import render
-    from feratt.renderer.config import preset_config
 
     write_demo_bank(base / "bank.h5", subjects=subjects)
     backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))
@@ -70,7 +70,7 @@ def train_tiny(render: Path, run_dir: Path, method: str, *extra, folds: str = "0
 
     `extra` may name the folds as the command line does ("--fold", "all"); `fields` set TrainConfig fields.
     """
-    from feratt.training.config import TrainConfig
+    from feratt.config.training import TrainConfig
     from feratt.training.loop import train
 
     flags = dict(zip(extra[::2], extra[1::2], strict=True))

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import torch
 
+from feratt.config.training import TrainConfig
 from feratt.datasets.demo import DEMO_CLASSES
 from feratt.framing import Framing
 from feratt.inference.scenes import Scene, astronaut_portrait, compose, demo_portrait
 from feratt.training.checkpoints import checkpoint_state, save_checkpoint
-from feratt.training.config import TrainConfig
 from feratt.training.methods import build_model
 
 #: The framing of the demo render (`make demo`): 64 px samples framed by the mask box, padded by 0.05.

@@ -9,9 +9,9 @@ import pytest
 import torch
 from cli_helpers import render_tiny
 
+from feratt.config.training import TrainConfig
 from feratt.training import loop
 from feratt.training.checkpoints import read_metrics
-from feratt.training.config import TrainConfig
 from feratt.training.loop import train
 from feratt.training.schedule import epoch_config, epoch_lr, weight_factor
 

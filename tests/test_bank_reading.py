@@ -191,8 +191,8 @@ def test_a_damaged_bank_stops_the_real_test(small_bank, tmp_path):
 
 
 def test_the_real_test_reads_only_its_subjects_pixels(small_bank, monkeypatch):
+    from feratt.config.rendering import RenderConfig
     from feratt.datasets.bank import FaceBank
-    from feratt.renderer.config import RenderConfig
     from feratt.training.realtest import load_real_faces
 
     path, summary = small_bank

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from skimage import color, data
 
+from feratt.config.rendering import PRESETS, ColourConfig, GeometryConfig, RenderConfig
 from feratt.errors import FerattError
 from feratt.renderer import functional as F
-from feratt.renderer.config import PRESETS, ColourConfig, GeometryConfig, RenderConfig
 from feratt.renderer.params import (
     PARAM_FIELDS,
     ColourParams,

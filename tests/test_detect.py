@@ -159,7 +159,7 @@ def test_framing_matches_the_bank_crop_of_the_same_face(subject, expression, wid
 
 
 def test_frame_detection_frames_as_the_render_does():
-    from feratt.renderer.config import RenderConfig
+    from feratt.config.rendering import RenderConfig
     from feratt.renderer.sample import frame_face
 
     scene = group_scene()

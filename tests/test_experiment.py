@@ -8,10 +8,10 @@ import sys
 import pytest
 from cli_helpers import assert_user_error, render_tiny, run
 
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import evaluate
 from feratt.experiments.experiment import ExperimentRequest, run_experiment
-from feratt.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

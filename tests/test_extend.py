@@ -12,8 +12,8 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, hashes, render_tiny, run
 
+from feratt.config.training import TrainConfig
 from feratt.training.checkpoints import read_metrics
-from feratt.training.config import TrainConfig
 from feratt.training.loop import train
 from feratt.training.schedule import epoch_lr
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from cli_helpers import render_tiny
 
+from feratt.config.training import TrainConfig
 from feratt.experiments.curves import mean_curves
 from feratt.experiments.experiment import ExperimentRequest, run_experiment
 from feratt.training.attention import (
@@ -23,7 +24,6 @@ from feratt.training.attention import (
     strip_images,
 )
 from feratt.training.checkpoints import read_metrics
-from feratt.training.config import TrainConfig
 from feratt.training.data import read_render_index
 from feratt.training.loop import train
 from feratt.training.methods import build_model

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
-from feratt.training.config import TrainConfig
 from feratt.training.models import (
     FERAtt,
     ModelOutput,

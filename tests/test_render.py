@@ -16,6 +16,7 @@ import pytest
 from cli_helpers import assert_user_error, run, write_backgrounds, write_demo_bank
 from fixture_trees import make_coco_tree
 
+from feratt.config.rendering import GeometryConfig, RenderConfig, preset_config
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json
 from feratt.renderer.api import (
@@ -27,7 +28,6 @@ from feratt.renderer.api import (
     save_sample_sheet,
     verify_render,
 )
-from feratt.renderer.config import GeometryConfig, RenderConfig, preset_config
 
 
 @pytest.fixture(scope="module")

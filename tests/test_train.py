@@ -18,9 +18,9 @@ from cli_helpers import assert_user_error, render_tiny, run
 from click.testing import CliRunner
 
 from feratt.cli_options import train_config_from_cli, training_options
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.training.checkpoints import FoldResult, fold_finished, load_checkpoint, read_metrics
-from feratt.training.config import TrainConfig
 from feratt.training.loop import TrainResult, train
 
 #: A cpu-small configuration for a 6-subject render: folds of 2 test subjects, 1 validation subject.

@@ -14,6 +14,7 @@ import torch
 
 from feratt import __version__
 from feratt.atomic import atomic_write_bytes
+from feratt.config.training import PER_RUN_OPTIONS, TrainConfig, check_run_config
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import EvaluationResult, evaluate_model
 from feratt.experiments.report import write_report
@@ -23,7 +24,6 @@ from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
 from feratt.training.checkpoints import find_checkpoint, fold_finished, load_trained
-from feratt.training.config import PER_RUN_OPTIONS, TrainConfig, check_run_config
 from feratt.training.data import read_render_index
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import render_folds, resolve_folds

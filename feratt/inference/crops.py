@@ -40,7 +40,7 @@ def bank_crop(
 
 def frame_detection(image: np.ndarray, box: FaceBox, framing: Framing) -> FramedFace:
     """The face at `box` framed as the render framed bank faces (`frame_face`, as the real test does)."""
-    from feratt.renderer.config import RenderConfig
+    from feratt.config.rendering import RenderConfig
     from feratt.renderer.sample import frame_face
 
     crop, crop_mask, affine, method = bank_crop(image, box, framing)

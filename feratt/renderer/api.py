@@ -1,7 +1,7 @@
 """The render stage as one call: composite a face bank onto background photos into sharded HDF5.
 
     from feratt.renderer.api import render
-    from feratt.renderer.config import preset_config
+    from feratt.config.rendering import preset_config
 
     result = render(out="render", per_face=4, config=preset_config("train", size=64))
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from feratt.atomic import atomic_write_bytes, check_writable
 from feratt.cache import cache_dir
+from feratt.config.rendering import RenderConfig
 from feratt.datasets.bank import FaceBank, read_bank
 from feratt.datasets.build import ensure_demo_bank
 from feratt.datasets.demo import DEMO_REVISION
@@ -34,7 +35,6 @@ from feratt.manifests.shards import COMPRESSIONS
 from feratt.progress import Log, Progress, no_log
 from feratt.renderer import backgrounds
 from feratt.renderer.backgrounds import BackgroundSet
-from feratt.renderer.config import RenderConfig
 from feratt.renderer.render import build_run, prepare_out, remove_stale_files
 from feratt.renderer.render import render as render_tasks
 from feratt.requests import request_from

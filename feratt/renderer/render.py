@@ -21,6 +21,7 @@ import numpy as np
 
 from feratt import __version__
 from feratt.atomic import remove_temporaries
+from feratt.config.rendering import RenderConfig
 from feratt.errors import BadInputFile, FerattError
 from feratt.jsonfile import dumps, read_json, write_json
 from feratt.locks import Locked, exclusive
@@ -41,7 +42,6 @@ from feratt.renderer.backgrounds import (
     decode_background,
     sample_crop,
 )
-from feratt.renderer.config import RenderConfig
 from feratt.renderer.params import PARAM_FIELDS, params_to_vector
 from feratt.renderer.sample import render_sample, sample_params
 

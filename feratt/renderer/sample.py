@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from feratt.config.rendering import ColourConfig, GeometryConfig, RenderConfig
 from feratt.renderer import functional as F
-from feratt.renderer.config import ColourConfig, GeometryConfig, RenderConfig
 from feratt.renderer.params import ColourParams, GeometryParams, SampleParams
 
 _SEED_LIMIT = 2**24  # noise seeds stay below this so that a float32 vector records them exactly

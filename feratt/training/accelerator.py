@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
-from feratt.training.config import TrainConfig
 
 
 def cuda_bf16_supported() -> bool:

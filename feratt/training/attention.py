@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 from feratt.atomic import atomic_write_bytes
-from feratt.training.config import TrainConfig
+from feratt.config.training import TrainConfig
 from feratt.training.data import ShardStream, normalise_batch, prepare_inputs, shards_for_subjects
 from feratt.training.methods import get_method
 

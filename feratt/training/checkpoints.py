@@ -23,9 +23,9 @@ from torch import nn
 
 from feratt import __version__
 from feratt.atomic import atomic_path, atomic_write_bytes
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.training.accelerator import Precision
-from feratt.training.config import TrainConfig
 from feratt.training.device import pick_device
 from feratt.training.folds import FoldSplit
 from feratt.training.methods import build_model, get_method

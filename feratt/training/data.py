@@ -40,10 +40,10 @@ try:
 except ImportError:  # a bare GPU machine (bench/gpu_check.py): numpy's transpose instead
     cv2 = None
 
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.manifests.catalog import INDEX_FILE, read_json
 from feratt.manifests.shards import file_sha256
-from feratt.training.config import TrainConfig
 
 #: Datasets read by default, and the item key each one fills.
 DEFAULT_FIELDS: tuple[str, ...] = ("images", "masks", "faces", "labels")

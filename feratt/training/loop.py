@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from feratt import __version__
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.framing import from_index
 from feratt.jsonfile import write_json
@@ -30,7 +31,6 @@ from feratt.training.checkpoints import (
     restore_checkpoint,
     save_epoch_checkpoints,
 )
-from feratt.training.config import TrainConfig
 from feratt.training.data import (
     ShardStream,
     make_loader,

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
-from feratt.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from torch import nn

@@ -67,8 +67,8 @@ def load_real_faces(
     """The bank faces of `subjects`, framed as the render in `render_index` framed its faces, and notes."""
     import cv2
 
+    from feratt.config.rendering import RenderConfig
     from feratt.datasets.bank import read_bank
-    from feratt.renderer.config import RenderConfig
     from feratt.renderer.sample import frame_face
 
     bank = read_bank(bank_path)

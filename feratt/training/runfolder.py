@@ -18,11 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from feratt.errors import FerattError
-from feratt.jsonfile import read_json, write_json
-from feratt.locks import exclusive
-from feratt.training.checkpoints import BEST, LAST, METRICS_FILE, read_metrics
-from feratt.training.config import (
+from feratt.config.training import (
     EXTENSIONS_KEY,
     PER_RUN_OPTIONS,
     TrainConfig,
@@ -30,6 +26,10 @@ from feratt.training.config import (
     describe_changes,
     read_run_config,
 )
+from feratt.errors import FerattError
+from feratt.jsonfile import read_json, write_json
+from feratt.locks import exclusive
+from feratt.training.checkpoints import BEST, LAST, METRICS_FILE, read_metrics
 
 RUN_CONFIG = "config.json"
 FOLDS_FILE = "folds.json"

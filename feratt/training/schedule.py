@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from feratt.training.config import TrainConfig
+from feratt.config.training import TrainConfig
 from feratt.training.methods import get_method
 
 #: OneCycleLR's defaults: the starting rate is lr / DIV, the final one lr / (DIV * FINAL_DIV).

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from feratt.config.training import FERATT_MULTIPLE
 from feratt.errors import FerattError
-from feratt.training.config import FERATT_MULTIPLE
 from feratt.training.models.blocks import (
     REP_SIZE,
     ConvReLU,

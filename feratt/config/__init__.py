@@ -1,0 +1,1 @@
+"""The settings that files record: training and rendering configurations, validated on construction."""
