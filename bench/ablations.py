@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import feratt
+from feratt.artifacts.run import FoldFolder
 from feratt.jsonfile import write_json
-from feratt.training.checkpoints import fold_finished, read_metrics
 
 #: The label of the demo render (`make demo`'s), which rows use unless told otherwise.
 DEFAULT_RENDER = "demo"
@@ -133,7 +133,7 @@ def config_for(row: str, seed: int, epochs: int | None) -> feratt.TrainConfig:
     values = {**DEMO, **ROWS[row], "seed": seed}
     if epochs is not None:
         values["epochs"] = epochs
-    return feratt.TrainConfig.from_dict(values).resolved()
+    return feratt.TrainConfig.from_options(values).resolved()
 
 
 def run_entry(
@@ -153,7 +153,7 @@ def run_entry(
     suffix = "" if label == DEFAULT_RENDER else f"@{label}"
     run_dir = out / "runs" / f"{row}{suffix}-e{config.epochs}" / f"seed-{seed}"
     started = time.perf_counter()
-    if not fold_finished(run_dir / f"fold-{fold}", config.epochs):
+    if not FoldFolder(run_dir / f"fold-{fold}").finished(config.epochs):
         feratt.train(render, run_dir, config, folds=fold, resume=True, device="cpu", log=print)
     seconds = time.perf_counter() - started
     out_file = run_dir / f"evaluation-fold-{fold}.json"
@@ -176,7 +176,11 @@ def run_entry(
 
 def best_validation(fold_dir: Path) -> float | None:
     """The validation accuracy that picked the fold's best checkpoint (what rows are compared on)."""
-    scores = [record["validation"]["accuracy"] for record in read_metrics(fold_dir) if "validation" in record]
+    scores = [
+        record["validation"]["accuracy"]
+        for record in FoldFolder(fold_dir).records()
+        if "validation" in record
+    ]
     return max(scores) if scores else None
 
 

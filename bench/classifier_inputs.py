@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from feratt.artifacts.render import RenderSet
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.training.attention import AttentionSums
@@ -40,8 +41,6 @@ from feratt.training.data import (
     make_loader,
     normalise_batch,
     prepare_inputs,
-    read_render_index,
-    shards_for_subjects,
 )
 from feratt.training.device import pick_device
 from feratt.training.folds import render_folds, split_fold
@@ -76,7 +75,7 @@ def collect(
 ) -> SplitInputs:
     """Read `subjects`' samples in shard order once; pool each source to 32x32 (float16, on the CPU)."""
     stream = ShardStream(
-        shards_for_subjects(shards, subjects), buffer_size=0, verify=config.verify, rank=0, world_size=1
+        RenderSet.open(shards).shards(subjects), buffer_size=0, verify=config.verify, rank=0, world_size=1
     )
     loader = make_loader(stream, config.batch_size, config.workers)
     names = ["faces", "masked", "images"] + (["attention"] if frozen is not None else [])
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     config, frozen = _config(args, device)
-    num_classes = len(read_render_index(args.shards)["classes"])
+    num_classes = len(RenderSet.open(args.shards).classes)
     split = split_fold(
         render_folds(args.shards, config.fold_size, config.seed), args.fold, config.val_subjects, config.seed
     )

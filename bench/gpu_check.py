@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -57,8 +56,10 @@ import torch  # noqa: E402
 from loader_bench import plain_read, stream_loader, timed  # noqa: E402
 from train_step_bench import TrainStep, step_times, synchronize  # noqa: E402
 
+from feratt.artifacts.render import RenderSet  # noqa: E402
+from feratt.artifacts.run import FoldFolder  # noqa: E402
 from feratt.training.accelerator import amp_dtype, cuda_bf16_supported  # noqa: E402
-from feratt.training.data import normalise_batch, prepare_inputs, shards_for_subjects  # noqa: E402
+from feratt.training.data import normalise_batch, prepare_inputs  # noqa: E402
 from feratt.training.methods import METHODS  # noqa: E402
 
 #: Modules some of feratt needs and this script does without; each one missing is reported.
@@ -165,12 +166,15 @@ def environment(device: torch.device, plan: Plan) -> dict[str, Any]:
 
 def pattern_render(out: Path, subjects: int, per_subject: int, size: int, seed: int = 0) -> Path:
     """A render folder of drawn faces on noise, one stripe orientation a class, in feratt's shard format."""
-    from feratt.manifests.catalog import write_index, write_manifest
-    from feratt.manifests.shards import ShardData, write_shard
+    from feratt.artifacts.render_records import BackgroundsRecord, PlanSettings, RenderRun, ShardRecord
+    from feratt.artifacts.shard import ShardData, write_shard
+    from feratt.config.rendering import RenderConfig
+    from feratt.manifests.plan import ShardTask
 
+    folder = RenderSet(out)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size
-    manifests, first = {}, 0
+    tasks, records, first = [], {}, 0
     for index in range(subjects):
         subject, tone = f"P{index:02d}", rng.uniform(0.4, 0.9, 3)
         labels = np.arange(per_subject) % len(PATTERN_CLASSES)
@@ -192,20 +196,20 @@ def pattern_render(out: Path, subjects: int, per_subject: int, size: int, seed: 
             crops=np.zeros((n, 3), np.float32), luminance_ratio=np.ones(n, np.float32),
             params=np.zeros((n, 1), np.float32),
         )  # fmt: skip
-        relpath = f"shards/{subject}/shard-00000.h5"
-        digest = write_shard(out / relpath, data, compression="gzip", level=1)
+        task = ShardTask(subject, 0, first, tuple(range(n)))
+        digest = write_shard(folder.shard_path(task), data, compression="gzip", level=1)
         counts = {name: int((labels == k).sum()) for k, name in enumerate(PATTERN_CLASSES)}
-        record = {"path": relpath, "samples": n, "bytes": (out / relpath).stat().st_size, "sha256": digest}
-        manifests[subject] = write_manifest(
-            out, subject, [{**record, "class_counts": counts}], [*PATTERN_CLASSES]
-        )
+        size_bytes = folder.shard_path(task).stat().st_size
+        records[task.key] = ShardRecord(task.key, task.relpath, subject, n, size_bytes, digest, counts)
+        tasks.append(task)
         first += n
-    config = {"size": size, "kind": "gpu_check drawn stripes"}
-    run = {
-        "classes": list(PATTERN_CLASSES), "config": config, "seed": seed, "bank": None, "bank_sha256": None,
-        "backgrounds": "uniform noise", "config_sha256": hashlib.sha256(repr(config).encode()).hexdigest(),
-    }  # fmt: skip
-    write_index(out, run, manifests, {})
+    run = RenderRun(
+        bank="", bank_sha256="", classes=PATTERN_CLASSES, config=RenderConfig(size=size), seed=seed,
+        plan=PlanSettings(per_subject, None, "classes", per_subject), compression="gzip", compression_level=1,
+        crops_per_background=1, backgrounds=BackgroundsRecord("uniform noise", "numpy", 0, ""),
+        shards=tuple(tasks),
+    ).sealed()  # fmt: skip
+    folder.finalize(run, records)
     return out
 
 
@@ -213,8 +217,8 @@ def demo_render(out: Path, work: Path, plan: Plan) -> Path:
     """A render of the demo face bank at the plan's size (feratt's renderer: needs OpenCV and
     scikit-image), about as many samples as the drawn shards would hold."""
     from feratt.config.rendering import preset_config
-    from feratt.datasets.build import build_bank
-    from feratt.renderer.api import render
+    from feratt.datasets.bank import build_bank
+    from feratt.renderer.render import render
 
     os.environ["FERATT_CACHE"] = str(work / "cache")  # the embedded backgrounds land here, not in ~
     subjects, per_class = min(plan.subjects, 24), 2 if plan.subjects >= 24 else 1
@@ -239,8 +243,8 @@ def make_data(args: argparse.Namespace, plan: Plan, work: Path, report: Report) 
     else:
         shards, kind = work / "render", "demo render"
         try:
-            importlib.import_module("feratt.renderer.api")
-            importlib.import_module("feratt.datasets.build")
+            importlib.import_module("feratt.renderer.render")
+            importlib.import_module("feratt.datasets.bank")
         except ImportError as exc:
             kind = "drawn stripes (numpy)"
             report.skip(
@@ -250,17 +254,17 @@ def make_data(args: argparse.Namespace, plan: Plan, work: Path, report: Report) 
             demo_render(shards, work, plan)
         else:
             pattern_render(shards, plan.subjects, plan.per_subject, plan.size)
-    index = json.loads((shards / "index.json").read_text())
+    index = RenderSet.open(shards).index
     report.data["data"] = {
         "kind": kind,
         "path": str(shards),
-        "samples": index["totals"]["samples"],
-        "subjects": len(index["subjects"]),
-        "size": index["render_config"].get("size"),
+        "samples": index.totals.samples,
+        "subjects": len(index.subjects),
+        "size": index.render_config.size,
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(
-        f"data: {kind}, {index['totals']['samples']} samples, {time.perf_counter() - started:.1f} s",
+        f"data: {kind}, {index.totals.samples} samples, {time.perf_counter() - started:.1f} s",
         flush=True,
     )
     return shards
@@ -355,7 +359,6 @@ def _attempt(report: Report, budget: float | None, what: str, measure: Any) -> d
 def real_run(method: str, shards: Path, work: Path, plan: Plan, device: torch.device) -> dict[str, Any]:
     """A few epochs through feratt's training API; whether every loss fell and accuracy beat chance."""
     from feratt.config.training import TrainConfig
-    from feratt.training.checkpoints import read_metrics
     from feratt.training.loop import train
 
     options = {
@@ -367,7 +370,7 @@ def real_run(method: str, shards: Path, work: Path, plan: Plan, device: torch.de
     result = train(
         shards, work / "runs" / method, TrainConfig.from_options(options), folds="0", device=device
     )
-    records = read_metrics(work / "runs" / method / "fold-0")
+    records = FoldFolder(work / "runs" / method / "fold-0").records()
     first, last = records[0]["train"], records[-1]["train"]
     chance = 1 / len(result.classes)
     losses = sorted(key for key in first if key.startswith("loss_"))
@@ -394,7 +397,8 @@ def measure(args: argparse.Namespace, plan: Plan, device: torch.device, work: Pa
     report.data["plan"] = dataclasses.asdict(plan)
     report.save()
     shards = make_data(args, plan, work, report)
-    refs = shards_for_subjects(shards, sorted(json.loads((shards / "index.json").read_text())["subjects"]))
+    render = RenderSet.open(shards)
+    refs = render.shards(sorted(render.subjects))
     seconds, samples = timed(lambda: plain_read([ref.path for ref in refs]))
     report.data["plain_h5py_read_samples_per_s"] = round(samples / seconds)
     report.save()

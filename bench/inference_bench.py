@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from feratt.config.framing import Framing
 from feratt.config.training import TrainConfig
 from feratt.datasets.demo import DEMO_CLASSES
-from feratt.framing import Framing
 from feratt.inference.backends import open_model
 from feratt.inference.export import export_onnx
-from feratt.training.checkpoints import checkpoint_state, save_checkpoint
+from feratt.training.checkpoints import epoch_checkpoint
 from feratt.training.methods import build_model
 
 
@@ -35,12 +35,12 @@ def make_models(work: Path, method: str, preset: str, threads: int):
     config = TrainConfig(method=method, preset=preset).resolved()
     torch.manual_seed(0)
     model = build_model(config, len(DEMO_CLASSES))
-    state = checkpoint_state(
+    saved = epoch_checkpoint(
         config, list(DEMO_CLASSES), 0, 0, 0.0, model, torch.optim.Adam(model.parameters()),
-        Framing(size=config.in_size).to_dict(),
+        Framing(size=config.in_size),
     )  # fmt: skip
     checkpoint = work / f"{method}-{preset}.pt"
-    save_checkpoint(checkpoint, state)
+    saved.save(checkpoint)
     exported = export_onnx(checkpoint, work / f"{method}-{preset}.onnx")
     by_torch = open_model(checkpoint, device="cpu")
     by_onnx = open_model(exported.path)

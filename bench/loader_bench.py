@@ -26,7 +26,8 @@ from pathlib import Path
 
 import h5py
 
-from feratt.training.data import ShardRef, ShardStream, make_loader, read_render_index, shards_for_subjects
+from feratt.artifacts.render import RenderSet
+from feratt.training.data import ShardRef, ShardStream, make_loader
 
 FIELDS = ("images", "masks", "faces", "labels")
 
@@ -37,7 +38,7 @@ def build_render(work: Path, size: int, per_face: int) -> Path:
     from render_bench import make_backgrounds
 
     from feratt.cli import main
-    from feratt.datasets.build import ensure_demo_bank
+    from feratt.datasets.bank import ensure_demo_bank
 
     bank = ensure_demo_bank(work / "bank.h5")
     make_backgrounds(work / "backgrounds")
@@ -102,11 +103,11 @@ def main_bench() -> None:
             started = time.perf_counter()
             build_render(work, args.size, args.per_face)
             print(f"rendered in {time.perf_counter() - started:.1f} s")
-        index = read_render_index(out)
-        refs = shards_for_subjects(out, sorted(index["subjects"]))
+        index = RenderSet.open(out)
+        refs = RenderSet.open(out).shards(sorted(index.subjects))
         total = sum(r.samples for r in refs)
         paths = [r.path for r in refs]
-        subjects = len(index["subjects"])
+        subjects = len(index.subjects)
         print(f"{total} samples at {args.size}x{args.size} in {len(refs)} shards of {subjects} subjects")
 
         plain_read(paths)  # warm the page cache, as every later pass is

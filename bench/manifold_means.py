@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from feratt.training.data import read_render_index, shards_for_subjects
+from feratt.artifacts.render import RenderSet
 from feratt.training.folds import render_folds, split_fold
 from feratt.training.losses import classification_loss, gaussian_manifold_loss
 from feratt.training.models.blocks import Normalize
@@ -35,7 +35,7 @@ LOSSES = ("bce", "bce+rep batch", "bce+rep leave-one-out")
 def load_faces(render: Path, subjects: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """The subjects' clean faces as float 32x32 tensors in [0, 1], and their labels."""
     faces, labels = [], []
-    for ref in shards_for_subjects(render, subjects):
+    for ref in RenderSet.open(render).shards(subjects):
         with h5py.File(ref.path, "r") as shard:
             faces.append(shard["faces"][:])
             labels.append(shard["labels"][:])
@@ -94,8 +94,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    index = read_render_index(args.render)
-    classes = len(index["classes"])
+    index = RenderSet.open(args.render)
+    classes = len(index.classes)
     split = split_fold(render_folds(args.render, 10, 0), 0, 2, 0)
     data = (load_faces(args.render, split.train), load_faces(args.render, split.test))
     print(f"fold 0: {len(data[0][1])} training and {len(data[1][1])} test faces, {classes} classes")

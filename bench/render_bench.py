@@ -21,12 +21,14 @@ from pathlib import Path
 import cv2
 from skimage import data
 
+from feratt.artifacts.bank import FaceBank
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.render_records import PlanSettings
 from feratt.config.rendering import RenderConfig
-from feratt.datasets.bank import read_bank
-from feratt.datasets.build import ensure_demo_bank
+from feratt.datasets.bank import ensure_demo_bank
 from feratt.manifests.plan import face_counts, make_plan
 from feratt.renderer.backgrounds import folder_backgrounds
-from feratt.renderer.render import build_run, prepare_out, render, render_shard
+from feratt.renderer.engine import build_run, render_shard, render_tasks
 
 AUTHORS_SAMPLES_PER_SECOND = 80  # their generator, per core, without decoding or writing
 PHOTOS = ("coffee", "chelsea", "rocket", "hubble_deep_field", "brick", "grass", "gravel", "moon")
@@ -47,7 +49,7 @@ def make_backgrounds(folder: Path) -> None:
 
 
 def prepare(work: Path, samples: int, compression: str, level: int):
-    bank = read_bank(work / "bank.h5")
+    bank = FaceBank.open(work / "bank.h5")
     backgrounds = folder_backgrounds(str(work / "backgrounds"))
     counts = face_counts(
         bank.labels, len(bank.classes), per_face=None, total=samples, balance="classes", seed=0
@@ -59,24 +61,24 @@ def prepare(work: Path, samples: int, compression: str, level: int):
     job, run = build_run(
         out=out,
         bank_path=str(work / "bank.h5"),
-        bank_sha256=bank.attrs["content_sha256"],
+        bank_sha256=bank.checksum,
         classes=bank.classes,
         tasks=tasks,
         backgrounds=backgrounds,
         config=RenderConfig(),
         seed=0,
-        plan={"total": samples},
+        plan=PlanSettings(None, samples, "classes", 1000),
         compression=compression,
         level=level,
         crops_per_background=16,
     )
-    prepare_out(out, run, overwrite=True)
+    RenderSet(out).bind(run, overwrite=True, part=False)
     return job, run, tasks
 
 
 def measure(work: Path, samples: int, compression: str, level: int, jobs: int) -> float:
     job, run, tasks = prepare(work, samples, compression, level)
-    summary = render(job, run, tasks, jobs=jobs)
+    summary = render_tasks(job, run, tasks, jobs=jobs)
     return summary.samples_per_second
 
 

@@ -160,7 +160,7 @@ def main(debug: bool) -> None:
 @click.option("--preview", type=click.Path(dir_okay=False), help="Write a contact sheet PNG here.")
 def faces(source: str, fmt: str, no_neutral: bool, **options) -> None:
     """Read a face data set (or builtin:demo), mask and crop every face, and write a face bank."""
-    from feratt.datasets.build import BankRequest, build_bank
+    from feratt.datasets.bank import BankRequest, build_bank
 
     request = BankRequest(source=source, format=fmt, include_neutral=not no_neutral, **options)
     with progress_bar("face", "faces") as progress:
@@ -256,7 +256,7 @@ def _part(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple
 @click.option("--overwrite", is_flag=True, help="Replace a render of another configuration in --out.")
 def render(bank: str, out: str, **options) -> None:
     """Composite the faces of BANK onto background photos into sharded HDF5 (default: the demo set)."""
-    from feratt.renderer.api import render as render_samples
+    from feratt.renderer.render import render as render_samples
 
     with progress_bar("sample", "render") as progress:
         result = render_samples(_render_request(bank, out, options), progress=progress, log=click.echo)
@@ -282,7 +282,7 @@ def render(bank: str, out: str, **options) -> None:
 def _render_request(bank: str, out: str, options: dict):
     """The RenderRequest of the render command's options."""
     from feratt.config.rendering import preset_config
-    from feratt.renderer.api import BackgroundSource, RenderRequest
+    from feratt.renderer.render import BackgroundSource, RenderRequest
 
     overrides = ("size", "scale", "flip_p", "rotation", "translation", "warp", "perspective")
     config = preset_config(
@@ -307,7 +307,7 @@ def _render_request(bank: str, out: str, options: dict):
 @click.argument("out", type=click.Path(file_okay=False))
 def index(out: str) -> None:
     """Rebuild OUT/index.json and the manifests after every part of a render has finished."""
-    from feratt.renderer.api import index_render
+    from feratt.renderer.render import index_render
 
     click.echo(f"wrote {index_render(out).index}")
 
@@ -321,7 +321,7 @@ def index(out: str) -> None:
 )
 def inspect(target: str, check: bool, sheet: str | None, samples: int) -> None:
     """Describe a render folder or one shard; optionally verify it and draw a sheet of samples."""
-    from feratt.renderer import api
+    from feratt.renderer import inspect as api
 
     problems = api.verify_render(target) if check else []
     for problem in problems:
@@ -362,10 +362,10 @@ def train(
     """Train a method on the rendered SHARDS, one subject-independent fold at a time.
 
     With --resume, the options not given take the run's own values; a larger --epochs extends it."""
+    from feratt.artifacts.run import RunFolder
     from feratt.training.loop import train as run_training
-    from feratt.training.runfolder import saved_config
 
-    saved = saved_config(Path(run_dir)) if resume else None
+    saved = RunFolder(run_dir).config() if resume else None
     config = train_config_from_cli(ctx, config_file, options, saved)
     with progress_bar("img", "train") as progress:
         result = run_training(

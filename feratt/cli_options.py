@@ -272,6 +272,10 @@ run_folder_options = compose(
 )
 
 
+def _fields(config: TrainConfig) -> dict[str, Any]:
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+
+
 def train_config_from_cli(
     ctx: click.Context,
     config_file: str | None,
@@ -281,7 +285,7 @@ def train_config_from_cli(
     """The TrainConfig of a command line: a flag given explicitly, then the --config file, then `saved` (the
     run that --resume continues), then the preset, then the defaults (TrainConfig.from_options)."""
     from_file = load_config_file(config_file) if config_file else {}
-    values = {**(saved.to_dict() if saved is not None else {}), **from_file}
+    values = {**(_fields(saved) if saved is not None else {}), **from_file}
     explicit = {
         name
         for name in (field.name for field in dataclasses.fields(TrainConfig))

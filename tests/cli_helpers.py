@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from skimage import data
 
 from feratt.cli import main
-from feratt.datasets.build import build_bank
+from feratt.datasets.bank import build_bank
 
 
 def run(*args):
@@ -54,7 +54,7 @@ def render_tiny(base: Path, subjects: int = 4, config: dict | None = None, **fie
     `config` holds preset_config's arguments (a preset, overrides); `fields` replace RenderRequest fields.
     """
     from feratt.config.rendering import preset_config
-    from feratt.renderer.api import render
+    from feratt.renderer.render import render
 
     write_demo_bank(base / "bank.h5", subjects=subjects)
     backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import torch
 
+from feratt.config.framing import Framing
 from feratt.config.training import TrainConfig
 from feratt.datasets.demo import DEMO_CLASSES
-from feratt.framing import Framing
 from feratt.inference.scenes import Scene, astronaut_portrait, compose, demo_portrait
-from feratt.training.checkpoints import checkpoint_state, save_checkpoint
+from feratt.training.checkpoints import epoch_checkpoint
 from feratt.training.methods import build_model
 
 #: The framing of the demo render (`make demo`): 64 px samples framed by the mask box, padded by 0.05.
@@ -32,8 +32,7 @@ def untrained_checkpoint(
     with torch.no_grad():
         last.weight.mul_(40.0)
     optimizer = torch.optim.Adam(model.parameters())
-    record = framing.to_dict() if framing is not None else None
-    save_checkpoint(path, checkpoint_state(config, list(DEMO_CLASSES), 0, 3, 0.5, model, optimizer, record))
+    epoch_checkpoint(config, list(DEMO_CLASSES), 0, 3, 0.5, model, optimizer, framing).save(path)
     return path
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from cli_helpers import render_tiny
 
+from feratt.artifacts.run import FoldFolder
+from feratt.codec import decode, encode
 from feratt.config.training import TrainConfig
 from feratt.training import loop
-from feratt.training.checkpoints import read_metrics
 from feratt.training.loop import train
 from feratt.training.schedule import epoch_config, epoch_lr, weight_factor
 
@@ -70,14 +71,16 @@ def test_the_manifold_weight_alone_ramps_up_from_zero():
     assert [c.representation_weight for c in configs] == pytest.approx([0, 0, 0.05, 0.1, 0.15, 0.2, 0.2])
     assert epoch_config(config, 6) is config
     assert _cli_config("--representation-ramp-epochs", 4).representation_ramp_epochs == 4
-    assert TrainConfig.from_dict({"epochs": 3}).representation_ramp_epochs == 0  # a run saved before it
+    assert (
+        decode(TrainConfig, {"epochs": 3}, "config.json").representation_ramp_epochs == 0
+    )  # a run saved before it
 
 
 def test_schedule_and_ramp_reach_training_and_resume_continues_them(render, tmp_path, monkeypatch):
     config = replace(
         TINY, method="feratt-cls", lr=1e-3, lr_schedule="cosine", warmup_epochs=1, attention_only_epochs=1
     )
-    whole = read_metrics(train(render, tmp_path / "whole", config, device="cpu").run_dir / "fold-0")
+    whole = FoldFolder(train(render, tmp_path / "whole", config, device="cpu").run_dir / "fold-0").records()
     expected = [epoch_lr(config, e) for e in range(3)]
     assert [r["lr"] for r in whole] == pytest.approx(expected) and expected[0] == pytest.approx(5e-4)
     first = whole[0]["train"]  # attention alone: the total is 10 x the attention loss
@@ -101,7 +104,7 @@ def test_schedule_and_ramp_reach_training_and_resume_continues_them(render, tmp_
         train(render, tmp_path / "resumed", config, device="cpu")
     monkeypatch.setattr(loop, "save_epoch_checkpoints", save)
     train(render, tmp_path / "resumed", config, device="cpu", resume=True)
-    resumed = read_metrics(tmp_path / "resumed" / "fold-0")
+    resumed = FoldFolder(tmp_path / "resumed" / "fold-0").records()
     assert [r["lr"] for r in resumed] == pytest.approx(expected)
     last = torch.load(tmp_path / "resumed" / "fold-0" / "last.pt", weights_only=True)
     assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected[2])
@@ -162,11 +165,11 @@ def _cli_config(*args):
     @training_options
     @click.pass_context
     def command(ctx, config_file, **options):
-        click.echo(json.dumps(train_config_from_cli(ctx, config_file, options).to_dict()))
+        click.echo(json.dumps(encode(train_config_from_cli(ctx, config_file, options))))
 
     result = CliRunner().invoke(command, [str(a) for a in args])
     assert result.exit_code == 0, result.output
-    return TrainConfig.from_dict(json.loads(result.output))
+    return decode(TrainConfig, json.loads(result.output), "output")
 
 
 def test_a_flag_beats_the_config_file_which_beats_the_preset_which_beats_the_defaults(tmp_path):
@@ -206,7 +209,9 @@ def test_the_ablation_flags_reach_the_config():
     default = TrainConfig()
     assert (default.lr_schedule, default.warmup_epochs, default.ramp_epochs) == ("constant", 0, 0)
     assert not default.detach_attention and default.attention_only_epochs == 0
-    assert TrainConfig.from_dict({"epochs": 3}).lr_schedule == "constant"  # a run saved before these
+    assert (
+        decode(TrainConfig, {"epochs": 3}, "config.json").lr_schedule == "constant"
+    )  # a run saved before these
     from feratt.errors import FerattError
 
     with pytest.raises(FerattError, match="lr_schedule") as caught:
@@ -219,7 +224,7 @@ def test_the_ablation_flags_reach_the_config():
 def test_an_epoch_of_fresh_samples_trains_on_its_slice(render, tmp_path):
     config = replace(TINY, method="baseline", epochs=2, max_batches=None, samples_per_epoch=20)
     train(render, tmp_path / "run", config, device="cpu")
-    records = read_metrics(tmp_path / "run" / "fold-0")
+    records = FoldFolder(tmp_path / "run" / "fold-0").records()
     assert [r["train"]["samples"] for r in records] == [20, 20]  # of 84 training samples
     assert records[0]["validation"]["samples"] == 28 and records[0]["test"]["samples"] == 56
     assert json.loads((tmp_path / "run" / "config.json").read_text())["samples_per_epoch"] == 20
@@ -236,7 +241,7 @@ def test_the_test_split_is_scored_every_nth_epoch_and_at_every_best_and_the_last
 def test_a_run_scoring_test_every_few_epochs_keeps_its_summary_whole(render, tmp_path):
     config = replace(TINY, method="baseline", epochs=6, max_batches=2, test_every=4)
     result = train(render, tmp_path / "run", config, device="cpu")
-    records = read_metrics(tmp_path / "run" / "fold-0")
+    records = FoldFolder(tmp_path / "run" / "fold-0").records()
     validation = [r["validation"]["accuracy"] for r in records]
     improved = [v > max([-1.0, *validation[:e]]) for e, v in enumerate(validation)]
     expected = [e for e in range(6) if improved[e] or e in (3, 5)]
@@ -260,7 +265,7 @@ def test_attention_pre_training_comes_first_logged_apart_and_resumes(render, tmp
         assert record["train"]["loss_total"] == pytest.approx(
             10 * record["train"]["loss_attention"], rel=1e-5
         )
-    main = read_metrics(whole / "fold-0")
+    main = FoldFolder(whole / "fold-0").records()
     assert [r["epoch"] for r in main] == [0] and "phase" not in main[0]
     assert sum("attention pre-training epoch" in line for line in lines) == 2
     # G_rep is frozen during pre-training: a run killed after it holds G_rep's initial weights.
@@ -289,7 +294,7 @@ def test_attention_pre_training_comes_first_logged_apart_and_resumes(render, tmp
     lines.clear()
     train(render, resumed, config, device="cpu", resume=True, log=lines.append)
     assert "fold 0: resumed after attention pre-training epoch 1" in lines
-    assert [r["epoch"] for r in read_metrics(resumed / "fold-0")] == [0]
+    assert [r["epoch"] for r in FoldFolder(resumed / "fold-0").records()] == [0]
     assert len((resumed / "fold-0" / "pretrain.jsonl").read_text().splitlines()) == 2
     expected = torch.load(whole / "fold-0" / "last.pt", weights_only=True)["model"]
     again = torch.load(resumed / "fold-0" / "last.pt", weights_only=True)["model"]

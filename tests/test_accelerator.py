@@ -18,11 +18,13 @@ from click.testing import CliRunner
 from skimage import data
 
 import feratt.training.accelerator as accelerator
+from feratt.artifacts.run import FoldFolder
 from feratt.cli_options import train_config_from_cli, training_options
+from feratt.codec import decode, encode
 from feratt.config.training import TrainConfig, check_run_config, config_changes, read_run_config
 from feratt.errors import FerattError
 from feratt.training.accelerator import Precision, amp_dtype, cuda_bf16_supported, uses_channels_last
-from feratt.training.checkpoints import load_trained, read_metrics
+from feratt.training.checkpoints import load_trained
 from feratt.training.loop import run_epoch, train
 from feratt.training.methods import METHODS, build_model, get_method, loss_config
 
@@ -91,11 +93,11 @@ def test_amp_modes_pick_autocast_dtypes(monkeypatch):
 
 
 def test_old_runs_boolean_amp_reads_as_auto_or_off(tmp_path):
-    assert TrainConfig.from_dict({"amp": True}).amp == "auto"
-    assert TrainConfig.from_dict({"amp": False}).amp == "off"
+    assert decode(TrainConfig, {"amp": True}, "config.json").amp == "auto"
+    assert decode(TrainConfig, {"amp": False}, "config.json").amp == "off"
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    old = {**TrainConfig().to_dict(), "amp": True}  # config.json as feratt wrote it before --amp took a mode
+    old = {**encode(TrainConfig()), "amp": True}  # config.json as feratt wrote it before --amp took a mode
     (run_dir / "config.json").write_text(json.dumps(old))
     assert read_run_config(run_dir / "config.json").amp == "auto"
     assert config_changes(TrainConfig(), read_run_config(run_dir / "config.json")) == []
@@ -246,7 +248,7 @@ def test_fp16_run_resumes_exactly_with_its_scaler(render, tmp_path, monkeypatch)
     assert (whole["scaler"]["scale"], whole["scaler"]["_growth_tracker"]) == (32768.0, 3)
     for name, value in whole["model"].items():
         torch.testing.assert_close(resumed["model"][name], value, rtol=0, atol=0, msg=name)
-    lines = [read_metrics(tmp_path / r / "fold-0") for r in ("whole", "resumed")]
+    lines = [FoldFolder(tmp_path / r / "fold-0").records() for r in ("whole", "resumed")]
     assert [line["train"]["skipped_steps"] for line in lines[0]] == [1, 0]
     for one, two in zip(*lines, strict=True):
         assert {**one, "seconds": 0} == {**two, "seconds": 0}
@@ -269,7 +271,7 @@ def test_a_run_saved_with_the_old_boolean_resumes(render, tmp_path):
     lines = []
     train(render, tmp_path / "run", config, device="cpu", resume=True, log=lines.append)
     assert "fold 0: resumed after epoch 0" in lines
-    assert [record["epoch"] for record in read_metrics(tmp_path / "run" / "fold-0")] == [0, 1]
+    assert [record["epoch"] for record in FoldFolder(tmp_path / "run" / "fold-0").records()] == [0, 1]
 
 
 def test_a_cpu_run_touches_no_cuda(render, tmp_path, monkeypatch):
@@ -337,7 +339,7 @@ def test_compile_trains_a_step_of_the_cpu_small_model(render, tmp_path):
         train(
             render, tmp_path / name, TrainConfig.from_options({**options, "compile": compiled}), device="cpu"
         )
-        runs[name] = read_metrics(tmp_path / name / "fold-0")[0]
+        runs[name] = FoldFolder(tmp_path / name / "fold-0").records()[0]
     compiled, eager = runs["compiled"], runs["eager"]
     assert compiled["train"]["samples"] == eager["train"]["samples"] == 4
     assert np.isfinite(compiled["train"]["loss_total"]) and np.isfinite(compiled["test"]["loss_total"])

@@ -20,9 +20,10 @@ from fixture_trees import (
 from PIL import Image
 from skimage import data
 
-from feratt.datasets.bank import BankOptions, build_faces, read_bank, write_bank
-from feratt.datasets.build import BankRequest, BankResult, build_bank, ensure_demo_bank
+from feratt.artifacts.bank import FaceBank
+from feratt.datasets.bank import BankRequest, BankResult, build_bank, ensure_demo_bank, write_faces
 from feratt.datasets.classes import canonical_name
+from feratt.datasets.faces import BankOptions, build_faces
 from feratt.datasets.records import FaceEntry, FaceListing
 from feratt.errors import FerattError
 
@@ -35,7 +36,7 @@ LOCKED_LIBRARIES = ("numpy", "opencv-python-headless", "scikit-image", "scipy")
 
 def _write(path, listing, options=None, jobs=1):
     options = options or BankOptions()
-    return write_bank(path, listing, build_faces(listing, options, jobs=jobs), options)
+    return write_faces(path, listing, build_faces(listing, options, jobs=jobs), options)
 
 
 def _demo(out, **fields):
@@ -60,7 +61,7 @@ def demo_bank(tmp_path_factory):
 
 def test_demo_bank_contents(demo_bank):
     path, summary = demo_bank
-    bank = read_bank(path)
+    bank = FaceBank.open(path)
     assert len(bank) == 14
     assert bank.images.shape == (14, 96, 96, 3) and bank.images.dtype == np.uint8
     assert bank.masks.shape == (14, 96, 96) and set(np.unique(bank.masks)) == {0, 255}
@@ -114,8 +115,8 @@ def test_corrupted_bank_is_detected(demo_bank, tmp_path):
     with h5py.File(copy, "a") as h5:
         h5["images"][3, 10, 10, 0] ^= 0xFF
     with pytest.raises(FerattError, match="does not match its checksum"):
-        read_bank(copy)
-    assert len(read_bank(copy, verify=False)) == 14
+        FaceBank.open(copy)
+    assert len(FaceBank.open(copy, verify=False)) == 14
 
 
 def test_bank_is_byte_identical_for_any_number_of_jobs(small_demo_bank, tmp_path):
@@ -182,7 +183,7 @@ def test_landmarks_align_and_give_hull_mask(tmp_path):
     )
     listing = FaceListing("ckplus", str(tmp_path), ("happy",), [entry])
     _write(tmp_path / "bank.h5", listing, BankOptions(size=128))
-    bank = read_bank(tmp_path / "bank.h5")
+    bank = FaceBank.open(tmp_path / "bank.h5")
     assert bank.methods == ["landmarks"]
     mask = bank.masks[0] > 0
     # Levelled: the hull is symmetric about the vertical centre line.
@@ -206,7 +207,7 @@ def test_mask_file_takes_precedence_and_bad_ones_are_skipped(tmp_path):
     listing = FaceListing("folders", str(images), ("happy",), entries)
     options = BankOptions(size=60, margin=0.0, masks_root=str(masks))
     summary = _write(tmp_path / "bank.h5", listing, options)
-    bank = read_bank(tmp_path / "bank.h5")
+    bank = FaceBank.open(tmp_path / "bank.h5")
     assert bank.methods == ["file"] and bank.subjects == ["a"]
     assert (bank.masks[0] == 255).all()  # the 60x60 box fills the crop exactly
     assert [s.reason for s in summary.skipped] == [
@@ -301,7 +302,7 @@ def test_demo_bank_with_preview(tmp_path):
     assert result.per_class["happy"] == 3
     assert result.per_subject == {"D01": 7, "D02": 7, "D03": 7}
     assert result.skipped == []
-    bank = read_bank(out)
+    bank = FaceBank.open(out)
     assert len(bank) == 21 and sorted(set(bank.subjects)) == ["D01", "D02", "D03"]
     picture = np.asarray(Image.open(sheet))
     assert picture.shape[0] == 7 * (96 + 14) + 6 * 2  # a row per class
@@ -326,7 +327,7 @@ def test_astronaut_in_a_class_folder(tmp_path):
     )
     assert lines[0] == "detected format: folders"
     assert result.format == "folders" and result.per_method == {"grabcut": 1}
-    bank = read_bank(tmp_path / "bank.h5")
+    bank = FaceBank.open(tmp_path / "bank.h5")
     assert bank.subjects == ["eileen"] and bank.classes == ("happy",)
     assert 0.3 < (bank.masks[0] > 0).mean() < 0.7
 
@@ -353,7 +354,7 @@ def test_bad_images_are_skipped_and_converted_ones_kept(tmp_path):
         (str(root / "sadness" / "s8_junk.jpg"), "not a readable image"),
     ]
     assert result.conversions == {"RGBA": 1, "palette": 1, "CMYK": 1, "16-bit": 1}
-    bank = read_bank(tmp_path / "b.h5")
+    bank = FaceBank.open(tmp_path / "b.h5")
     assert bank.subjects == ["s1", "s2", "s3", "s4", "s5"]
     with h5py.File(tmp_path / "b.h5") as h5:
         conversions = [c.decode() for c in h5["conversions"][()]]
@@ -382,13 +383,13 @@ def test_build_bank_detects_each_layout(tmp_path, trees, fmt):
     lines = []
     result = build_bank(source=tree.root, out=tmp_path / "b.h5", size=64, jobs=1, log=lines.append)
     assert lines[0] == f"detected format: {fmt}" and result.format == fmt
-    bank = read_bank(tmp_path / "b.h5")
+    bank = FaceBank.open(tmp_path / "b.h5")
     expected = {file.relpath: file for file in tree.files if file.class_name is not None}
     assert len(bank) == len(expected)
     assert set(bank.subjects) == {file.subject for file in expected.values()}
     labelled = sorted(zip(bank.subjects, (bank.classes[i] for i in bank.labels), strict=True))
     assert labelled == sorted((f.subject, canonical_name(f.class_name)) for f in expected.values())
-    assert bank.attrs["format"] == fmt
+    assert bank.header.format == fmt
 
 
 def test_ckplus_bank_uses_landmarks_and_counts_unlabelled(tmp_path, trees):
@@ -400,12 +401,12 @@ def test_ckplus_bank_uses_landmarks_and_counts_unlabelled(tmp_path, trees):
     assert lines[0] == "detected format: ckplus"
     unlabelled = len(tree.unlabelled())
     assert f"{unlabelled} sequences without an emotion file (unlabelled), not used" in result.notes
-    bank = read_bank(tmp_path / "b.h5")
+    bank = FaceBank.open(tmp_path / "b.h5")
     assert len(bank) == len(tree.labelled()) + 2
     assert bank.classes == ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
     assert set(bank.methods) == {"landmarks"}
     assert (bank.labels == 0).sum() == 2
-    assert len(json.loads(bank.attrs["protocol"])["neutral_sequences"]) == 2
+    assert len(json.loads(bank.header.protocol)["neutral_sequences"]) == 2
 
 
 def test_unknown_emotion_code_writes_no_bank(tmp_path):

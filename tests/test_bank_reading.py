@@ -14,16 +14,15 @@ import numpy as np
 import pytest
 from cli_helpers import assert_user_error, run, write_backgrounds
 
-from feratt.datasets.bank import (
-    BankFace,
-    BankOptions,
-    FaceResult,
-    bank_checksum,
-    read_bank,
-    write_bank,
-)
+from feratt.artifacts.bank import BankFace, FaceBank
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.render_records import RenderIndex, RenderTotals
+from feratt.codec import encode
+from feratt.datasets.bank import write_faces
+from feratt.datasets.faces import BankOptions, FaceResult
 from feratt.datasets.records import FaceListing
 from feratt.errors import FerattError
+from feratt.jsonfile import write_json
 
 CLASSES = ("neutral", "anger", "disgust", "fear", "happy", "sadness", "surprise")
 
@@ -43,7 +42,7 @@ def write_random_bank(path, faces: int, size: int = 64, seed: int = 0):
             )
             yield FaceResult(face)
 
-    return write_bank(path, listing, results(), BankOptions(size=size))
+    return write_faces(path, listing, results(), BankOptions(size=size))
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +163,7 @@ def test_a_damaged_bank_is_named_on_open(small_bank, tmp_path, damage):
     copy = damaged_copy(small_bank[0], tmp_path, damage)
     for verify in (True, False):
         with pytest.raises(FerattError) as caught:
-            read_bank(copy, verify=verify)
+            FaceBank.open(copy, verify=verify)
         message = str(caught.value)
         assert message.startswith(f"{copy} is not a valid feratt face bank: "), message
         assert DAMAGES[damage][1] in message and "\n" not in message
@@ -187,12 +186,12 @@ def test_a_damaged_bank_stops_the_real_test(small_bank, tmp_path):
 
     copy = damaged_copy(small_bank[0], tmp_path, "label out of range")
     with pytest.raises(FerattError, match="not a valid feratt face bank: face 4 has label 7"):
-        load_real_faces(copy, ["S00"], {"classes": list(CLASSES)})
+        load_real_faces(copy, ["S00"], RenderSet(tmp_path))
 
 
-def test_the_real_test_reads_only_its_subjects_pixels(small_bank, monkeypatch):
+def test_the_real_test_reads_only_its_subjects_pixels(small_bank, monkeypatch, tmp_path):
+    from feratt.artifacts.bank import FaceBank
     from feratt.config.rendering import RenderConfig
-    from feratt.datasets.bank import FaceBank
     from feratt.training.realtest import load_real_faces
 
     path, summary = small_bank
@@ -204,8 +203,12 @@ def test_the_real_test_reads_only_its_subjects_pixels(small_bank, monkeypatch):
         return iter_faces(self, indices)
 
     monkeypatch.setattr(FaceBank, "iter_faces", recording)
-    index = {"classes": list(CLASSES), "render_config": RenderConfig(size=32).to_dict()}
-    faces, _ = load_real_faces(path, ["S03"], {**index, "bank_sha256": summary.checksum})
+    index = RenderIndex(
+        schema_version=1, classes=CLASSES, subjects={"S03": 3}, totals=RenderTotals(3, 1, 1, {}),
+        config_sha256="", bank_sha256=summary.checksum, render_config=RenderConfig(size=32),
+    )  # fmt: skip
+    write_json(tmp_path / "index.json", encode(index))
+    faces, _ = load_real_faces(path, ["S03"], RenderSet.open(tmp_path))
     assert asked == [None, [3, 13, 23]]  # the streamed checksum, then the test subject's faces only
     assert len(faces) == 3 and faces.subjects == ("S03",) * 3
 
@@ -215,7 +218,7 @@ def test_another_hdf5_file_is_not_a_bank(tmp_path):
     with h5py.File(other, "w") as h5:
         h5["x"] = [1]
     with pytest.raises(FerattError, match="is not a feratt face bank"):
-        read_bank(other)
+        FaceBank.open(other)
 
 
 # Pixels on demand.
@@ -223,7 +226,7 @@ def test_another_hdf5_file_is_not_a_bank(tmp_path):
 
 def test_pixels_are_read_on_demand_and_match_the_file(small_bank):
     path, _ = small_bank
-    bank = read_bank(path)
+    bank = FaceBank.open(path)
     with h5py.File(path, "r") as h5:
         images, masks = h5["images"][()], h5["masks"][()]
     assert bank.images.shape == images.shape and bank.images.dtype == np.uint8 and len(bank.masks) == 30
@@ -249,7 +252,7 @@ def test_a_bank_holds_no_open_file_and_pickles(small_bank):
         return h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE)
 
     before = open_files()
-    bank = read_bank(small_bank[0])
+    bank = FaceBank.open(small_bank[0])
     bank.images[0]
     list(bank.iter_faces([1, 2]))
     assert open_files() == before, "a worker forked now must not inherit an open HDF5 file"
@@ -259,8 +262,8 @@ def test_a_bank_holds_no_open_file_and_pickles(small_bank):
 
 def test_the_streamed_checksum_is_the_writers(tmp_path):
     result = write_random_bank(tmp_path / "bank.h5", 700, size=32)  # 256 faces a block: 3 blocks
-    bank = read_bank(tmp_path / "bank.h5")
-    assert bank_checksum(bank) == result.checksum == bank.attrs["content_sha256"]
+    bank = FaceBank.open(tmp_path / "bank.h5")
+    assert bank.content_checksum() == result.checksum == bank.checksum
     with h5py.File(tmp_path / "bank.h5", "r") as h5:
         assert _raw_checksum(h5) == result.checksum  # the checksum of the whole bank read at once
 
@@ -270,7 +273,7 @@ def test_a_corrupted_block_is_found_by_the_streamed_checksum(tmp_path):
     with h5py.File(tmp_path / "bank.h5", "a") as h5:
         h5["masks"][650, 3, 3] ^= 0xFF
     with pytest.raises(FerattError, match="does not match its checksum"):
-        read_bank(tmp_path / "bank.h5")
+        FaceBank.open(tmp_path / "bank.h5")
 
 
 # Memory: opening and verifying grows with the metadata, not the pixels.
@@ -278,11 +281,11 @@ def test_a_corrupted_block_is_found_by_the_streamed_checksum(tmp_path):
 _PEAK_PROBE = textwrap.dedent(
     """
     import sys, tracemalloc
-    from feratt.datasets.bank import read_bank
-    read_bank(sys.argv[1])  # warm up: imports and caches
+    from feratt.artifacts.bank import FaceBank
+    FaceBank.open(sys.argv[1])  # warm up: imports and caches
     for path in sys.argv[2:]:
         tracemalloc.start()
-        bank = read_bank(path)
+        bank = FaceBank.open(path)
         print(tracemalloc.get_traced_memory()[1], len(bank))
         tracemalloc.stop()
         del bank

@@ -14,9 +14,8 @@ from PIL import Image
 from skimage import data
 
 from feratt import __version__
-from feratt.datasets.bank import read_bank
-from feratt.datasets.build import BankRequest, BankResult
-from feratt.datasets.records import Skipped
+from feratt.artifacts.bank import FaceBank, Skipped
+from feratt.datasets.bank import BankRequest, BankResult
 
 
 def test_help_and_version_are_fast():
@@ -50,9 +49,9 @@ def test_faces_on_demo_prints_the_summary(tmp_path):
     ]
     assert "  happy     3" in lines
     assert "faces per subject (3 subjects):\n  D01 7, D02 7, D03 7" in result.output
-    methods = Counter(read_bank(out).methods)
+    methods = Counter(FaceBank.open(out).methods)
     assert f"masks by method: {', '.join(f'{m} {n}' for m, n in sorted(methods.items()))}" in lines
-    checksum = read_bank(out).attrs["content_sha256"]
+    checksum = FaceBank.open(out).checksum
     assert lines[-3:] == [
         "files skipped: 0",
         f"wrote {out}: 21 faces, sha256 {checksum[:16]}",
@@ -87,7 +86,7 @@ def fake_build_bank(monkeypatch):
         progress(0, 3)
         return _fake_result(request.out)
 
-    monkeypatch.setattr("feratt.datasets.build.build_bank", build_bank)
+    monkeypatch.setattr("feratt.datasets.bank.build_bank", build_bank)
     return calls
 
 

@@ -14,21 +14,24 @@ import torch
 from click.testing import CliRunner
 from skimage import data
 
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.run import FoldsRecord, RunFolder
 from feratt.cli import main
-from feratt.datasets.bank import BankOptions, build_faces, write_bank
+from feratt.codec import encode
+from feratt.datasets.bank import write_faces
 from feratt.datasets.demo import list_demo
+from feratt.datasets.faces import BankOptions, build_faces
 from feratt.datasets.records import ReaderOptions
 from feratt.errors import FerattError
+from feratt.jsonfile import write_json
 from feratt.training.data import (
     ShardRef,
     ShardStream,
     make_loader,
     normalise_batch,
     prepare_inputs,
-    read_render_index,
-    shards_for_subjects,
 )
-from feratt.training.folds import make_folds, read_folds, render_folds, resolve_folds, split_fold, write_folds
+from feratt.training.folds import make_folds, render_folds, resolve_folds, split_fold
 
 SUBJECTS = [f"D{i:02d}" for i in range(1, 7)]
 PER_SUBJECT = 28  # 7 faces x 4 samples, in shards of 10, 10 and 8
@@ -40,7 +43,7 @@ def render(tmp_path_factory):
     base = tmp_path_factory.mktemp("data")
     listing = list_demo(ReaderOptions(demo_subjects=len(SUBJECTS), demo_per_class=1))
     options = BankOptions(size=96)
-    write_bank(base / "bank.h5", listing, build_faces(listing, options), options)
+    write_faces(base / "bank.h5", listing, build_faces(listing, options), options)
     backgrounds = base / "backgrounds"
     backgrounds.mkdir()
     for name in ("coffee", "chelsea", "rocket"):
@@ -65,7 +68,7 @@ def epoch_indices(loader, stream=None, epoch=None) -> list[int]:
 
 
 def all_refs(render) -> list[ShardRef]:
-    return shards_for_subjects(render, SUBJECTS)
+    return RenderSet.open(render).shards(SUBJECTS)
 
 
 # Render index and manifests.
@@ -73,7 +76,7 @@ def all_refs(render) -> list[ShardRef]:
 
 def test_missing_index_is_a_user_error(tmp_path):
     with pytest.raises(FerattError) as caught:
-        read_render_index(tmp_path)
+        RenderSet.open(tmp_path)
     assert str(caught.value) == (
         f"{tmp_path} has no index.json: is it a feratt render folder? "
         "(run feratt render, or feratt index after the parts)"
@@ -81,23 +84,23 @@ def test_missing_index_is_a_user_error(tmp_path):
 
 
 def test_shards_for_subjects_follow_the_manifests(render):
-    index = read_render_index(render)
-    assert sorted(index["subjects"]) == SUBJECTS
-    refs = shards_for_subjects(render, ["D03", "D01"])
+    index = RenderSet.open(render)
+    assert sorted(index.subjects) == SUBJECTS
+    refs = RenderSet.open(render).shards(["D03", "D01"])
     assert [r.subject for r in refs] == ["D03"] * 3 + ["D01"] * 3
     assert [r.samples for r in refs] == [10, 10, 8] * 2
     manifest = json.loads((render / "manifests" / "D03.json").read_text())
     assert refs[0].path == str(render / manifest["shards"][0]["path"])
     assert refs[0].sha256 == manifest["shards"][0]["sha256"]
     with pytest.raises(FerattError, match="subject 'X99' is not in the render"):
-        shards_for_subjects(render, ["D01", "X99"])
+        RenderSet.open(render).shards(["D01", "X99"])
 
 
 # Items, order and coverage.
 
 
 def test_items_match_the_shards(render):
-    refs = shards_for_subjects(render, ["D02"])
+    refs = RenderSet.open(render).shards(["D02"])
     stream = ShardStream(refs, shuffle=False)
     items = list(stream)
     assert len(items) == PER_SUBJECT == stream.samples_per_rank
@@ -154,7 +157,7 @@ def test_unshuffled_order_is_the_shard_order(render):
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("subjects", [SUBJECTS, ["D05"]])
 def test_ranks_and_workers_cover_an_epoch_once(render, workers, shuffle, subjects):
-    refs = shards_for_subjects(render, subjects)
+    refs = RenderSet.open(render).shards(subjects)
     expected = set()
     for ref in refs:
         with h5py.File(ref.path, "r") as h5:
@@ -176,7 +179,7 @@ def test_ranks_and_workers_cover_an_epoch_once(render, workers, shuffle, subject
 
 
 def test_uneven_streams_cover_every_sample(render):
-    refs = shards_for_subjects(render, ["D01", "D02", "D03"])  # 84 samples
+    refs = RenderSet.open(render).shards(["D01", "D02", "D03"])  # 84 samples
     seen = []
     for rank in range(5):
         stream = ShardStream(refs, shuffle=True, rank=rank, world_size=5, even=False, buffer_size=4)
@@ -222,7 +225,7 @@ def corrupted(render, tmp_path):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_corrupted_shard_is_named(corrupted, workers):
     out, bad = corrupted
-    stream = ShardStream(shards_for_subjects(out, ["D03", "D04"]), shuffle=True, verify=True)
+    stream = ShardStream(RenderSet.open(out).shards(["D03", "D04"]), shuffle=True, verify=True)
     with pytest.raises(FerattError) as caught:
         epoch_indices(make_loader(stream, 4, workers), stream, 0)
     message = str(caught.value)
@@ -231,7 +234,7 @@ def test_a_corrupted_shard_is_named(corrupted, workers):
 
 def test_verify_false_skips_the_check(corrupted):
     out, _ = corrupted
-    stream = ShardStream(shards_for_subjects(out, ["D03", "D04"]), shuffle=True, verify=False)
+    stream = ShardStream(RenderSet.open(out).shards(["D03", "D04"]), shuffle=True, verify=False)
     assert len(epoch_indices(make_loader(stream, 4, 0), stream, 0)) == 2 * PER_SUBJECT
 
 
@@ -240,7 +243,7 @@ def test_a_missing_shard_is_named(render, tmp_path):
     shutil.copytree(render, out)
     gone = out / "shards" / "D01" / "shard-00002.h5"
     gone.unlink()
-    stream = ShardStream(shards_for_subjects(out, ["D01"]), verify=False)
+    stream = ShardStream(RenderSet.open(out).shards(["D01"]), verify=False)
     with pytest.raises(FerattError, match=r"shard-00002\.h5"):
         list(stream)
 
@@ -249,7 +252,7 @@ def test_a_missing_shard_is_named(render, tmp_path):
 
 
 def test_normalise_batch_scales_to_unit_range(render):
-    stream = ShardStream(shards_for_subjects(render, ["D01"]))
+    stream = ShardStream(RenderSet.open(render).shards(["D01"]))
     raw = next(iter(make_loader(stream, 6, 0)))
     batch = normalise_batch(raw, "cpu")
     for key in ("image", "face", "mask"):
@@ -274,7 +277,7 @@ def test_normalise_batch_scales_to_unit_range(render):
 
 
 def test_attention_targets_are_the_face_or_the_clean_input_under_the_mask(render):
-    stream = ShardStream(shards_for_subjects(render, ["D01"]))
+    stream = ShardStream(RenderSet.open(render).shards(["D01"]))
     raw = next(iter(make_loader(stream, 6, 0)))
     clean = normalise_batch(raw, "cpu")
     noisy = normalise_batch(raw, "cpu", noise_sigma=(0.2, 0.2), generator=torch.Generator().manual_seed(1))
@@ -370,16 +373,18 @@ def test_fold_specs_resolve_to_indices():
 
 def test_folds_json_round_trip(tmp_path):
     folds = make_folds([f"S{i:02d}" for i in range(23)], 4, seed=9)
-    path = tmp_path / "run" / "folds.json"
-    write_folds(path, folds, seed=9, fold_size=4)
-    assert read_folds(path) == folds
+    run = RunFolder(tmp_path / "run")
+    path = run.folds_file
+    path.parent.mkdir()
+    write_json(path, encode(FoldsRecord.of(folds, seed=9, fold_size=4)))
+    assert run.folds().test_folds() == folds
     payload = json.loads(path.read_text())
     assert payload["seed"] == 9 and payload["fold_size"] == 4
     assert [f["test"] for f in payload["folds"]] == folds
     assert not [p for p in path.parent.iterdir() if p.name != "folds.json"], "no temporary file left"
-    (tmp_path / "bad.json").write_text("{}")
+    path.write_text("{}")
     with pytest.raises(FerattError, match="not a feratt folds file"):
-        read_folds(tmp_path / "bad.json")
+        run.folds()
 
 
 def test_render_folds_are_the_folds_of_the_renders_subjects(render):

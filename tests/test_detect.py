@@ -5,8 +5,8 @@ import pytest
 from model_helpers import group_scene
 from skimage import data
 
+from feratt.config.framing import Framing
 from feratt.datasets import align
-from feratt.datasets.bank import BankOptions, crop_face
 from feratt.datasets.detect import (
     DetectorSettings,
     FaceBox,
@@ -17,9 +17,9 @@ from feratt.datasets.detect import (
     skin_fraction,
     suppress,
 )
+from feratt.datasets.faces import BankOptions, crop_face
 from feratt.datasets.records import FaceRecord
 from feratt.errors import FerattError
-from feratt.framing import Framing
 from feratt.inference.crops import bank_crop, frame_detection
 from feratt.inference.scenes import astronaut_portrait, compose, demo_portrait, matches
 

@@ -7,11 +7,11 @@ import pytest
 from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from PIL import Image
 
+from feratt.artifacts.render import RenderSet
 from feratt.errors import FerattError
 from feratt.experiments.embed import embed, stratified_subsample
 from feratt.experiments.evaluate import run_model, synthetic_loader
 from feratt.training.checkpoints import load_trained
-from feratt.training.data import read_render_index
 from feratt.training.folds import make_folds, split_fold
 from feratt.training.metrics import knn_accuracy
 
@@ -46,8 +46,8 @@ def test_embed_writes_the_test_embeddings(runs, embedded):
     np.testing.assert_array_equal(data["predictions"], data["logits"].argmax(1))
     trained = load_trained(runs["feratt-rep-cls"])
     assert data["classes"].tolist() == trained.classes
-    index = read_render_index(runs["render"])
-    split = split_fold(make_folds(sorted(index["subjects"]), 2, 0), 0, 1, 0)
+    index = RenderSet.open(runs["render"])
+    split = split_fold(make_folds(sorted(index.subjects), 2, 0), 0, 1, 0)
     test = run_model(trained, synthetic_loader(runs["render"], split.test, 100, 0, True))
     np.testing.assert_array_equal(data["labels"], test.labels)
     np.testing.assert_allclose(data["embeddings"], test.embeddings, rtol=0, atol=1e-6)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, hashes, render_tiny, run
 
+from feratt.artifacts.run import FoldFolder
 from feratt.config.training import TrainConfig
-from feratt.training.checkpoints import read_metrics
 from feratt.training.loop import train
 from feratt.training.schedule import epoch_lr
 
@@ -48,12 +48,12 @@ def _copy(finished: Path, tmp_path: Path) -> Path:
 
 def test_a_cosine_run_extended_once_continues_on_the_longer_schedule(render, finished, tmp_path):
     run_dir = _copy(finished, tmp_path)
-    before = read_metrics(run_dir / "fold-0")
+    before = FoldFolder(run_dir / "fold-0").records()
     extended = replace(COSINE, epochs=5)
     lines: list[str] = []
     train(render, run_dir, extended, device="cpu", resume=True, log=lines.append)
     assert "fold 0: resumed after epoch 1" in lines
-    records = read_metrics(run_dir / "fold-0")
+    records = FoldFolder(run_dir / "fold-0").records()
     assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4]
     assert records[:2] == before  # the trained epochs are kept as they were
     # Epochs 0-1 trained on the 2-epoch cosine; from epoch 2 the rate follows the 5-epoch one.
@@ -75,7 +75,7 @@ def test_each_extension_is_recorded_and_the_settings_still_bind(render, finished
     train(render, run_dir, replace(COSINE, epochs=4), device="cpu", resume=True)
     saved = json.loads((run_dir / "config.json").read_text())
     assert [(r["epochs_before"], r["epochs"]) for r in saved["extensions"]] == [(2, 3), (3, 4)]
-    assert [r["epoch"] for r in read_metrics(run_dir / "fold-0")] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in FoldFolder(run_dir / "fold-0").records()] == [0, 1, 2, 3]
     # A resume at the run's own length does nothing, and changes no file.
     before = hashes(run_dir)
     train(render, run_dir, replace(COSINE, epochs=4), device="cpu", resume=True)
@@ -93,7 +93,7 @@ def test_resume_takes_the_runs_own_settings_for_the_options_not_given(render, fi
     assert "fold 0: resumed after epoch 1" in result.output
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["method"], saved["lr"], saved["batch_size"], saved["epochs"]) == ("baseline", 1e-3, 8, 3)
-    assert [r["epoch"] for r in read_metrics(run_dir / "fold-0")] == [0, 1, 2]
+    assert [r["epoch"] for r in FoldFolder(run_dir / "fold-0").records()] == [0, 1, 2]
 
 
 def test_options_that_do_not_change_what_is_learnt_may_differ_on_resume(render, finished, tmp_path):
@@ -103,7 +103,7 @@ def test_options_that_do_not_change_what_is_learnt_may_differ_on_resume(render, 
         "--test-every", 2, "--no-verify", "--deterministic", "--no-channels-last",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert [r["epoch"] for r in read_metrics(run_dir / "fold-0")] == [0, 1, 2]
+    assert [r["epoch"] for r in FoldFolder(run_dir / "fold-0").records()] == [0, 1, 2]
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["test_every"], saved["verify"], saved["deterministic"]) == (1, True, False)
 

@@ -13,10 +13,9 @@ from cli_helpers import assert_user_error, run
 from PIL import Image
 from skimage import data
 
-from feratt.datasets.bank import read_bank
-from feratt.datasets.build import build_bank
+from feratt.artifacts.bank import FaceBank, safe_text
+from feratt.datasets.bank import build_bank
 from feratt.datasets.imageio import read_image
-from feratt.datasets.records import safe_text
 from feratt.errors import BadInputFile, FerattError
 
 #: The astronaut's head, a face the cascade finds.
@@ -44,7 +43,7 @@ def test_a_1x1_image_is_skipped_with_its_reason(tmp_path):
     dot = root / "happy" / "s2_dot.png"
     assert f"  {dot}: too small to hold a face: 1x1 px, the shorter side is under 32 px" in result.output
     assert "200x20 px" in result.output
-    assert read_bank(tmp_path / "b.h5").subjects == ["s1"]
+    assert FaceBank.open(tmp_path / "b.h5").subjects == ["s1"]
 
 
 def test_min_side_is_an_option(tmp_path):
@@ -82,7 +81,7 @@ def test_a_decompression_bomb_is_skipped_with_its_reason(tmp_path):
         result = run("faces", root, "--out", tmp_path / "b.h5", "--jobs", 1)
     assert result.exit_code == 0, result.output
     assert f"  {bomb}: too large to decode safely: Image size (900000000 pixels) exceeds" in result.output
-    assert read_bank(tmp_path / "b.h5").subjects == ["s1"]
+    assert FaceBank.open(tmp_path / "b.h5").subjects == ["s1"]
 
 
 def test_an_image_over_the_warning_limit_is_skipped_too(tmp_path, monkeypatch):
@@ -127,7 +126,7 @@ def test_a_file_name_that_is_not_utf8_is_recorded_escaped(tmp_path):
     escaped = f"{root / 'happy'}/\\xffbad.png"
     result = build_bank(source=root, out=tmp_path / "b.h5", jobs=1)
     assert [s.path for s in result.skipped] == [f"{root / 'happy'}/tiny\\xfe.png"]
-    bank = read_bank(tmp_path / "b.h5")
+    bank = FaceBank.open(tmp_path / "b.h5")
     assert sorted(zip(bank.subjects, bank.sources, strict=True)) == [
         ("\\xffbad", escaped),
         ("s1", str(root / "happy" / "s1_ok.png")),
@@ -136,7 +135,7 @@ def test_a_file_name_that_is_not_utf8_is_recorded_escaped(tmp_path):
     assert cli.exit_code == 0, cli.output
     assert "faces per subject (2 subjects):\n  \\xffbad 1, s1 1" in cli.output
     assert f"  {root / 'happy'}/tiny\\xfe.png: too small" in cli.output
-    assert read_bank(tmp_path / "c.h5").attrs["content_sha256"] == result.checksum
+    assert FaceBank.open(tmp_path / "c.h5").checksum == result.checksum
 
 
 def test_safe_text_keeps_utf8_and_escapes_the_rest():
@@ -177,8 +176,8 @@ def test_decoder_warnings_become_notes_not_stderr(tmp_path):
     assert "Warning" not in done.stderr and "warn" not in done.stderr, done.stderr
     note = f"{tiff}: decoder warning: Tag data larger than file. Skipping tag 270"
     assert f"note: {note}\n" in done.stdout
-    bank = read_bank(tmp_path / "b.h5")
-    assert json.loads(bank.attrs["notes"]) == [note] and len(bank) == 2
+    bank = FaceBank.open(tmp_path / "b.h5")
+    assert bank.header.notes == (note,) and len(bank) == 2
 
 
 def test_a_warning_joins_the_reason_of_a_skipped_image(tmp_path):
@@ -192,7 +191,7 @@ def test_a_warning_joins_the_reason_of_a_skipped_image(tmp_path):
 
 _LARGE_FACE_CHILD = """
 import json, resource, sys, time
-from feratt.datasets.build import build_bank
+from feratt.datasets.bank import build_bank
 start = time.perf_counter()
 result = build_bank(source=sys.argv[1], out=sys.argv[2], jobs=1)
 seconds = time.perf_counter() - start
@@ -219,7 +218,7 @@ def test_a_6000_px_face_finishes_in_bounded_time_and_memory(tmp_path):
     assert measured["methods"] == {"grabcut": 1}
     # OpenCV's buffers are invisible to tracemalloc; the child's peak resident set size counts them.
     assert measured["seconds"] < 30 and measured["peak"] < 2 << 30, measured
-    assert (read_bank(tmp_path / "b.h5").masks[0] > 0).mean() > 0.2
+    assert (FaceBank.open(tmp_path / "b.h5").masks[0] > 0).mean() > 0.2
 
 
 def test_a_second_writer_of_one_bank_is_refused(tmp_path):
@@ -272,7 +271,7 @@ class _DiskFillsUp:
 
 def _fill_disk_after(monkeypatch, budget: int) -> list[_DiskFillsUp]:
     """Make every bank written from now on fail with ENOSPC after `budget` bytes; the files, to inspect."""
-    from feratt.datasets import bank as bank_module
+    from feratt.artifacts import bank as bank_module
 
     files = []
     sink_init = bank_module._StopAtFirstError.__init__
@@ -307,18 +306,18 @@ def test_a_full_disk_stops_the_bank_at_the_first_error(tmp_path, monkeypatch, ex
 
 
 def test_an_os_error_while_writing_a_face_names_the_bank(tmp_path, monkeypatch):
-    from feratt.datasets import bank as bank_module
+    from feratt.artifacts import bank as bank_module
 
     calls = []
-    append = bank_module._append_face
+    append = bank_module.BankWriter.add
 
-    def failing(images, masks, face):
+    def failing(writer, face):
         calls.append(face)
         if len(calls) == 2:
             raise OSError(errno.EIO, "Input/output error", str(tmp_path / "b.h5"))
-        append(images, masks, face)
+        append(writer, face)
 
-    monkeypatch.setattr(bank_module, "_append_face", failing)
+    monkeypatch.setattr(bank_module.BankWriter, "add", failing)
     result = run("faces", "builtin:demo", "--out", tmp_path / "b.h5", "--demo-subjects", 2, "--jobs", 1)
     assert_user_error(result, f"Error: {tmp_path / 'b.h5'}: Input/output error; no face bank was written")
     assert len(calls) == 2 and sorted(p.name for p in tmp_path.iterdir()) == [".b.h5.lock"]

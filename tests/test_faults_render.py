@@ -279,7 +279,7 @@ def test_noise_into_a_held_folder_is_refused_before_scoring(reference, tmp_path)
 def test_a_full_disk_ends_the_render_with_one_line_and_a_rerun_resumes(
     inputs, reference, tmp_path, monkeypatch
 ):
-    import feratt.renderer.render as render_module
+    import feratt.renderer.engine as render_module
 
     real_write = render_module.write_shard
     written: list[Path] = []

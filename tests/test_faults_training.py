@@ -17,7 +17,8 @@ import pytest
 import torch
 from cli_helpers import assert_user_error, hashes, render_tiny, run
 
-from feratt.training.checkpoints import read_checkpoint
+from feratt.artifacts.checkpoint import Checkpoint
+from feratt.artifacts.run import FoldFolder
 
 
 class _Planted:
@@ -60,7 +61,7 @@ def test_a_checkpoint_holds_only_plain_data_and_loads_with_weights_only(trained)
         path = trained / "fold-0" / name
         state = torch.load(path, map_location="cpu", weights_only=True)
         assert isinstance(state["best_accuracy"], float) and isinstance(state["rng"]["torch"], torch.Tensor)
-        assert read_checkpoint(path)["method"] == "baseline"
+        assert Checkpoint.load(path).method == "baseline"
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate", "noise", "embed", "train --resume"])
@@ -91,7 +92,7 @@ def test_a_checkpoint_of_the_wrong_shape_is_refused_in_one_line(trained, tmp_pat
     for broken in ({**state, "method": 5}, {**state, "model": {"w": "x"}}, {**state, "classes": [1, 2]}):
         torch.save(broken, tmp_path / "broken.pt")
         with pytest.raises(FerattError, match="not a valid feratt checkpoint"):
-            read_checkpoint(tmp_path / "broken.pt")
+            Checkpoint.load(tmp_path / "broken.pt")
     (tmp_path / "short.pt").write_bytes((trained / "fold-0" / "best.pt").read_bytes()[:100])
     assert_user_error(
         run("predict", tmp_path / "short.pt", trained / "config.json"), "cannot read checkpoint"
@@ -223,8 +224,9 @@ def test_a_second_writer_of_a_fold_is_refused_while_other_folds_train(render, tm
 
 
 def test_the_run_level_lock_waits_for_a_short_holder(tmp_path, monkeypatch):
+    from feratt.artifacts import run as runfolder
+    from feratt.artifacts.run import RunFolder
     from feratt.errors import FerattError
-    from feratt.training import runfolder
 
     holder = subprocess.Popen(
         [
@@ -238,10 +240,10 @@ def test_the_run_level_lock_waits_for_a_short_holder(tmp_path, monkeypatch):
     assert holder.stdout.readline().strip() == "held"
     started = time.monotonic()
     monkeypatch.setattr(runfolder, "RUN_LOCK_WAIT_S", 0.2)
-    with pytest.raises(FerattError, match=f"pid {holder.pid} on "), runfolder._run_lock(tmp_path):
+    with pytest.raises(FerattError, match=f"pid {holder.pid} on "), RunFolder(tmp_path)._run_lock():
         pass
     monkeypatch.setattr(runfolder, "RUN_LOCK_WAIT_S", 30.0)
-    with runfolder._run_lock(tmp_path):
+    with RunFolder(tmp_path)._run_lock():
         assert time.monotonic() - started > 0.9  # it waited for the holder to let go
     holder.wait()
 
@@ -292,7 +294,7 @@ def _full_disk() -> OSError:
 
 
 def test_a_full_disk_at_a_checkpoint_keeps_the_previous_ones(render, tmp_path, monkeypatch):
-    from feratt.training import checkpoints
+    from feratt.artifacts import checkpoint as checkpoints
 
     run_dir = tmp_path / "run"
     fold_dir = run_dir / "fold-0"
@@ -315,17 +317,17 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_previous_ones(render, tmp_path, m
     assert "checkpoints of epoch 0, and resume continues from there" in error_lines(result)[0]
     assert len(error_lines(result)) == 1 and "Traceback" not in result.output
     assert {"best.pt", "last.pt"} <= set(seen) and hashes(fold_dir) == seen
-    assert [record["epoch"] for record in checkpoints.read_metrics(fold_dir)] == [0, 1]
+    assert [record["epoch"] for record in FoldFolder(fold_dir).records()] == [0, 1]
     monkeypatch.setattr(checkpoints, "atomic_write_bytes", real_write)
     resumed = run(*train_args(render, run_dir, "--epochs", 2, "--resume"))
     assert resumed.exit_code == 0 and "fold 0: resumed after epoch 0" in resumed.output, resumed.output
-    assert [record["epoch"] for record in checkpoints.read_metrics(fold_dir)] == [0, 1]
+    assert [record["epoch"] for record in FoldFolder(fold_dir).records()] == [0, 1]
 
 
 def test_a_full_disk_at_the_metrics_log_leaves_no_half_line(render, tmp_path, monkeypatch):
     import builtins
 
-    from feratt.training import checkpoints
+    from feratt.artifacts import run as checkpoints
 
     run_dir = tmp_path / "run"
     metrics = run_dir / "fold-0" / "metrics.jsonl"
@@ -394,5 +396,5 @@ def test_a_really_full_disk_keeps_the_previous_checkpoints(render, trained, tmp_
     fold = mount / "run" / "fold-0"
     assert errors[0].startswith((f"Error: {fold / 'best.pt'}:", f"Error: {fold / 'last.pt'}:")), errors[0]
     for name in ("best.pt", "last.pt"):
-        assert read_checkpoint(copy / "fold-0" / name)["epoch"] == 0
+        assert Checkpoint.load(copy / "fold-0" / name).epoch == 0
     assert not [p.name for p in (copy / "fold-0").iterdir() if ".tmp" in p.name]

@@ -9,11 +9,13 @@ import pytest
 import torch
 from cli_helpers import render_tiny
 
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.run import STRIP_FILE, FoldFolder
+from feratt.codec import encode
 from feratt.config.training import TrainConfig
 from feratt.experiments.curves import mean_curves
 from feratt.experiments.experiment import ExperimentRequest, run_experiment
 from feratt.training.attention import (
-    STRIP_FILE,
     STRIP_SAMPLES,
     AttentionStrip,
     AttentionSums,
@@ -23,8 +25,6 @@ from feratt.training.attention import (
     strip_epochs,
     strip_images,
 )
-from feratt.training.checkpoints import read_metrics
-from feratt.training.data import read_render_index
 from feratt.training.loop import train
 from feratt.training.methods import build_model
 from feratt.training.models.feratt import Reconstruction
@@ -98,7 +98,7 @@ def test_the_gate_of_several_channels_is_the_mean_of_their_sigmoids():
 def test_metrics_log_attention_scores_of_feratt_methods_only(render, tmp_path, method):
     run_dir = tmp_path / "run"
     train(render, run_dir, TINY, method=method, epochs=1, device="cpu")
-    (record,) = read_metrics(run_dir / "fold-0")
+    (record,) = FoldFolder(run_dir / "fold-0").records()
     for part in ("train", "validation", "test"):
         keys = {key for key in record[part] if key.startswith("att_")}
         if method == "baseline":
@@ -146,12 +146,12 @@ def test_experiment_report_draws_learning_curves_and_the_attention_strip(render,
 
 
 def test_strip_resumes_keeping_the_epochs_before_the_restart(render, tmp_path):
-    config = TrainConfig(**{**TINY.to_dict(), "method": "feratt-cls", "epochs": 4}).resolved()
-    index = read_render_index(render)
-    subjects = sorted(index["subjects"])[:2]
+    config = TrainConfig(**{**encode(TINY), "method": "feratt-cls", "epochs": 4}).resolved()
+    index = RenderSet.open(render)
+    subjects = sorted(index.subjects)[:2]
     cpu = torch.device("cpu")
     assert AttentionStrip.open(tmp_path, render, subjects, replace(config, method="baseline"), cpu) is None
-    model = build_model(config, len(index["classes"])).train()
+    model = build_model(config, len(index.classes)).train()
     strip = AttentionStrip.open(tmp_path, render, subjects, config, cpu)
     for epoch in range(3):
         strip.record(model, epoch)

@@ -9,12 +9,12 @@ import pytest
 from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from PIL import Image
 
+from feratt.artifacts.render import RenderSet
 from feratt.errors import FerattError
 from feratt.experiments import evaluate as evaluate_module
 from feratt.experiments.evaluate import Noise, add_noise, fold_test_subjects, run_model, synthetic_loader
 from feratt.experiments.noise import noise_robustness
 from feratt.training.checkpoints import load_trained
-from feratt.training.data import read_render_index
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def noise_out(runs):
 
 def _split(runs, method, fold=0, batch_size=16):
     trained = load_trained(runs[method], fold)
-    index = read_render_index(runs["render"])
+    index = RenderSet.open(runs["render"])
     loader = synthetic_loader(runs["render"], fold_test_subjects(trained, index), batch_size, 0, True)
     return trained, loader
 

@@ -13,6 +13,7 @@ pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'feratt[onnx]')")
 pytest.importorskip("onnxscript", reason="the onnx extra is not installed (pip install 'feratt[onnx]')")
 
+from feratt.codec import encode
 from feratt.inference.backends import open_model
 from feratt.inference.export import export_onnx
 from feratt.inference.predict import predict
@@ -74,7 +75,7 @@ def test_the_model_carries_what_inference_needs(exported):
     ]
     assert json.loads(meta["input_size"]) == 64
     assert json.loads(meta["mean"]) == [0.0, 0.0, 0.0] and json.loads(meta["std"]) == [1.0, 1.0, 1.0]
-    assert json.loads(meta["framing"]) == DEMO_FRAMING.to_dict()
+    assert json.loads(meta["framing"]) == encode(DEMO_FRAMING)
     assert [o.name for o in model.graph.output] == ["logits", "attention"]
     [image] = model.graph.input
     batch = image.type.tensor_type.shape.dim[0]
@@ -155,6 +156,6 @@ def test_an_old_checkpoint_exports_with_the_default_framing_and_a_warning(tmp_pa
     result = run("export", old, tmp_path / "old.onnx")
     assert result.exit_code == 0, result.output
     assert "warning: " in result.output and "assuming the face bank's defaults" in result.output
-    assert open_model(tmp_path / "old.onnx").framing.to_dict() == {
+    assert encode(open_model(tmp_path / "old.onnx").framing) == {
         "bank_size": 160, "bank_margin": 0.2, "size": 64, "fit_mask": None, "grey": False,
     }  # fmt: skip

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,9 +12,10 @@ from cli_helpers import assert_user_error, run, write_demo_bank
 from model_helpers import DEMO_FRAMING, group_scene, untrained_checkpoint, write_rgb
 from skimage import data
 
+from feratt.codec import encode
+from feratt.config.framing import Framing
 from feratt.datasets.detect import find_faces
 from feratt.errors import FerattError
-from feratt.framing import Framing
 from feratt.inference.backends import open_model
 from feratt.inference.crops import frame_detection, model_input
 from feratt.inference.predict import predict
@@ -51,7 +53,7 @@ def test_every_face_of_a_group_photo_is_framed_and_classified(models, photos):
     got = np.array([list(p.probabilities.values()) for p in result.predictions])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert len({p.label for p in result.predictions}) >= 1 and got.max() > 0.5  # far from uniform
-    assert result.framing == DEMO_FRAMING.to_dict() and result.no_face == []
+    assert result.framing == encode(DEMO_FRAMING) and result.no_face == []
 
 
 def test_table_and_json_name_each_face(models, photos):
@@ -131,7 +133,11 @@ def test_an_old_checkpoint_falls_back_to_the_bank_defaults_with_a_warning(models
     assert "warning: " in text.output and "assuming the face bank's defaults" in text.output
     render = tmp_path / "render"
     render.mkdir()
-    (render / "index.json").write_text(json.dumps({"render_config": {"size": 64, "fit_mask": 0.05}}))
+    legacy_index = Path(__file__).parent / "data" / "legacy-0.1.0" / "render" / "index.json"
+    legacy = json.loads(legacy_index.read_text())
+    del legacy["framing"]  # as a render indexed before the framing record existed
+    legacy["render_config"].update(size=64, fit_mask=0.05)
+    (render / "index.json").write_text(json.dumps(legacy))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         framed = open_model(models["old"], device="cpu", render=render)
@@ -161,8 +167,8 @@ def test_an_unreadable_image_is_one_clear_line(models, tmp_path):
 def test_training_records_the_framing_in_every_checkpoint(tmp_path):
     from cli_helpers import render_tiny, train_tiny
 
+    from feratt.artifacts.checkpoint import Checkpoint
     from feratt.jsonfile import read_json
-    from feratt.training.checkpoints import read_checkpoint
 
     render = render_tiny(tmp_path, config={"fit_mask": 0.05})
     index = read_json(render / "index.json")
@@ -171,8 +177,9 @@ def test_training_records_the_framing_in_every_checkpoint(tmp_path):
     }  # fmt: skip
     run_dir = train_tiny(render, tmp_path / "run", "baseline")
     for name in ("best.pt", "last.pt"):
-        state = read_checkpoint(run_dir / "fold-0" / name)
-        assert state["framing"] == Framing(bank_size=96, size=64, fit_mask=0.05).to_dict()
+        assert Checkpoint.load(run_dir / "fold-0" / name).framing == Framing(
+            bank_size=96, size=64, fit_mask=0.05
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning: the checkpoint says how it was framed
         assert open_model(run_dir, device="cpu").framing == Framing(bank_size=96, size=64, fit_mask=0.05)
@@ -183,15 +190,17 @@ def test_an_experiment_bound_to_a_render_indexed_before_the_framing_record_still
     from feratt.jsonfile import write_json
 
     index = {
+        "schema_version": 1,
         "classes": ["a", "b"],
         "subjects": {"D01": 4},
         "bank_sha256": "b" * 64,
         "config_sha256": "c" * 64,
-        "totals": {"samples": 4},
+        "totals": {"samples": 4, "shards": 1, "subjects": 1, "class_counts": {"a": 2, "b": 2}},
     }
     write_json(tmp_path / "index.json", index)
     before = data_checksums(tmp_path)
-    write_json(tmp_path / "index.json", {**index, "framing": Framing(size=64).to_dict()})
+    write_json(tmp_path / "index.json", {**index, "framing": encode(Framing(size=64))})
     assert data_checksums(tmp_path) == before
-    write_json(tmp_path / "index.json", {**index, "totals": {"samples": 5}, "framing": {}})
+    totals = {**index["totals"], "samples": 5}
+    write_json(tmp_path / "index.json", {**index, "totals": totals, "framing": encode(Framing(size=64))})
     assert data_checksums(tmp_path)["index_sha256"] != before["index_sha256"]

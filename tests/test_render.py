@@ -19,15 +19,8 @@ from fixture_trees import make_coco_tree
 from feratt.config.rendering import GeometryConfig, RenderConfig, preset_config
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json
-from feratt.renderer.api import (
-    BackgroundSource,
-    RenderRequest,
-    index_render,
-    inspect_render,
-    render,
-    save_sample_sheet,
-    verify_render,
-)
+from feratt.renderer.inspect import inspect_render, save_sample_sheet, verify_render
+from feratt.renderer.render import BackgroundSource, RenderRequest, index_render, render
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from feratt.manifests.shards import ShardData, file_sha256, write_shard
+from feratt.artifacts.shard import ShardData, file_sha256, write_shard
 
 
 def _data(n=5, size=16, seed=0):

@@ -17,10 +17,13 @@ import torch
 from cli_helpers import assert_user_error, render_tiny, run
 from click.testing import CliRunner
 
+from feratt.artifacts.checkpoint import Checkpoint
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.run import FoldFolder, FoldResult
 from feratt.cli_options import train_config_from_cli, training_options
+from feratt.codec import encode
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
-from feratt.training.checkpoints import FoldResult, fold_finished, load_checkpoint, read_metrics
 from feratt.training.loop import TrainResult, train
 
 #: A cpu-small configuration for a 6-subject render: folds of 2 test subjects, 1 validation subject.
@@ -54,7 +57,7 @@ def test_train_writes_metrics_checkpoints_and_summary(render, tmp_path, method):
     folds = json.loads((run_dir / "folds.json").read_text())
     test_subjects = set(folds["folds"][0]["test"])
     assert len(test_subjects) == 2
-    lines = read_metrics(run_dir / "fold-0")
+    lines = FoldFolder(run_dir / "fold-0").records()
     assert [line["epoch"] for line in lines] == [0, 1]
     # 6 subjects: 2 test, 1 validation, 3 train; 28 samples a subject.
     assert lines[0]["train"]["samples"] == 84
@@ -73,15 +76,15 @@ def test_train_writes_metrics_checkpoints_and_summary(render, tmp_path, method):
     assert set(result.folds[0].test_subjects).isdisjoint(result.folds[0].validation_subjects)
     assert {"final", "best_on_validation"} <= set(result.aggregate)
     assert result.folds[0].final.confusion == lines[1]["test"]["confusion"]
-    assert json.loads((run_dir / "summary.json").read_text()) == result.to_dict()
+    assert json.loads((run_dir / "summary.json").read_text()) == encode(result)
     assert (run_dir / "fold-0" / "last.pt").is_file() and (run_dir / "fold-0" / "best.pt").is_file()
-    assert fold_finished(run_dir / "fold-0", 2) and not fold_finished(run_dir / "fold-0", 3)
+    assert FoldFolder(run_dir / "fold-0").finished(2) and not FoldFolder(run_dir / "fold-0").finished(3)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["in_size"] == 64 and config["method"] == method
 
 
 def test_real_test_scores_the_test_subjects_unrendered_faces(render, tmp_path):
-    from feratt.training.data import normalise_batch, prepare_inputs, read_render_index
+    from feratt.training.data import normalise_batch, prepare_inputs
     from feratt.training.methods import build_model
     from feratt.training.metrics import MetricAccumulator
     from feratt.training.realtest import load_real_faces
@@ -92,38 +95,46 @@ def test_real_test_scores_the_test_subjects_unrendered_faces(render, tmp_path):
     result = train_tiny(render, run_dir, log, method="baseline", real_test=str(bank))
     assert "fold 0: real test on 14 unrendered faces of the test subjects" in log
     test_subjects = json.loads((run_dir / "folds.json").read_text())["folds"][0]["test"]
-    lines = read_metrics(run_dir / "fold-0")
+    lines = FoldFolder(run_dir / "fold-0").records()
     assert all(line["real_test"]["samples"] == 14 for line in lines)  # 2 subjects x 7 classes
     # The logged figures are the last checkpoint's predictions on exactly those faces.
-    faces, notes = load_real_faces(bank, test_subjects, read_render_index(render))
+    faces, notes = load_real_faces(bank, test_subjects, RenderSet.open(render))
     assert notes == [] and set(faces.subjects) == set(test_subjects) and len(faces) == 14
-    state = load_checkpoint(run_dir / "fold-0" / "last.pt", "baseline", 7)
-    config = TrainConfig.from_dict(state["config"])
-    model = build_model(config, 7)
-    model.load_state_dict(state["model"])
+    checkpoint = Checkpoint.load(run_dir / "fold-0" / "last.pt")
+    assert (checkpoint.method, checkpoint.num_classes) == ("baseline", 7)
+    model = build_model(checkpoint.config, 7)
+    model.load_state_dict(checkpoint.model)
     model.eval()
     confusion = MetricAccumulator(7)
     with torch.no_grad():
         for raw in faces.batches(16):
             batch = normalise_batch(raw, "cpu")
-            confusion.update(batch["label"], model(prepare_inputs(batch, config)[0]).logits)
+            confusion.update(batch["label"], model(prepare_inputs(batch, checkpoint.config)[0]).logits)
     assert confusion.confusion().tolist() == lines[-1]["real_test"]["confusion"]
     assert result.folds[0].real_final.confusion == confusion.confusion().tolist()
     assert {"real_final", "real_best_on_validation"} <= set(result.aggregate)
 
 
-def test_real_test_bank_must_match_the_render(render):
-    from feratt.training.data import read_render_index
+def _with_index(render, tmp_path, **changes):
+    """A copy of `render` whose index.json has `changes`."""
+    copy = tmp_path / f"copy-{len(list(tmp_path.iterdir()))}"
+    shutil.copytree(render, copy)
+    index = json.loads((copy / "index.json").read_text())
+    (copy / "index.json").write_text(json.dumps({**index, **changes}))
+    return RenderSet.open(copy)
+
+
+def test_real_test_bank_must_match_the_render(render, tmp_path):
     from feratt.training.realtest import load_real_faces
 
     bank = render.parent / "bank.h5"
-    index = read_render_index(render)
+    index = RenderSet.open(render)
     with pytest.raises(FerattError, match="has no faces of the test subjects") as caught:
         load_real_faces(bank, ["X99"], index)
     assert caught.value.field == "real_test"
     with pytest.raises(FerattError, match="has classes"):
-        load_real_faces(bank, ["D01"], {**index, "classes": index["classes"][::-1]})
-    _, notes = load_real_faces(bank, ["D01"], {**index, "bank_sha256": "0" * 64})
+        load_real_faces(bank, ["D01"], _with_index(render, tmp_path, classes=list(index.classes[::-1])))
+    _, notes = load_real_faces(bank, ["D01"], _with_index(render, tmp_path, bank_sha256="0" * 64))
     assert notes == [f"the real-test bank {bank} is not the bank the render was made from"]
 
 
@@ -164,7 +175,7 @@ def test_killed_run_resumes_to_the_same_weights(render, tmp_path):
     assert expected.keys() == again.keys()
     for key in expected:
         torch.testing.assert_close(expected[key], again[key], rtol=0, atol=0, msg=key)
-    assert [line["epoch"] for line in read_metrics(resumed / "fold-0")] == [0, 1, 2]
+    assert [line["epoch"] for line in FoldFolder(resumed / "fold-0").records()] == [0, 1, 2]
 
 
 @pytest.mark.slow
@@ -178,7 +189,7 @@ def test_ddp_with_gloo_matches_single_process_sample_count(render, tmp_path):
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    one, two = read_metrics(single / "fold-0")[0], read_metrics(ddp / "fold-0")[0]
+    one, two = FoldFolder(single / "fold-0").records()[0], FoldFolder(ddp / "fold-0").records()[0]
     for part in ("train", "validation", "test"):
         assert two[part]["samples"] == one[part]["samples"], part
     assert (ddp / "summary.json").is_file()
@@ -189,7 +200,7 @@ def test_class_means_reaches_the_loss_and_is_saved(render, tmp_path):
 
     run_dir = tmp_path / "run"
     train_tiny(render, run_dir, method="feratt-rep-cls", epochs=1, max_batches=1, class_means="leave-one-out")
-    saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    saved = TrainConfig.from_options(json.loads((run_dir / "config.json").read_text()))
     assert saved.class_means == "leave-one-out"
     assert loss_config(saved).class_means == "leave-one-out"
     assert loss_config(TrainConfig()).class_means == "batch"
@@ -221,7 +232,8 @@ def test_bad_inputs_are_errors_naming_their_field(render, tmp_path):
         train(render, run_dir, TINY, resume=True, device="cpu", method="feratt-cls")
     assert caught.value.field == "method"
     with pytest.raises(FerattError, match="is for baseline"):
-        load_checkpoint(run_dir / "fold-0" / "last.pt", "feratt-cls", 7)
+        last = run_dir / "fold-0" / "last.pt"
+        Checkpoint.load(last).check_matches(last, "feratt-cls", 7)
 
 
 def test_train_prints_each_epoch_and_the_aggregate(render, tmp_path):
@@ -249,7 +261,7 @@ def test_train_errors_are_one_line_naming_the_option(render, tmp_path):
 @training_options
 @click.pass_context
 def _config_command(ctx, config_file, **options):
-    click.echo(json.dumps(train_config_from_cli(ctx, config_file, options).to_dict()))
+    click.echo(json.dumps(encode(train_config_from_cli(ctx, config_file, options))))
 
 
 def test_options_override_the_config_file_which_overrides_the_defaults(tmp_path):
@@ -259,7 +271,7 @@ def test_options_override_the_config_file_which_overrides_the_defaults(tmp_path)
     )
     result = CliRunner().invoke(_config_command, ["--config", str(path), "--epochs", "3", "--lr", "0.5"])
     assert result.exit_code == 0, result.output
-    config = TrainConfig.from_dict(json.loads(result.output))
+    config = TrainConfig.from_options(json.loads(result.output))
     assert (config.epochs, config.batch_size, config.lr, config.noise_sigma) == (3, 7, 0.5, (0.1, 0.2))
     assert (config.in_size, config.width, config.seed) == (64, 0.25, 0)
     bad = CliRunner().invoke(_config_command, ["--noise-sigma", "0.3"])
@@ -277,14 +289,14 @@ def test_devices_are_resolved_in_the_library():
 
 
 def test_checkpoints_and_metrics_of_a_run_folder(tmp_path):
-    from feratt.training.checkpoints import find_checkpoint, fold_summary, run_checkpoints
-    from feratt.training.folds import FoldSplit
+    from feratt.artifacts.run import RunFolder
+    from feratt.training.checkpoints import find_checkpoint
 
     for fold in (0, 2, 10):
         (tmp_path / f"fold-{fold}").mkdir()
         (tmp_path / f"fold-{fold}" / "best.pt").touch()
     (tmp_path / "fold-x").mkdir()
-    assert [p.parent.name for p in run_checkpoints(tmp_path)] == ["fold-0", "fold-2", "fold-10"]
+    assert RunFolder(tmp_path).folds_present() == [0, 2, 10]
     assert find_checkpoint(tmp_path, fold=2) == tmp_path / "fold-2" / "best.pt"
     assert find_checkpoint(tmp_path / "fold-10") == tmp_path / "fold-10" / "best.pt"
     with pytest.raises(FerattError, match="holds several folds") as caught:
@@ -299,10 +311,10 @@ def test_checkpoints_and_metrics_of_a_run_folder(tmp_path):
         {"epoch": 1, "validation": {"accuracy": 0.8}, "test": scores},
     ]
     (fold_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert read_metrics(fold_dir) == records and read_metrics(tmp_path / "fold-2") == []
-    assert fold_finished(fold_dir, 2) and not fold_finished(fold_dir, 3)
-    assert not fold_finished(tmp_path / "fold-2", 1)
-    summary = fold_summary(fold_dir, FoldSplit(0, ["A"], ["B"], ["C"])).to_dict()
+    assert FoldFolder(fold_dir).records() == records and FoldFolder(tmp_path / "fold-2").records() == []
+    assert FoldFolder(fold_dir).finished(2) and not FoldFolder(fold_dir).finished(3)
+    assert not FoldFolder(tmp_path / "fold-2").finished(1)
+    summary = encode(FoldFolder(fold_dir).summary(0, ["A"], ["B"]))
     assert summary == {
         "fold": 0,
         "test_subjects": ["A"],

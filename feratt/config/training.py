@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from feratt.errors import FerattError
-from feratt.jsonfile import read_json
 
 #: Training options that may differ between the runs of one run folder, a resumed run included: they
 #: change how a run goes (loader workers, checks, logs, how often it tests, kernels), not what it learns.
@@ -24,8 +23,6 @@ PER_RUN_OPTIONS = (
     "channels_last",
     "deterministic",
 )
-#: The key of config.json that records each time a resumed run was given more epochs.
-EXTENSIONS_KEY = "extensions"
 
 #: Presets: the paper's configuration, and one narrow enough to train on a CPU in a few epochs. A preset
 #: may set any TrainConfig field; TrainConfig.from_options says which value wins.
@@ -249,28 +246,23 @@ class TrainConfig:
             width=self.width or preset["width"],
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON values (config.json)."""
-        data = dataclasses.asdict(self)
-        if data["noise_sigma"] is not None:
-            data["noise_sigma"] = list(data["noise_sigma"])
+    @staticmethod
+    def upgrade_record(data: dict[str, Any]) -> dict[str, Any]:
+        """A saved configuration of an older release in today's fields: `amp` was true or false."""
+        if isinstance(data.get("amp"), bool):
+            return {**data, "amp": "auto" if data["amp"] else "off"}
         return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """The config of `to_dict`'s values; fields left out take their defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FerattError(f"unknown training option(s) {', '.join(unknown)}")
-        return cls(**data)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> TrainConfig:
         """The config of the given `options`, the preset's settings filling the fields they leave out."""
         preset = options.get("preset", cls.preset)
         settings = TRAIN_PRESETS.get(preset, {}) if isinstance(preset, str) else {}
-        return cls.from_dict({**settings, **options})
+        data = {**settings, **options}
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise FerattError(f"unknown training option(s) {', '.join(unknown)}")
+        return cls(**data)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -302,37 +294,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 
-def read_run_config(path: str | Path) -> TrainConfig:
-    """The TrainConfig of a run folder's config.json; an option added since reads as its default."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise FerattError(f"{path} is not a feratt training configuration")
-    try:
-        return TrainConfig.from_dict({k: v for k, v in data.items() if k != EXTENSIONS_KEY})
-    except FerattError as exc:
-        raise FerattError(f"{path}: {exc}") from None
+def _fields(config: TrainConfig) -> dict[str, object]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
 def config_changes(config: TrainConfig, saved: TrainConfig) -> list[str]:
     """The fields, sorted, in which two configurations differ, per-run options aside."""
-    mine, theirs = config.to_dict(), saved.to_dict()
+    mine, theirs = _fields(config), _fields(saved)
     return sorted(k for k in mine if k not in PER_RUN_OPTIONS and mine[k] != theirs[k])
 
 
 def describe_changes(changes: list[str], config: TrainConfig, saved: TrainConfig) -> str:
     """The changed fields with the saved value and this one's, as "lr 0.0001 there, 0.001 here"."""
-    mine, theirs = config.to_dict(), saved.to_dict()
+    mine, theirs = _fields(config), _fields(saved)
     return "; ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in changes)
-
-
-def check_run_config(run_dir: Path, config: TrainConfig) -> None:
-    """Refuse to reuse a run folder trained with other settings than the experiment's."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return
-    changed = config_changes(config, read_run_config(path))
-    if changed:
-        raise FerattError(
-            f"{run_dir} was trained with other settings ({', '.join(changed)}); use another output folder",
-            field="out",
-        )

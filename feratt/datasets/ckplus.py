@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from feratt.artifacts.bank import Skipped
 from feratt.datasets.classes import CANONICAL_CLASSES
 from feratt.datasets.generic import finish_listing, read_class_folders, require_folder, visible_children
 from feratt.datasets.imageio import is_image_file
-from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions, Skipped
+from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions
 from feratt.errors import BadInputFile, FerattError
 
 #: The codes a CK+ emotion file holds, and the classes they stand for.

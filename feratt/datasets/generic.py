@@ -8,9 +8,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from feratt.artifacts.bank import Skipped
 from feratt.datasets.classes import canonical_name, ordered_classes
 from feratt.datasets.imageio import is_image_file
-from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions, Skipped
+from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions
 from feratt.errors import FerattError
 
 #: Names that operating systems and archivers leave behind; readers ignore them silently, like dot-files.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from feratt.artifacts.bank import Skipped
 from feratt.datasets.classes import SEVEN_CLASSES, expression_class
 from feratt.datasets.generic import finish_listing, require_folder, visible_children
 from feratt.datasets.imageio import is_image_file
-from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions, Skipped
+from feratt.datasets.records import FaceEntry, FaceListing, ReaderOptions
 
 #: JAFFE has no contempt: the canonical order without it, whichever classes occur.
 JAFFE_CLASSES: tuple[str, ...] = SEVEN_CLASSES

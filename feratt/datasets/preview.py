@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from feratt.datasets.bank import FaceBank
+from feratt.artifacts.bank import FaceBank
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _HEADER_WIDTH = 96

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from feratt.artifacts.bank import Skipped
 
 
 @dataclass(frozen=True)
@@ -33,27 +34,6 @@ class FaceRecord:
     landmarks: np.ndarray | None = None
     conversion: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def safe_text(text: str) -> str:
-    """`text` as valid UTF-8: the bytes of a file name that is not UTF-8 become backslash escapes."""
-    try:
-        raw = os.fsencode(text)
-    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An input file that was not used, and why."""
-
-    path: str
-    reason: str
-
-    def safe(self) -> Skipped:
-        """This record with path and reason as valid UTF-8, fit for a bank's string tables."""
-        return Skipped(safe_text(self.path), safe_text(self.reason))
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from feratt.artifacts.run import STRIP_FILE, FoldFolder
 from feratt.experiments.tables import method_title
-from feratt.training.attention import STRIP_FILE
-from feratt.training.checkpoints import read_metrics
 
 #: The passes of an epoch record drawn as curves, one figure each.
 CURVE_PARTS: tuple[str, ...] = ("train", "validation", "test")
@@ -37,7 +36,7 @@ def mean_curves(folders: list[Path], part: str) -> tuple[list[int], dict[str, np
     keys that every such record has, are drawn.
     """
     runs = [
-        {int(record["epoch"]): record[part] for record in read_metrics(folder) if part in record}
+        {int(record["epoch"]): record[part] for record in FoldFolder(folder).records() if part in record}
         for folder in folders
     ]
     runs = [run for run in runs if run]

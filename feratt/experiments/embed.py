@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from feratt import __version__
+from feratt.artifacts.render import RenderSet
 from feratt.atomic import atomic_path
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import (
@@ -27,7 +28,6 @@ from feratt.jsonfile import write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.training.checkpoints import TrainedModel, load_trained
-from feratt.training.data import read_render_index
 from feratt.training.device import pick_device
 from feratt.training.methods import METHODS
 from feratt.training.metrics import knn_accuracy
@@ -204,7 +204,7 @@ def _write_embeddings(
 
 def _outputs(
     trained: TrainedModel,
-    shards: Path,
+    render: RenderSet,
     subjects: list[str],
     batch_size: int,
     workers: int,
@@ -212,7 +212,7 @@ def _outputs(
     progress: Progress | None,
 ) -> Outputs:
     """The model's outputs (with embeddings) on the rendered samples of `subjects`."""
-    loader = synthetic_loader(shards, subjects, batch_size, workers, True)
+    loader = synthetic_loader(render, subjects, batch_size, workers, True)
     return run_model(trained, loader, device, progress=progress)
 
 
@@ -240,14 +240,14 @@ def embed(
     shards = Path(shards)
     target = pick_device(device)
     trained = _feratt_model(run, fold, target)
-    index = read_render_index(shards)
-    check_render(trained, index, shards)
-    split = fold_split(trained, index)
+    render = RenderSet.open(shards)
+    check_render(trained, render)
+    split = fold_split(trained, render)
     out = Path(out) if out is not None else trained.checkpoint.parent / "embed"
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, what=f"the embed output folder {out}"):
-        test = _outputs(trained, shards, split.test, batch_size, workers, target, progress)
-        train = _outputs(trained, shards, split.train, batch_size, workers, target, progress)
+        test = _outputs(trained, render, split.test, batch_size, workers, target, progress)
+        train = _outputs(trained, render, split.train, batch_size, workers, target, progress)
         if test.embeddings is None or train.embeddings is None:
             raise FerattError(f"{trained.checkpoint} gave no embeddings: is it a FERAtt model?")
         knn = knn_accuracy(train.embeddings, train.labels, test.embeddings, test.labels, k=KNN_K)

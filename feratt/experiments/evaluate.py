@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 
+from feratt.artifacts.render import RenderSet
 from feratt.errors import FerattError
 from feratt.jsonfile import write_json
 from feratt.progress import Log, Progress, no_log
@@ -21,8 +22,6 @@ from feratt.training.data import (
     make_loader,
     normalise_batch,
     prepare_inputs,
-    read_render_index,
-    shards_for_subjects,
 )
 from feratt.training.device import SINGLE_PROCESS, Distributed, pick_device
 from feratt.training.folds import FoldSplit, make_folds, split_fold
@@ -183,29 +182,29 @@ class EvaluationResult:
         )
 
 
-def fold_split(trained: TrainedModel, render_index: dict[str, Any]) -> FoldSplit:
+def fold_split(trained: TrainedModel, render: RenderSet) -> FoldSplit:
     """The model's fold split, from the render's subjects and the run's fold settings."""
     config = trained.config
-    folds = make_folds(sorted(render_index["subjects"]), config.fold_size, config.seed)
+    folds = make_folds(sorted(render.subjects), config.fold_size, config.seed)
     return split_fold(folds, trained.fold, config.val_subjects, config.seed)
 
 
-def fold_test_subjects(trained: TrainedModel, render_index: dict[str, Any]) -> list[str]:
+def fold_test_subjects(trained: TrainedModel, render: RenderSet) -> list[str]:
     """The test subjects of the model's fold."""
-    return fold_split(trained, render_index).test
+    return fold_split(trained, render).test
 
 
-def check_render(trained: TrainedModel, render_index: dict[str, Any], shards: Path) -> None:
+def check_render(trained: TrainedModel, render: RenderSet) -> None:
     """Refuse a render whose classes differ from the model's."""
-    if list(render_index["classes"]) != trained.classes:
+    if list(render.classes) != trained.classes:
         raise FerattError(
-            f"{shards} has classes {', '.join(render_index['classes'])}; "
+            f"{render.path} has classes {', '.join(render.classes)}; "
             f"the model was trained on {', '.join(trained.classes)}"
         )
 
 
 def synthetic_loader(
-    shards: Path,
+    render: RenderSet,
     subjects: list[str],
     batch_size: int,
     workers: int,
@@ -214,7 +213,7 @@ def synthetic_loader(
 ):
     """The rendered samples of `subjects`, in a fixed order: all of them, or this rank's part of them."""
     stream = ShardStream(
-        shards_for_subjects(shards, subjects),
+        render.shards(subjects),
         shuffle=False,
         verify=verify,
         rank=place.rank,
@@ -224,9 +223,9 @@ def synthetic_loader(
     return make_loader(stream, batch_size, workers)
 
 
-def real_loader(bank: Path, subjects: list[str], render_index: dict[str, Any], batch_size: int):
+def real_loader(bank: Path, subjects: list[str], render: RenderSet, batch_size: int):
     """The face bank's faces of `subjects`, framed like the render's; and notes about the bank."""
-    faces, notes = load_real_faces(bank, subjects, render_index)
+    faces, notes = load_real_faces(bank, subjects, render)
     return RealTestLoader(faces, batch_size), notes
 
 
@@ -299,10 +298,10 @@ def evaluate_model(
 
     Under torchrun (`place`), each rank scores its part of every split and all get the summed metrics.
     """
-    index = read_render_index(shards)
-    check_render(trained, index, shards)
-    subjects = fold_test_subjects(trained, index)
-    loader = synthetic_loader(shards, subjects, batch_size, workers, verify, place)
+    render = RenderSet.open(shards)
+    check_render(trained, render)
+    subjects = fold_test_subjects(trained, render)
+    loader = synthetic_loader(render, subjects, batch_size, workers, verify, place)
     result = EvaluationResult(
         checkpoint=trained.checkpoint,
         method=trained.method,
@@ -313,7 +312,7 @@ def evaluate_model(
         synthetic=split_metrics(trained, loader, device, place, progress),
     )
     if real_test:
-        faces, result.notes = load_real_faces(Path(real_test), subjects, index)
+        faces, result.notes = load_real_faces(Path(real_test), subjects, render)
         batches = RealTestLoader(faces.part(place.rank, place.world_size), batch_size)
         result.real = split_metrics(trained, batches, device, place, progress)
     return result

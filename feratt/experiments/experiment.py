@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,18 +12,20 @@ import numpy as np
 import torch
 
 from feratt import __version__
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.run import RunFolder
 from feratt.atomic import atomic_write_bytes
-from feratt.config.training import PER_RUN_OPTIONS, TrainConfig, check_run_config
+from feratt.codec import decode, encode
+from feratt.config.training import PER_RUN_OPTIONS, TrainConfig
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import EvaluationResult, evaluate_model
 from feratt.experiments.report import write_report
 from feratt.experiments.tables import SplitTable, Table, summarise, table_csv, table_markdown
-from feratt.jsonfile import dumps, read_json, write_json
+from feratt.jsonfile import read_json, write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
-from feratt.training.checkpoints import find_checkpoint, fold_finished, load_trained
-from feratt.training.data import read_render_index
+from feratt.training.checkpoints import find_checkpoint, load_trained
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import render_folds, resolve_folds
 from feratt.training.loop import train
@@ -87,25 +88,19 @@ class ExperimentResult:
 
 def data_checksums(shards: Path) -> dict[str, Any]:
     """Checksums that identify a render: bank and configuration (from index.json), and the index itself."""
-    index = read_render_index(shards)
+    render = RenderSet.open(shards)
     return {
-        "bank_sha256": index.get("bank_sha256"),
-        "config_sha256": index.get("config_sha256"),
-        "index_sha256": _index_sha256(shards / "index.json", index),
-        "samples": index.get("totals", {}).get("samples"),
+        "bank_sha256": render.index.bank_sha256,
+        "config_sha256": render.index.config_sha256,
+        "index_sha256": render.index_sha256(),
+        "samples": render.index.totals.samples,
     }
-
-
-def _index_sha256(path: Path, index: dict[str, Any]) -> str:
-    """The sha256 of index.json; without its framing record, so renders indexed before it still match."""
-    if "framing" not in index:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashlib.sha256(dumps({k: v for k, v in index.items() if k != "framing"}).encode()).hexdigest()
 
 
 def _training_settings(config: TrainConfig) -> dict[str, Any]:
     """The training options an experiment shares across its runs (not the per-run ones)."""
-    training = config.to_dict()
+    training = encode(config)
+    assert isinstance(training, dict)
     for per_run in ("method", *PER_RUN_OPTIONS):
         training.pop(per_run, None)
     return training
@@ -144,7 +139,8 @@ def bind_folder(out: Path, settings: dict[str, Any]) -> None:
     theirs = read_json(path)
     if isinstance(theirs.get("training"), dict):
         # Through TrainConfig, so a folder made before an option existed reads as that option's default.
-        theirs["training"] = _training_settings(TrainConfig.from_dict(theirs["training"]))
+        saved = decode(TrainConfig, theirs["training"], f"{path} (its training settings)")
+        theirs["training"] = _training_settings(saved)
     changed = _differing(settings, theirs, ignored=("feratt_version",))
     if changed:
         raise FerattError(
@@ -249,8 +245,8 @@ def _run_fold(
     torchrun every rank trains and scores its part, as rank 0 decides; rank 0 alone writes.
     """
     run_dir = request.out / "runs" / method
-    fold_dir = run_dir / f"fold-{fold}"
-    if place.agree(fold_finished(fold_dir, config.epochs), device):
+    fold_dir = RunFolder(run_dir).fold(fold)
+    if place.agree(fold_dir.finished(config.epochs), device):
         log(f"{method} fold {fold}: trained already, reused")
     else:
         log(f"{method} fold {fold}: training")
@@ -264,7 +260,7 @@ def _run_fold(
             progress=progress,
             log=log,
         )
-    checkpoint = find_checkpoint(fold_dir)
+    checkpoint = find_checkpoint(fold_dir.path)
     cached = request.out / "evaluations" / f"{method}-fold-{fold}.json"
     found = _cached_evaluation(cached, checkpoint)
     if place.agree(found is not None, device):
@@ -331,7 +327,7 @@ def run_experiment(
         evaluations: dict[str, list[EvaluationResult]] = {}
         for method in request.methods:
             method_config = dataclasses.replace(config, method=method, real_test=None)
-            check_run_config(request.out / "runs" / method, method_config)
+            RunFolder(request.out / "runs" / method).check_same_config(method_config)
             evaluations[method] = [
                 _run_fold(request, method, fold, method_config, target, progress, log, place)
                 for fold in folds

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from feratt import __version__
+from feratt.artifacts.render import RenderSet
 from feratt.atomic import atomic_write_bytes
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import (
@@ -31,7 +32,7 @@ from feratt.jsonfile import write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.training.checkpoints import TrainedModel, find_checkpoint, load_trained
-from feratt.training.data import normalise_batch, prepare_inputs, read_render_index
+from feratt.training.data import normalise_batch, prepare_inputs
 from feratt.training.device import pick_device
 
 #: The noise levels of the paper's figures 7-9.
@@ -340,8 +341,7 @@ def _labels(methods: Sequence[NoiseRun]) -> list[str]:
 class _Scoring:
     """What every fold of every run is scored with: the test render, the noise and the loader settings."""
 
-    shards: Path
-    index: dict[str, Any]
+    render: RenderSet
     sigmas: list[float]
     noise: Noise
     real_test: Path | None
@@ -360,10 +360,10 @@ class _Scoring:
     def loaders(self, subjects: list[str]) -> dict[str, Iterable[dict[str, Any]]]:
         """The test loaders of `subjects`, synthetic first; each new note about the bank is logged once."""
         loaders: dict[str, Iterable[dict[str, Any]]] = {
-            "synthetic": synthetic_loader(self.shards, subjects, self.batch_size, self.workers, verify=True)
+            "synthetic": synthetic_loader(self.render, subjects, self.batch_size, self.workers, verify=True)
         }
         if self.real_test is not None:
-            loaders["real"], notes = real_loader(self.real_test, subjects, self.index, self.batch_size)
+            loaders["real"], notes = real_loader(self.real_test, subjects, self.render, self.batch_size)
             for note in notes:
                 if note not in self.notes_seen:
                     self.notes_seen.add(note)
@@ -415,8 +415,8 @@ def _score_run(
         if method is not None and trained.method != method:
             raise FerattError(f"run {run} mixes methods ({method} and {trained.method} in {path})")
         method = trained.method
-        check_render(trained, scoring.index, scoring.shards)
-        subjects = fold_test_subjects(trained, scoring.index)
+        check_render(trained, scoring.render)
+        subjects = fold_test_subjects(trained, scoring.render)
         loaders = scoring.loaders(subjects)
         if figure is None and trained.is_feratt:
             figure = _attention_figure(trained, run, loaders["synthetic"], scoring)
@@ -482,8 +482,7 @@ def noise_robustness(
     runs, shards = [Path(run) for run in runs], Path(shards)
     out = Path(out) if out is not None else runs[0] / "noise"
     scoring = _Scoring(
-        shards=shards,
-        index=read_render_index(shards),
+        render=RenderSet.open(shards),
         sigmas=sorted({0.0, *(float(s) for s in sigmas)}),
         noise=Noise(0.0, lab_l, seed),
         real_test=Path(real_test) if real_test is not None else None,

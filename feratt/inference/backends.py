@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from feratt.artifacts.render import RenderSet
+from feratt.codec import encode
+from feratt.config.framing import Framing, from_checkpoint
 from feratt.errors import FerattError
-from feratt.framing import Framing, from_checkpoint, from_index
 
 #: The `kind` an exported model's metadata names, and the metadata every one holds.
 ONNX_KIND = "feratt-classifier"
@@ -53,12 +55,10 @@ def attention_to_uint8(attention: np.ndarray) -> np.ndarray:
 
 def _framing_of(record: Any, in_size: int, where: str, render: str | os.PathLike[str] | None) -> Framing:
     if render is not None:
-        from feratt.jsonfile import read_json
-
-        index = Path(render) / "index.json"
-        if not index.is_file():
-            raise FerattError(f"{render} is not a render folder: it has no index.json", field="render")
-        return from_index(read_json(index))
+        try:
+            return RenderSet.open(render).framing
+        except FerattError as exc:
+            raise FerattError(str(exc), field="render") from None
     return from_checkpoint(record, in_size, where)
 
 
@@ -193,7 +193,8 @@ def open_checkpoint(
     from feratt.training.device import pick_device
 
     trained = load_trained(path, fold=fold, device=pick_device(device))
-    framing = _framing_of(trained.framing, int(trained.config.in_size), str(trained.checkpoint), render)
+    record = None if trained.framing is None else encode(trained.framing)
+    framing = _framing_of(record, int(trained.config.in_size), str(trained.checkpoint), render)
     return TorchClassifier(trained, framing)
 
 

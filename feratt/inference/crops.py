@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from feratt.config.framing import Framing
 from feratt.datasets import align
 from feratt.datasets.detect import FaceBox
 from feratt.datasets.facemask import mask_around, to_rgb
-from feratt.framing import Framing
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from typing import Any
 
 from feratt import __version__
 from feratt.atomic import atomic_path
+from feratt.codec import encode
+from feratt.config.framing import Framing
 from feratt.errors import FerattError
-from feratt.framing import Framing
 from feratt.inference.backends import ONNX_KIND, open_checkpoint
 
 OPSET = 18
@@ -46,7 +47,7 @@ class ExportResult:
             "classes": self.classes,
             "input_size": self.in_size,
             "outputs": self.outputs,
-            "framing": self.framing.to_dict(),
+            "framing": encode(self.framing),
         }
 
 
@@ -58,7 +59,7 @@ def metadata(model: Any, outputs: list[str]) -> dict[str, str]:
         "input_size": model.in_size,
         "mean": [0.0, 0.0, 0.0],
         "std": [1.0, 1.0, 1.0],
-        "framing": model.framing.to_dict(),
+        "framing": encode(model.framing),
         "fold": model.fold,
         "epoch": model.epoch,
         "feratt_version": __version__,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from feratt.codec import encode
 from feratt.datasets.detect import DetectorSettings
 from feratt.errors import FerattError
 from feratt.inference.annotate import draw_faces
@@ -186,7 +187,7 @@ def predict(
         epoch=model.epoch,
         classes=list(model.classes),
         predictions=[],
-        framing=model.framing.to_dict() if request.detect else None,
+        framing=encode(model.framing) if request.detect else None,
         detector=detector.name if detector is not None else None,
     )
     targets = _targets(request, paths)

@@ -1,430 +1,375 @@
-"""The render run: plan shards, render each as a pure function of the seed, write, resume, finalize."""
+"""The render stage as one call: composite a face bank onto background photos into sharded HDF5.
+
+    from feratt.config.rendering import preset_config
+    from feratt.renderer.render import render
+
+    result = render(out="render", per_face=4, config=preset_config("train", size=64))
+
+`render` plans the samples (which faces, in which shards), renders the shards not yet complete, and
+writes the manifests and, once every shard of the plan exists, `index.json`. A render is a pure
+function of its request: rerunning it keeps complete shards, and parts of one plan rendered on several
+machines (`part=(i, k)`) add up to the same files as one run; `index_render` then writes the index.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
-import json
-import math
 import os
-import shutil
-import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
-import numpy as np
-
-from feratt import __version__
-from feratt.atomic import remove_temporaries
+from feratt.artifacts.bank import FaceBank
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.render_records import PlanSettings, RenderTotals
+from feratt.artifacts.shard import COMPRESSIONS
+from feratt.atomic import check_writable
+from feratt.cache import cache_dir
 from feratt.config.rendering import RenderConfig
-from feratt.errors import BadInputFile, FerattError
-from feratt.jsonfile import dumps, read_json, write_json
-from feratt.locks import Locked, exclusive
-from feratt.manifests import catalog
-from feratt.manifests.plan import ShardTask
-from feratt.manifests.shards import (
-    IMAGE_FIELDS,
-    SHARD_KIND,
-    SHARD_SCHEMA_VERSION,
-    ChunkDeflater,
-    ShardData,
-    write_shard,
-)
-from feratt.progress import Progress
-from feratt.renderer.backgrounds import (
-    apply_crop_pyramid,
-    background_pyramid,
-    decode_background,
-    sample_crop,
-)
-from feratt.renderer.params import PARAM_FIELDS, params_to_vector
-from feratt.renderer.sample import render_sample, sample_params
+from feratt.datasets.bank import ensure_demo_bank
+from feratt.datasets.demo import DEMO_REVISION
+from feratt.errors import FerattError
+from feratt.manifests.plan import ShardTask, face_counts, make_plan, select_part
+from feratt.progress import Log, Progress, no_log
+from feratt.renderer import backgrounds
+from feratt.renderer.backgrounds import BackgroundSet
+from feratt.renderer.engine import build_run, render_tasks
+from feratt.requests import request_from
 
-_SHARD_STREAM = 0x5A4D  # separates the shard-level random stream from the per-sample ones
+__all__ = [
+    "BackgroundSource",
+    "IndexResult",
+    "RenderRequest",
+    "RenderResult",
+    "RenderTotals",
+    "index_render",
+    "render",
+]
+
+DEMO_BANK = "builtin:demo"
+BACKENDS = ("loky", "dask")
+BALANCES = ("classes", "faces")
+DEFAULT_PER_FACE = 10
+
+
+def _require(ok: bool, message: str, field: str) -> None:
+    if not ok:
+        raise FerattError(message, field=field)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackgroundSource:
+    """Where the background photos come from: COCO, a folder, or (with neither) scikit-image's photos."""
+
+    coco_annotations: str | os.PathLike[str] | None = None  # COCO instances JSON
+    coco_images: str | os.PathLike[str] | None = None  # folder of the COCO images
+    folder: str | os.PathLike[str] | None = None  # a plain folder of photos instead of COCO
+    exclude_categories: tuple[str, ...] = ("person",)  # COCO: leave out images showing these
+    include_categories: tuple[str, ...] = ()  # COCO: keep only images showing one of these
+    min_side: int = 0  # drop photos whose shorter side is smaller, in pixels
+
+    def __post_init__(self) -> None:
+        coco = (self.coco_annotations, self.coco_images)
+        missing = "coco_images" if coco[0] else "coco_annotations"
+        _require(all(coco) or not any(coco), "COCO annotations and COCO images go together", missing)
+        both = all(coco) and bool(self.folder)
+        _require(not both, "give COCO backgrounds or a folder of backgrounds, not both", "backgrounds")
+        for name in ("exclude_categories", "include_categories"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        _require(self.min_side >= 0, f"the minimum side must be 0 or more, not {self.min_side}", "min_side")
+
+    def load(self) -> BackgroundSet:
+        """The usable backgrounds of this source, with what was left out and why."""
+        if self.coco_annotations and self.coco_images:
+            return backgrounds.coco_backgrounds(
+                os.fspath(self.coco_annotations),
+                os.fspath(self.coco_images),
+                exclude_categories=self.exclude_categories,
+                include_categories=self.include_categories,
+                min_side=self.min_side,
+            )
+        if self.folder:
+            return backgrounds.folder_backgrounds(os.fspath(self.folder), min_side=self.min_side)
+        return backgrounds.embedded_backgrounds(str(cache_dir() / "backgrounds"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderRequest:
+    """What `render` composites (a face bank onto backgrounds), how many samples, where and how."""
+
+    out: str | os.PathLike[str]  # the render folder
+    bank: str | os.PathLike[str] = DEMO_BANK  # a face bank file, or builtin:demo (built once, cached)
+    backgrounds: BackgroundSource = field(default_factory=BackgroundSource)  # or a folder path
+    config: RenderConfig = field(default_factory=RenderConfig)
+    per_face: int | None = None  # samples per face; with neither this nor `total`, 10
+    total: int | None = None  # samples in all, spread over the faces by `balance`
+    balance: str | None = None  # with `total`: equal samples per class or per face; None: config's
+    shard_size: int = 1000  # samples per shard at most
+    seed: int = 0
+    jobs: int = -1  # parallel workers; -1: every core
+    backend: str = "loky"  # or "dask", with `scheduler`
+    scheduler: str | None = None  # the Dask scheduler's address
+    part: tuple[int, int] | None = None  # (i, k): render only part i of k of the plan
+    overwrite: bool = False  # replace a render of another configuration in `out`
+    compression: str = "gzip"
+    compression_level: int = 1  # gzip level
+    crops_per_background: int = 16  # samples that share one decoded background photo
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backgrounds, str | os.PathLike):
+            object.__setattr__(self, "backgrounds", BackgroundSource(folder=self.backgrounds))
+        if self.part is not None:
+            try:
+                part, parts = (int(value) for value in self.part)
+            except (TypeError, ValueError):
+                raise FerattError(
+                    f"part takes (i, k), such as (2, 8); got {self.part!r}", field="part"
+                ) from None
+            object.__setattr__(self, "part", (part, parts))
+        for holds, message, name in self._rules():
+            _require(holds, message, name)
+
+    def _rules(self) -> list[tuple[bool, str, str]]:
+        """(whether it holds, the message when not, the field) for every rule of a request."""
+        part, parts = self.part or (1, 1)
+        level = self.compression_level
+        return [
+            (isinstance(self.config, RenderConfig), "config must be a RenderConfig", "config"),
+            (
+                self.per_face is None or self.total is None,
+                "give samples per face or a total, not both",
+                "total",
+            ),
+            (self.per_face is None or self.per_face >= 1, "samples per face must be at least 1", "per_face"),
+            (self.total is None or self.total >= 1, "the total must be at least 1 sample", "total"),
+            (
+                self.balance is None or self.balance in BALANCES,
+                f"unknown balance {self.balance!r}; valid: {', '.join(BALANCES)}",
+                "balance",
+            ),
+            (self.shard_size >= 1, "the shard size must be at least 1", "shard_size"),
+            (
+                self.crops_per_background >= 1,
+                "crops per background must be at least 1",
+                "crops_per_background",
+            ),
+            (
+                self.backend in BACKENDS,
+                f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}",
+                "backend",
+            ),
+            (
+                self.backend != "dask" or bool(self.scheduler),
+                "the dask backend needs a scheduler address",
+                "scheduler",
+            ),
+            (
+                self.compression in COMPRESSIONS,
+                f"unknown compression {self.compression!r}; valid: {', '.join(COMPRESSIONS)}",
+                "compression",
+            ),
+            (1 <= level <= 9, f"the gzip level must lie between 1 and 9, not {level}", "compression_level"),
+            (1 <= part <= parts, f"part {part} of {parts}: the part must lie between 1 and {parts}", "part"),
+        ]
+
+    def bank_path(self) -> Path:
+        """The face bank file: the given one, or the cached demo bank (built on first use)."""
+        if os.fspath(self.bank) == DEMO_BANK:
+            cached = cache_dir() / f"demo-bank-r{DEMO_REVISION}-{self.seed}.h5"
+            return ensure_demo_bank(cached, seed=self.seed)
+        path = Path(self.bank)
+        if not path.is_file():
+            raise FerattError(f"face bank not found: {os.fspath(self.bank)}")
+        return path
 
 
 @dataclass(frozen=True)
-class RenderJob:
-    """Everything a worker needs to render any shard of the plan; small enough to send to a cluster."""
+class RenderResult:
+    """What `render` planned and did; the totals once every shard of the plan is complete."""
 
-    out: str
-    bank: str
-    bank_sha256: str
-    classes: tuple[str, ...]
-    background_ids: tuple[str, ...]
-    background_paths: tuple[str, ...]
-    config: RenderConfig
-    seed: int
-    compression: str
-    level: int
-    crops_per_background: int
-    config_sha256: str
-
-
-def _load_faces(
-    bank: str, indices: tuple[int, ...]
-) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
-    """The images and masks of the faces a shard uses, and every face's label."""
-    # Opened here, inside the worker: an HDF5 handle must never cross a fork.
-    wanted = sorted(set(indices))
-    with h5py.File(bank, "r") as h5:
-        images = h5["images"][wanted]
-        masks = h5["masks"][wanted]
-        labels = h5["labels"][()]
-    return dict(zip(wanted, images, strict=True)), dict(zip(wanted, masks, strict=True)), labels
-
-
-def _backgrounds_for_shard(
-    job: RenderJob, count: int, rng: np.random.Generator
-) -> tuple[list[tuple[str, list[np.ndarray]]], list[tuple[str, str]]]:
-    """Decode `count` randomly chosen backgrounds once each, as pyramids; an undecodable one gives way."""
-    chosen: list[tuple[str, list[np.ndarray]]] = []
-    skipped: list[tuple[str, str]] = []
-    total = len(job.background_paths)
-    for pick in rng.integers(total, size=count):
-        for step in range(total):
-            index = (int(pick) + step) % total
-            try:
-                image = decode_background(job.background_paths[index])
-                chosen.append((job.background_ids[index], background_pyramid(image, job.config.size)))
-                break
-            except BadInputFile as exc:
-                skipped.append((exc.path, exc.reason))
-        else:
-            raise FerattError("no background image could be decoded")
-    return chosen, skipped
-
-
-def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[tuple[str, str]]]:
-    """Render one shard's samples; the content depends only on the seed and the shard's place in the plan."""
-    config = job.config
-    faces, masks, labels = _load_faces(job.bank, task.faces)
-    shard_rng = np.random.default_rng([job.seed, _SHARD_STREAM, task.first_sample])
-    n = len(task)
-    backgrounds, skipped = _backgrounds_for_shard(job, math.ceil(n / job.crops_per_background), shard_rng)
-    size = config.size
-    data = ShardData(
-        images=np.empty((n, size, size, 3), np.uint8),
-        masks=np.empty((n, size, size), np.uint8),
-        faces=np.empty((n, size, size, 3), np.uint8),
-        labels=np.empty(n, np.int16),
-        face_index=np.asarray(task.faces, np.int32),
-        sample_index=np.arange(task.first_sample, task.first_sample + n, dtype=np.int64),
-        background_ids=[],
-        matrices=np.empty((n, 3, 3), np.float64),
-        crops=np.empty((n, 3), np.float32),
-        luminance_ratio=np.empty(n, np.float32),
-        params=np.empty((n, len(PARAM_FIELDS)), np.float32),
-        deflated=ChunkDeflater(job.level) if job.compression == "gzip" else None,
-    )
-    for i, face_index in enumerate(task.faces):
-        rng = np.random.default_rng([job.seed, task.first_sample + i])
-        background_id, pyramid = backgrounds[i // job.crops_per_background]
-        height, width = pyramid[0].shape[:2]
-        crop = sample_crop(height, width, config.background_scale, rng)
-        params = sample_params(config, rng)
-        background = apply_crop_pyramid(pyramid, crop, size)
-        sample = render_sample(faces[face_index], masks[face_index], background, params, config)
-        data.images[i] = sample.image
-        data.masks[i] = sample.mask
-        data.faces[i] = sample.face
-        data.labels[i] = labels[face_index]
-        data.background_ids.append(background_id)
-        data.matrices[i] = sample.matrix
-        data.crops[i] = (crop.x, crop.y, crop.side)
-        data.luminance_ratio[i] = sample.luminance_ratio
-        data.params[i] = params_to_vector(params)
-        if data.deflated is not None:
-            for name in IMAGE_FIELDS:
-                data.deflated.submit(name, getattr(data, name)[i])
-    return data, skipped
-
-
-def render_shard(job: RenderJob, task: ShardTask) -> dict[str, Any] | None:
-    """Render and write one shard, then its record; return the record, or None if another writes it.
-
-    The shard's own lock lets parts of one plan share a folder: whoever holds it writes the shard and
-    may remove the shard's temporaries, left by a killed writer; the lock file goes once the shard is done.
-    """
-    shard_path = Path(job.out) / task.relpath
-    shard_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with exclusive(shard_path) as lock:
-            for written in (shard_path, shard_path.with_suffix(".json")):
-                remove_temporaries(written)
-            record = _render_and_write(job, task)
-            lock.unlink(missing_ok=True)
-            return record
-    except Locked:
-        return None
-
-
-def remove_stale_files(out: Path) -> None:
-    """Remove every temporary and shard lock file a killed render left in `out`; only under its lock."""
-    folders = [out, out / "manifests", *(out / "shards").glob("*/")]
-    for folder in folders:
-        for pattern in (".*.tmp*", ".feratt-write-check.*", ".shard-*.h5.lock"):
-            for stale in folder.glob(pattern):
-                if stale.is_file():
-                    stale.unlink(missing_ok=True)
-
-
-def _render_and_write(job: RenderJob, task: ShardTask) -> dict[str, Any]:
-    """Render and write one shard, then its record; return the record."""
-    data, skipped = render_shard_data(job, task)
-    subject = task.subject
-    data.attrs = {
-        "kind": SHARD_KIND,
-        "schema_version": SHARD_SCHEMA_VERSION,
-        "feratt_version": __version__,
-        "subject": subject,
-        "shard": task.index,
-        "first_sample": task.first_sample,
-        "class_names": _json(list(job.classes)),
-        "render_config": _json(job.config.to_dict()),
-        "param_fields": _json(list(PARAM_FIELDS)),
-        "seed": job.seed,
-        "bank_sha256": job.bank_sha256,
-        "config_sha256": job.config_sha256,
-    }
-    out = Path(job.out)
-    shard_path = out / task.relpath
-    sha256 = write_shard(shard_path, data, job.compression, job.level)
-    counts = np.bincount(data.labels, minlength=len(job.classes))
-    record = {
-        "key": task.key,
-        "path": task.relpath,
-        "subject": subject,
-        "samples": len(task),
-        "bytes": shard_path.stat().st_size,
-        "sha256": sha256,
-        "class_counts": {name: int(c) for name, c in zip(job.classes, counts, strict=True)},
-        "config_sha256": job.config_sha256,
-        "skipped_backgrounds": skipped,
-    }
-    catalog.write_record(out, task, record)
-    return record
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def _create_once(path: Path, payload: dict[str, Any]) -> bool:
-    """Write `path` unless it exists, atomically even against another process; whether this call did."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(dumps(payload))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(name, 0o666 & ~mask)
-        os.link(name, path)
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
-            raise
-        # No hard links on this file system: the check and the write are then two steps.
-        if path.exists():
-            return False
-        os.replace(name, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-    return True
-
-
-def prepare_out(out: Path, run: dict[str, Any], overwrite: bool, part: bool = False) -> None:
-    """Make the out folder ready for `run`: refuse another configuration unless asked to overwrite.
-
-    A part of a plan shares the folder with the other parts, so it writes the run file only if none
-    exists yet, and never replaces another configuration.
-    """
-    run_file = out / catalog.RUN_FILE
-    if part and _create_once(run_file, run):
-        return
-    if run_file.exists():
-        previous = read_json(run_file)
-        if not isinstance(previous, dict):
-            raise FerattError(f"{run_file} is not a feratt render file")
-        if previous.get("config_sha256") != run["config_sha256"]:
-            if part:
-                raise FerattError(
-                    f"{out} holds a render with another configuration; a part never replaces it, "
-                    "since other parts may be writing: remove it first, or render to another folder",
-                    field="part",
-                )
-            if not overwrite:
-                raise FerattError(
-                    f"{out} holds a render with another configuration; "
-                    "overwrite it, or render to another folder",
-                    field="overwrite",
-                )
-            for name in ("shards", "manifests"):
-                shutil.rmtree(out / name, ignore_errors=True)
-            (out / catalog.INDEX_FILE).unlink(missing_ok=True)
-        elif part:
-            return
-    write_json(run_file, run)
-
-
-def _sized(job: RenderJob, task: ShardTask) -> tuple[int, dict[str, Any] | None]:
-    """The shard's sample count, for the progress, and its record (None: another process writes it)."""
-    return len(task), render_shard(job, task)
-
-
-def run_tasks(
-    job: RenderJob,
-    tasks: list[ShardTask],
-    jobs: int,
-    backend: str = "loky",
-    scheduler: str | None = None,
-    progress: Progress | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Render `tasks` in parallel with joblib (loky or Dask), yielding each shard's record as it lands.
-
-    A shard that another process is writing (another part of the plan) is left to it and not yielded.
-
-    `progress(done, total)` counts the samples of `tasks` rendered so far.
-    """
-    from joblib import Parallel, delayed, parallel_config
-
-    if not tasks:
-        return
-    if backend == "dask":
-        try:
-            from dask.distributed import Client
-        except ImportError:
-            message = "the dask backend needs Dask: pip install 'feratt[dask]'"
-            raise FerattError(message, field="backend") from None
-        client = Client(scheduler)
-        context = parallel_config(backend="dask")
-    else:
-        client = None
-        context = parallel_config(backend=backend, n_jobs=jobs)
-    total = sum(len(task) for task in tasks)
-    done = 0
-    try:
-        with context:
-            calls = (delayed(_sized)(job, task) for task in tasks)
-            for samples, record in Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)(
-                calls
-            ):
-                done += samples
-                if progress is not None:
-                    progress(done, total)
-                if record is not None:
-                    yield record
-    finally:
-        if client is not None:
-            client.close()
-
-
-@dataclass
-class RenderSummary:
-    """What a render run did."""
-
+    out: Path
+    planned_samples: int
     planned_shards: int
-    reused_shards: int
-    rendered_shards: int
+    planned_faces: int
+    planned_subjects: int
+    part: tuple[int, int] | None  # the part of the plan this call rendered; None: all of it
+    part_shards: int  # shards of that part
     rendered_samples: int
-    seconds: float
-    missing: list[ShardTask]
+    rendered_shards: int
+    reused_shards: int  # complete shards kept from an earlier run
+    samples_per_second: float
+    missing_shards: tuple[str, ...]  # shards of the plan not rendered yet (other parts), relative paths
+    index: Path | None  # index.json, once the render is complete
+    totals: RenderTotals | None
 
     @property
-    def samples_per_second(self) -> float:
-        return self.rendered_samples / self.seconds if self.seconds > 0 else float("nan")
+    def complete(self) -> bool:
+        """Whether every shard of the plan exists, so that the index is written."""
+        return self.index is not None
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """The index of a finished render, written by `index_render`."""
+
+    index: Path
+    totals: RenderTotals
+
+
+def _writable_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out / ".feratt-check")
+    except OSError as exc:
+        raise FerattError(f"cannot write to {out}: {exc}", field="out") from None
+
+
+def _read_bank(request: RenderRequest) -> tuple[Path, FaceBank]:
+    path = request.bank_path()
+    bank = FaceBank.open(path)
+    if len(bank) == 0:
+        raise FerattError(f"face bank {path} holds no faces")
+    return path, bank
+
+
+def _plan(request: RenderRequest, bank: FaceBank, balance: str) -> tuple[int, list[ShardTask], PlanSettings]:
+    """The number of samples, the shard tasks, and the plan settings recorded in the run file."""
+    per_face = request.per_face if request.per_face or request.total else DEFAULT_PER_FACE
+    counts = face_counts(
+        bank.labels,
+        len(bank.classes),
+        per_face=per_face,
+        total=request.total,
+        balance=balance,
+        seed=request.seed,
+    )
+    tasks = make_plan(bank.subjects, counts, request.shard_size)
+    settings = PlanSettings(per_face, request.total, balance, request.shard_size)
+    return int(counts.sum()), tasks, settings
 
 
 def render(
-    job: RenderJob,
-    run: dict[str, Any],
-    tasks: list[ShardTask],
+    request: RenderRequest | None = None,
+    /,
     *,
-    jobs: int,
-    backend: str = "loky",
-    scheduler: str | None = None,
     progress: Progress | None = None,
-) -> RenderSummary:
-    """Render the shards of `tasks` not yet complete; write manifests, and the index once all are done."""
-    out = Path(job.out)
-    known: dict[str, dict[str, Any]] = {}
-    todo: list[ShardTask] = []
-    for task in tasks:
-        record = catalog.finished_record(out, task, job.config_sha256)
-        if record is None:
-            todo.append(task)
-        else:
-            known[task.key] = record
-    reused = len(known)
-    started = time.perf_counter()
-    rendered_samples = 0
-    for record in run_tasks(job, todo, jobs, backend, scheduler, progress):
-        known[record["key"]] = record
-        rendered_samples += record["samples"]
-    seconds = time.perf_counter() - started
-    missing = catalog.finalize(out, run, known)
-    return RenderSummary(len(tasks), reused, len(known) - reused, rendered_samples, seconds, missing)
+    log: Log | None = None,
+    **fields: Any,
+) -> RenderResult:
+    """Render the request's plan (or its part) into `out`; the fields are RenderRequest's.
+
+    The whole render holds the lock of `out`, so a second writer is refused with the holder named; the
+    parts of one plan hold it shared, and each shard's own lock, so that they run side by side. A write
+    error keeps the complete shards, for a rerun to resume; a folder this call created and left empty goes.
+    """
+    request = request_from(RenderRequest, request, fields)
+    out = Path(request.out)
+    created = not out.exists()
+    _writable_folder(out)
+    part = request.part is not None
+    folder = RenderSet(out)
+    with folder.lock(shared=part) as lock:
+        try:
+            if not part:
+                folder.remove_stale_files()
+            return _render_locked(request, folder, progress, log or no_log)
+        except BaseException as exc:
+            if created:
+                _remove_if_empty(out, lock)
+            if isinstance(exc, OSError):
+                raise _write_error(exc, out) from exc
+            raise
 
 
-def build_run(
-    *,
-    out: Path,
-    bank_path: str,
-    bank_sha256: str,
-    classes: tuple[str, ...],
-    tasks: list[ShardTask],
-    backgrounds: Any,
-    config: RenderConfig,
-    seed: int,
-    plan: dict[str, Any],
-    compression: str,
-    level: int,
-    crops_per_background: int,
-) -> tuple[RenderJob, dict[str, Any]]:
-    """The worker job and the run file of one render configuration."""
-    ids = [b.id for b in backgrounds.backgrounds]
-    run: dict[str, Any] = {
-        "bank": str(bank_path),
-        "bank_sha256": bank_sha256,
-        "classes": list(classes),
-        "config": config.to_dict(),
-        "seed": seed,
-        "plan": plan,
-        "compression": compression,
-        "compression_level": level,
-        "crops_per_background": crops_per_background,
-        "backgrounds": {
-            "kind": backgrounds.kind,
-            "source": backgrounds.source,
-            "count": len(ids),
-            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-        },
-    }
-    run["config_sha256"] = catalog.config_digest(run)
-    run["skipped_backgrounds"] = [list(item) for item in backgrounds.skipped]
-    run["shards"] = [
-        {"subject": t.subject, "index": t.index, "first_sample": t.first_sample, "faces": list(t.faces)}
-        for t in tasks
-    ]
-    job = RenderJob(
-        out=str(out),
-        bank=str(bank_path),
-        bank_sha256=bank_sha256,
-        classes=classes,
-        background_ids=tuple(ids),
-        background_paths=tuple(b.path for b in backgrounds.backgrounds),
-        config=config,
-        seed=seed,
-        compression=compression,
-        level=level,
-        crops_per_background=crops_per_background,
-        config_sha256=run["config_sha256"],
+def _remove_if_empty(out: Path, lock: Path) -> None:
+    """Remove the folder `out` if it holds nothing but its lock file."""
+    with contextlib.suppress(OSError):
+        if [path.name for path in out.iterdir()] == [lock.name]:
+            lock.unlink()
+            out.rmdir()
+
+
+def _write_error(exc: OSError, out: Path) -> FerattError:
+    """One line for a failed read or write during a render: the file, the reason, and what was kept."""
+    kept = len(list(out.glob("shards/*/shard-*.json")))
+    message = f"{exc.filename or out}: {exc.strerror or exc}"
+    if kept:
+        message += f"; the {kept} complete shards in {out} are kept: rerun the same command to resume"
+    return FerattError(message)
+
+
+def _render_locked(
+    request: RenderRequest, folder: RenderSet, progress: Progress | None, log: Log
+) -> RenderResult:
+    """`render`, once the lock of the render folder is held."""
+    out = folder.path
+    bank_path, bank = _read_bank(request)
+    background_set = request.backgrounds.load()
+    for line in background_set.report_lines():
+        log(line)
+    balance = request.balance or request.config.balance
+    samples, tasks, settings = _plan(request, bank, balance)
+    job, run = build_run(
+        out=out,
+        bank_path=str(bank_path),
+        bank_sha256=bank.checksum,
+        classes=bank.classes,
+        tasks=tasks,
+        backgrounds=background_set,
+        config=replace(request.config, balance=balance),
+        seed=request.seed,
+        plan=settings,
+        compression=request.compression,
+        level=request.compression_level,
+        crops_per_background=request.crops_per_background,
     )
-    return job, run
+    folder.bind(run, overwrite=request.overwrite, part=request.part is not None)
+    part, parts = request.part or (1, 1)
+    mine = select_part(tasks, part, parts)
+    subjects = len(set(bank.subjects))
+    log(
+        f"plan: {samples} samples of {len(bank)} faces in {len(tasks)} shards, {subjects} subjects"
+        + (f"; part {part}/{parts}: {len(mine)} shards" if parts > 1 else "")
+    )
+    summary = render_tasks(
+        job,
+        run,
+        mine,
+        jobs=request.jobs,
+        backend=request.backend,
+        scheduler=request.scheduler,
+        progress=progress,
+    )
+    complete = not summary.missing
+    return RenderResult(
+        out=out,
+        planned_samples=samples,
+        planned_shards=len(tasks),
+        planned_faces=len(bank),
+        planned_subjects=subjects,
+        part=request.part,
+        part_shards=len(mine),
+        rendered_samples=summary.rendered_samples,
+        rendered_shards=summary.rendered_shards,
+        reused_shards=summary.reused_shards,
+        samples_per_second=summary.samples_per_second,
+        missing_shards=tuple(task.relpath for task in summary.missing),
+        index=folder.index_file if complete else None,
+        totals=RenderSet(out).totals if complete else None,
+    )
+
+
+def index_render(out: str | os.PathLike[str]) -> IndexResult:
+    """Write the manifests and index.json of a render whose parts have all finished."""
+    folder = RenderSet(out)
+    if not folder.path.is_dir():
+        raise FerattError(f"{folder.path} is not a render folder")
+    with folder.lock():
+        run = folder.read_run()
+        folder.remove_stale_files()
+        missing = folder.finalize(run)
+    if missing:
+        names = ", ".join(task.relpath for task in missing[:5])
+        raise FerattError(f"{len(missing)} shards are missing or incomplete, such as {names}")
+    return IndexResult(index=folder.index_file, totals=RenderSet(out).totals)

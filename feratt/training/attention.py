@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.run import FoldFolder
 from feratt.atomic import atomic_write_bytes
 from feratt.config.training import TrainConfig
-from feratt.training.data import ShardStream, normalise_batch, prepare_inputs, shards_for_subjects
+from feratt.training.data import ShardStream, normalise_batch, prepare_inputs
 from feratt.training.methods import get_method
 
 #: The keys an epoch record gains for a FERAtt method, in the order of AttentionSums.sums.
@@ -29,7 +31,6 @@ ATTENTION_KEYS: tuple[str, ...] = ("att_mse", "att_psnr", "att_iou")
 #: The smallest per-sample MSE a PSNR is computed from, so a perfect I_att gives 100 dB, not infinity.
 MIN_MSE = 1e-10
 #: The fold folder's file of I_att at a few epochs, for a few fixed test samples.
-STRIP_FILE = "attention-strip.npz"
 #: How many test samples the strip shows.
 STRIP_SAMPLES = 6
 
@@ -99,15 +100,13 @@ def strip_images(images: Tensor) -> np.ndarray:
 
 
 def first_samples(
-    shards: Path, subjects: Sequence[str], config: TrainConfig, device: torch.device, count: int
+    render: RenderSet, subjects: Sequence[str], config: TrainConfig, device: torch.device, count: int
 ) -> tuple[Tensor, Tensor]:
     """The model inputs and attention targets of the first `count` samples of `subjects`, in shard order.
 
     Read in the main process as one rank, so the samples do not depend on workers or ranks.
     """
-    stream = ShardStream(
-        shards_for_subjects(shards, subjects), buffer_size=0, verify=config.verify, rank=0, world_size=1
-    )
+    stream = ShardStream(render.shards(subjects), buffer_size=0, verify=config.verify, rank=0, world_size=1)
     items = iter(stream)
     try:
         batch = default_collate(list(itertools.islice(items, count)))
@@ -134,8 +133,8 @@ class AttentionStrip:
     @classmethod
     def open(
         cls,
-        fold_dir: Path,
-        shards: Path,
+        fold_dir: FoldFolder,
+        render: RenderSet,
         subjects: Sequence[str],
         config: TrainConfig,
         device: torch.device,
@@ -144,8 +143,8 @@ class AttentionStrip:
         """A fold's strip from epoch `start` on (the saved epochs before it kept); None without attention."""
         if not get_method(config.method).attention or not subjects:
             return None
-        inputs, targets = first_samples(shards, subjects, config, device, STRIP_SAMPLES)
-        strip = cls(fold_dir / STRIP_FILE, inputs, targets, strip_epochs(config.epochs))
+        inputs, targets = first_samples(render, subjects, config, device, STRIP_SAMPLES)
+        strip = cls(fold_dir.strip, inputs, targets, strip_epochs(config.epochs))
         if start > 0 and strip.path.is_file():
             with np.load(strip.path) as saved:
                 for epoch, images in zip(saved["epochs"].tolist(), saved["attention"], strict=True):

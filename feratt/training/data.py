@@ -26,11 +26,8 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -40,10 +37,10 @@ try:
 except ImportError:  # a bare GPU machine (bench/gpu_check.py): numpy's transpose instead
     cv2 = None
 
+from feratt.artifacts.render_records import ShardRef
+from feratt.artifacts.shard import file_sha256, open_shard
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
-from feratt.manifests.catalog import INDEX_FILE, read_json
-from feratt.manifests.shards import file_sha256
 
 #: Datasets read by default, and the item key each one fills.
 DEFAULT_FIELDS: tuple[str, ...] = ("images", "masks", "faces", "labels")
@@ -57,50 +54,6 @@ ITEM_KEYS: dict[str, str] = {
 
 # Shards whose sha256 this process has checked, keyed by path, expected digest, size and mtime.
 _VERIFIED: set[tuple[str, str, int, int]] = set()
-
-
-@dataclass(frozen=True)
-class ShardRef:
-    """One shard of a render as its subject's manifest lists it."""
-
-    path: str
-    samples: int
-    sha256: str
-    subject: str
-
-
-def read_render_index(shards: str | Path) -> dict[str, Any]:
-    """The index.json of the render folder `shards`."""
-    path = Path(shards) / INDEX_FILE
-    if not path.is_file():
-        raise FerattError(
-            f"{shards} has no index.json: is it a feratt render folder? "
-            "(run feratt render, or feratt index after the parts)"
-        )
-    index = read_json(path)
-    if not isinstance(index, dict) or "subjects" not in index or "classes" not in index:
-        raise FerattError(f"{path} is not a feratt render index")
-    return index
-
-
-def shards_for_subjects(shards: str | Path, subjects: Sequence[str]) -> list[ShardRef]:
-    """Every shard of the subjects in the render folder `shards`, in their order, from their manifests."""
-    render = Path(shards)
-    known = read_render_index(render)["subjects"]
-    refs: list[ShardRef] = []
-    for subject in subjects:
-        if subject not in known:
-            listed = ", ".join(sorted(known)[:8]) + (", ..." if len(known) > 8 else "")
-            raise FerattError(f"subject {subject!r} is not in the render {render} (its subjects: {listed})")
-        manifest = read_json(render / "manifests" / f"{subject}.json")
-        try:
-            refs.extend(
-                ShardRef(str(render / s["path"]), int(s["samples"]), str(s["sha256"]), subject)
-                for s in manifest["shards"]
-            )
-        except (KeyError, TypeError) as exc:
-            raise FerattError(f"the manifest of {subject} in {render} is not valid: {exc}") from None
-    return refs
 
 
 def _seed_words(*values: int) -> list[int]:
@@ -139,7 +92,7 @@ class _PieceReader:
         if verify:
             _verify_shard(ref)
         try:
-            self.file = h5py.File(ref.path, "r")
+            self.file = open_shard(ref.path)
         except OSError as exc:
             raise FerattError(f"cannot read shard {ref.path}: {exc}") from None
         try:

@@ -9,18 +9,13 @@ fold keeps training subjects.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from feratt.artifacts.render import RenderSet
 from feratt.errors import FerattError
-from feratt.jsonfile import read_json, write_json
-from feratt.training.data import read_render_index
-
-FOLDS_KIND = "feratt-folds"
-FOLDS_SCHEMA_VERSION = 1
 
 
 def make_folds(subjects: list[str], fold_size: int = 10, seed: int = 0) -> list[list[str]]:
@@ -51,9 +46,11 @@ def make_folds(subjects: list[str], fold_size: int = 10, seed: int = 0) -> list[
     return folds
 
 
-def render_folds(shards: str | Path, fold_size: int = 10, seed: int = 0) -> list[list[str]]:
-    """The test folds of the subjects of the render in `shards`."""
-    return make_folds(sorted(read_render_index(shards)["subjects"]), fold_size, seed)
+def render_folds(
+    render: RenderSet | str | os.PathLike[str], fold_size: int = 10, seed: int = 0
+) -> list[list[str]]:
+    """The test folds of the subjects of `render`."""
+    return make_folds(sorted(RenderSet.open(render).subjects), fold_size, seed)
 
 
 def resolve_folds(spec: str | int, count: int) -> list[int]:
@@ -105,37 +102,3 @@ def split_fold(folds: list[list[str]], fold: int, val_subjects: int = 2, seed: i
     validation = sorted(picked)
     train = [s for s in pool if s not in picked]
     return FoldSplit(fold=fold, test=test, validation=validation, train=train)
-
-
-def folds_payload(folds: list[list[str]], seed: int, fold_size: int) -> dict[str, Any]:
-    """folds.json's content: each fold's test subjects, the seed and the fold size."""
-    return {
-        "kind": FOLDS_KIND,
-        "schema_version": FOLDS_SCHEMA_VERSION,
-        "seed": seed,
-        "fold_size": fold_size,
-        "folds": [{"fold": i, "test": sorted(f)} for i, f in enumerate(folds)],
-    }
-
-
-def write_folds(path: str | Path, folds: list[list[str]], seed: int, fold_size: int) -> None:
-    """Write folds.json (each fold's test subjects, the seed and the fold size) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, folds_payload(folds, seed, fold_size))
-
-
-def read_folds(path: str | Path) -> list[list[str]]:
-    """Each fold's test subjects from a folds.json written by write_folds."""
-    path = Path(path)
-    payload = read_json(path)
-    if not isinstance(payload, dict) or payload.get("kind") != FOLDS_KIND:
-        raise FerattError(f"{path} is not a feratt folds file")
-    try:
-        entries = sorted(payload["folds"], key=lambda entry: entry["fold"])
-        folds = [[str(s) for s in entry["test"]] for entry in entries]
-    except (KeyError, TypeError) as exc:
-        raise FerattError(f"{path} is not a valid feratt folds file: {exc}") from None
-    if [entry["fold"] for entry in entries] != list(range(len(folds))):
-        raise FerattError(f"{path} is not a valid feratt folds file: its folds are not numbered 0 to n-1")
-    return folds

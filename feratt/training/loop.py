@@ -13,43 +13,39 @@ import torch
 from torch import nn
 
 from feratt import __version__
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.run import (
+    FoldFolder,
+    FoldResult,
+    FoldsRecord,
+    MeanStd,
+    MetricsLog,
+    RunFolder,
+    RunSummary,
+)
+from feratt.config.framing import Framing
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
-from feratt.framing import from_index
-from feratt.jsonfile import write_json
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
 from feratt.training.accelerator import Precision, amp_dtype, uses_channels_last
 from feratt.training.attention import AttentionStrip, AttentionSums
-from feratt.training.checkpoints import (
-    LAST,
-    METRICS_FILE,
-    FoldResult,
-    MetricsLog,
-    checkpoint_state,
-    fold_summary,
-    restore_checkpoint,
-    save_epoch_checkpoints,
-)
+from feratt.training.checkpoints import epoch_checkpoint, restore_checkpoint, save_epoch_checkpoints
 from feratt.training.data import (
     ShardStream,
     make_loader,
     normalise_batch,
     prepare_inputs,
-    read_render_index,
-    shards_for_subjects,
 )
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
-from feratt.training.folds import FoldSplit, folds_payload, render_folds, resolve_folds, split_fold
+from feratt.training.folds import FoldSplit, render_folds, resolve_folds, split_fold
 from feratt.training.losses import compute_losses
 from feratt.training.methods import build_model, get_method, loss_config
 from feratt.training.metrics import MetricAccumulator, classification_metrics
 from feratt.training.realtest import RealTestLoader, load_real_faces
-from feratt.training.runfolder import claim_run
 from feratt.training.schedule import epoch_config, epoch_lr, pretrain_epochs
 
 #: The log of the attention pre-training epochs, kept apart so that curves and model selection skip them.
-PRETRAIN_FILE = "pretrain.jsonl"
 
 
 @dataclass
@@ -149,10 +145,10 @@ class _Loaders:
 
 
 def _stream(
-    shards: Path, subjects: list[str], config: TrainConfig, place: Distributed, shuffle: bool
+    render: RenderSet, subjects: list[str], config: TrainConfig, place: Distributed, shuffle: bool
 ) -> ShardStream:
     return ShardStream(
-        shards_for_subjects(shards, subjects),
+        render.shards(subjects),
         shuffle=shuffle,
         seed=config.seed,
         buffer_size=config.buffer_size if shuffle else 0,
@@ -167,9 +163,9 @@ def _stream(
 
 
 def _real_test_loader(
-    bank: str, shards: Path, split: FoldSplit, batch_size: int, place: Distributed, log: Log
+    bank: str, render: RenderSet, split: FoldSplit, batch_size: int, place: Distributed, log: Log
 ) -> RealTestLoader:
-    faces, notes = load_real_faces(bank, split.test, read_render_index(shards))
+    faces, notes = load_real_faces(bank, split.test, render)
     for note in notes:
         log(f"note: {note}")
     log(f"fold {split.fold}: real test on {len(faces)} unrendered faces of the test subjects")
@@ -177,13 +173,18 @@ def _real_test_loader(
 
 
 def _loaders(
-    shards: Path, split: FoldSplit, config: TrainConfig, device: torch.device, place: Distributed, log: Log
+    render: RenderSet,
+    split: FoldSplit,
+    config: TrainConfig,
+    device: torch.device,
+    place: Distributed,
+    log: Log,
 ) -> _Loaders:
     pin = device.type == "cuda"
-    train_stream = _stream(shards, split.train, config, place, shuffle=True)
+    train_stream = _stream(render, split.train, config, place, shuffle=True)
     evaluation = {
         name: make_loader(
-            _stream(shards, subjects, config, place, shuffle=False),
+            _stream(render, subjects, config, place, shuffle=False),
             config.batch_size,
             config.workers,
             pin,
@@ -194,7 +195,7 @@ def _loaders(
     }
     if config.real_test:
         evaluation["real_test"] = _real_test_loader(
-            config.real_test, shards, split, config.batch_size, place, log
+            config.real_test, render, split, config.batch_size, place, log
         )
     train = make_loader(train_stream, config.batch_size, config.workers, pin, drop_last=False)
     return _Loaders(train_stream, train, evaluation)
@@ -216,7 +217,7 @@ def _model_and_optimizer(
 
 
 def _resume(
-    fold_dir: Path,
+    fold_dir: FoldFolder,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
@@ -228,7 +229,7 @@ def _resume(
 ) -> tuple[int, float]:
     """The first epoch to train and the best validation accuracy so far, after loading last.pt."""
     epoch, best_accuracy = restore_checkpoint(
-        fold_dir / LAST, model, optimizer, config.method, num_classes, precision
+        fold_dir.last, model, optimizer, config.method, num_classes, precision
     )
     metrics.truncate_after(epoch)
     log(f"fold {fold}: resumed after {_epoch_name(epoch, pretrain_epochs(config))}")
@@ -317,11 +318,11 @@ class _PretrainFold:
     """Where an attention pre-training epoch of a fold writes: its folder, log, and checkpoint's classes."""
 
     fold: int
-    fold_dir: Path
+    fold_dir: FoldFolder
     classes: list[str]
     log: MetricsLog
     say: Log
-    framing: dict[str, Any] | None = None  # the render's framing record, kept in each checkpoint
+    framing: Framing | None = None  # the render's framing, kept in each checkpoint
 
 
 def _pretrain_epoch(
@@ -349,9 +350,18 @@ def _pretrain_epoch(
     record.update(epoch=index, phase="pretrain")
     fold.log.write(record)
     if place.main:
-        state = checkpoint_state(config, fold.classes, fold.fold, epoch, -1.0, model, optimizer, fold.framing)
-        state["scaler"] = precision.state_dict()
-        save_epoch_checkpoints(fold.fold_dir, state, improved=False)
+        checkpoint = epoch_checkpoint(
+            config,
+            fold.classes,
+            fold.fold,
+            epoch,
+            -1.0,
+            model,
+            optimizer,
+            fold.framing,
+            precision.state_dict(),
+        )
+        save_epoch_checkpoints(fold.fold_dir, checkpoint, improved=False)
         fold.say(epoch_line(fold.fold, index, record).replace(" epoch ", " attention pre-training epoch ", 1))
 
 
@@ -367,7 +377,7 @@ def epoch_line(fold: int, epoch: int, record: dict[str, Any]) -> str:
     return line
 
 
-def _tensorboard(fold_dir: Path, config: TrainConfig, place: Distributed) -> Any:
+def _tensorboard(fold_dir: FoldFolder, config: TrainConfig, place: Distributed) -> Any:
     if not (config.tensorboard and place.main):
         return None
     try:
@@ -376,7 +386,7 @@ def _tensorboard(fold_dir: Path, config: TrainConfig, place: Distributed) -> Any
         raise FerattError(
             "TensorBoard logs need the tensorboard package (pip install tensorboard)", field="tensorboard"
         ) from None
-    return SummaryWriter(str(fold_dir / "tensorboard"))
+    return SummaryWriter(str(fold_dir.tensorboard))
 
 
 def _write_scalars(writer: Any, record: dict[str, Any], epoch: int) -> None:
@@ -389,7 +399,7 @@ def _write_scalars(writer: Any, record: dict[str, Any], epoch: int) -> None:
 
 
 def train_fold(
-    shards: Path,
+    render: RenderSet,
     run_dir: Path,
     split: FoldSplit,
     classes: list[str],
@@ -404,16 +414,16 @@ def train_fold(
     """Train one fold; its summary: the test figures of the final and of the best-on-validation model."""
     say = log if log is not None and place.main else no_log  # only rank 0 logs
     num_classes = len(classes)
-    fold_dir = run_dir / f"fold-{split.fold}"
-    framing = from_index(read_render_index(shards)).to_dict()
+    fold_dir = RunFolder(run_dir).fold(split.fold)
+    framing = render.framing
     if place.main:
-        fold_dir.mkdir(parents=True, exist_ok=True)
+        fold_dir.path.mkdir(parents=True, exist_ok=True)
     model, optimizer = _model_and_optimizer(config, num_classes, device, say)
     precision = Precision(config.amp, device)  # its float16 gradient scaler lives as long as the fold
-    metrics = MetricsLog(fold_dir / METRICS_FILE, place.main)
-    pretrain_log = MetricsLog(fold_dir / PRETRAIN_FILE, place.main)
+    metrics = fold_dir.metrics(place.main)
+    pretrain_log = fold_dir.pretrain_log(place.main)
     start, best_accuracy = -pretrain_epochs(config), -1.0
-    if resume and (fold_dir / LAST).exists():
+    if resume and fold_dir.last.exists():
         start, best_accuracy = _resume(
             fold_dir, model, optimizer, config, num_classes, metrics, split.fold, say, precision
         )
@@ -422,9 +432,9 @@ def train_fold(
         metrics.clear()
         pretrain_log.clear()
     trained = _parallel(model, config, device, place)
-    loaders = _loaders(shards, split, config, device, place, say)
+    loaders = _loaders(render, split, config, device, place, say)
     writer = _tensorboard(fold_dir, config, place)
-    strip = AttentionStrip.open(fold_dir, shards, split.test, config, device, start) if place.main else None
+    strip = AttentionStrip.open(fold_dir, render, split.test, config, device, start) if place.main else None
     progress = progress if place.main else None
     saved = start - 1  # the epoch of the checkpoints on disk
     try:
@@ -447,11 +457,11 @@ def train_fold(
             metrics.write(record)
             _write_scalars(writer, record, epoch)
             if place.main:
-                state = checkpoint_state(
-                    config, classes, split.fold, epoch, best_accuracy, model, optimizer, framing
-                )
-                state["scaler"] = precision.state_dict()
-                save_epoch_checkpoints(fold_dir, state, improved)
+                checkpoint = epoch_checkpoint(
+                    config, classes, split.fold, epoch, best_accuracy, model, optimizer, framing,
+                    precision.state_dict(),
+                )  # fmt: skip
+                save_epoch_checkpoints(fold_dir, checkpoint, improved)
                 saved = epoch
                 if strip is not None:
                     strip.record(model, epoch)
@@ -461,11 +471,12 @@ def train_fold(
     finally:
         if writer is not None:
             writer.close()
-    return fold_summary(fold_dir, split)
+    return fold_dir.summary(split.fold, split.test, split.validation)
 
 
-def _with_what_is_kept(exc: OSError, fold_dir: Path, saved: int, pretrain: int = 0) -> OSError:
+def _with_what_is_kept(exc: OSError, fold: FoldFolder, saved: int, pretrain: int = 0) -> OSError:
     """`exc`, its message extended by what the fold folder holds after it."""
+    fold_dir = fold.path
     if saved >= 0:
         kept = f"{fold_dir} keeps its checkpoints of epoch {saved}, and resume continues from there"
     elif saved >= -pretrain:
@@ -476,14 +487,6 @@ def _with_what_is_kept(exc: OSError, fold_dir: Path, saved: int, pretrain: int =
     else:
         kept = f"{fold_dir} holds no checkpoint of this run"
     return OSError(exc.errno, f"{exc.strerror or exc}; {kept}", exc.filename)
-
-
-@dataclass(frozen=True)
-class MeanStd:
-    """The mean and (population) standard deviation of a figure over folds."""
-
-    mean: float
-    std: float
 
 
 def aggregate(folds: list[FoldResult]) -> dict[str, dict[str, MeanStd]]:
@@ -503,30 +506,8 @@ def aggregate(folds: list[FoldResult]) -> dict[str, dict[str, MeanStd]]:
 
 
 @dataclass(frozen=True)
-class TrainResult:
-    """What a training run wrote: each fold's test figures and their aggregate (summary.json)."""
-
-    run_dir: Path
-    method: str
-    classes: list[str]
-    folds: list[FoldResult]
-    render: str
-    feratt_version: str
-    aggregate: dict[str, dict[str, MeanStd]]
-
-    def to_dict(self) -> dict[str, Any]:
-        """summary.json's content."""
-        return {
-            "method": self.method,
-            "classes": self.classes,
-            "folds": [fold.to_dict() for fold in self.folds],
-            "render": self.render,
-            "feratt_version": self.feratt_version,
-            "aggregate": {
-                which: {key: {"mean": v.mean, "std": v.std} for key, v in figures.items()}
-                for which, figures in self.aggregate.items()
-            },
-        }
+class TrainResult(RunSummary):
+    """What a training run wrote: each fold's test figures and their aggregate (its summary.json)."""
 
 
 def _set_determinism(config: TrainConfig, device: torch.device) -> None:
@@ -566,15 +547,16 @@ def train(
     with distributed_job(target) as place, contextlib.ExitStack() as held:
         target = place.device_for(target)
         amp_dtype(config.amp, target)  # an AMP mode the device lacks fails before anything is written
-        classes = list(read_render_index(shards)["classes"])
-        test_folds = render_folds(shards, config.fold_size, config.seed)
+        render = RenderSet.open(shards)
+        classes = list(render.classes)
+        test_folds = render_folds(render, config.fold_size, config.seed)
         chosen = resolve_folds(folds, len(test_folds))
         _set_determinism(config, target)
-        payload = folds_payload(test_folds, config.seed, config.fold_size)
+        payload = FoldsRecord.of(test_folds, config.seed, config.fold_size)
 
         def claim() -> None:  # rank 0 checks, binds and locks the run folder for every rank
             held.enter_context(
-                claim_run(run_dir, config, payload, chosen, resume=resume, overwrite=overwrite)
+                RunFolder(run_dir).claim(config, payload, chosen, resume=resume, overwrite=overwrite)
             )
 
         place.on_main(claim, target)
@@ -582,11 +564,17 @@ def train(
         results = []
         for fold in chosen:
             split = split_fold(test_folds, fold, config.val_subjects, config.seed)
-            results.append(train_fold(shards, run_dir, split, classes, config, **options))
+            results.append(train_fold(render, run_dir, split, classes, config, **options))
         place.barrier()
         result = TrainResult(
-            run_dir, config.method, classes, results, str(shards), __version__, aggregate(results)
+            method=config.method,
+            classes=classes,
+            folds=results,
+            render=str(shards),
+            feratt_version=__version__,
+            aggregate=aggregate(results),
+            run_dir=run_dir,
         )
         if place.main:
-            write_json(run_dir / "summary.json", result.to_dict())
+            RunFolder(run_dir).write_summary(result)
     return result

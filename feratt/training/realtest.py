@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from feratt.artifacts.render import RenderSet
 from feratt.errors import FerattError
 
 
@@ -62,25 +63,24 @@ class RealTestLoader:
 
 
 def load_real_faces(
-    bank_path: str | Path, subjects: Sequence[str], render_index: dict[str, Any]
+    bank_path: str | Path, subjects: Sequence[str], render: RenderSet
 ) -> tuple[RealFaces, list[str]]:
-    """The bank faces of `subjects`, framed as the render in `render_index` framed its faces, and notes."""
+    """The bank faces of `subjects`, framed as `render` framed its faces, and notes."""
     import cv2
 
-    from feratt.config.rendering import RenderConfig
-    from feratt.datasets.bank import read_bank
+    from feratt.artifacts.bank import FaceBank
     from feratt.renderer.sample import frame_face
 
-    bank = read_bank(bank_path)
+    bank = FaceBank.open(bank_path)
     notes = []
-    classes = list(render_index["classes"])
+    classes = list(render.classes)
     if list(bank.classes) != classes:
         raise FerattError(
             f"the real-test bank {bank_path} has classes {', '.join(bank.classes)}; "
             f"the render has {', '.join(classes)}",
             field="real_test",
         )
-    if bank.attrs.get("content_sha256") != render_index.get("bank_sha256"):
+    if bank.checksum != render.index.bank_sha256:
         notes.append(f"the real-test bank {bank_path} is not the bank the render was made from")
     wanted = set(subjects)
     keep = [i for i, subject in enumerate(bank.subjects) if subject in wanted]
@@ -89,7 +89,7 @@ def load_real_faces(
             f"the real-test bank {bank_path} has no faces of the test subjects {', '.join(sorted(wanted))}",
             field="real_test",
         )
-    config = RenderConfig.from_dict(render_index["render_config"])
+    config = render.config
     images, masks = [], []
     for _, face, face_mask in bank.iter_faces(keep):  # only these faces' pixels, a block at a time
         image, mask = frame_face(face, face_mask, config)

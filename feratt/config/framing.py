@@ -9,11 +9,11 @@ index.json, training copies it into every checkpoint, and `feratt export` into t
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from feratt.codec import TRANSIENT, decode
 from feratt.errors import FerattError
 
 #: The face bank's defaults (BankOptions), what a render or checkpoint without the record falls back to.
@@ -30,7 +30,8 @@ class Framing:
     size: int = 128  # side of the rendered samples
     fit_mask: float | None = None  # the render's --fit-mask: None, the whole bank crop fills the frame
     grey: bool = False  # the render turned faces grey
-    recorded: bool = True  # False: not recorded where the model came from; these are the defaults
+    # False: not recorded where the model came from; these are the defaults. Never written.
+    recorded: bool = field(default=True, metadata=TRANSIENT)
 
     def __post_init__(self) -> None:
         sizes_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.bank_size, self.size))
@@ -39,20 +40,6 @@ class Framing:
         margins = [self.bank_margin] + ([] if self.fit_mask is None else [self.fit_mask])
         if not all(isinstance(m, int | float) and math.isfinite(m) and m >= 0 for m in margins):
             raise FerattError(f"framing margins must be numbers >= 0, not {margins}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as index.json, checkpoints and ONNX metadata keep it."""
-        data = asdict(self)
-        del data["recorded"]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Framing:
-        """The record from `to_dict`'s dict; a FerattError when it is not one."""
-        names = {f.name for f in fields(cls)} - {"recorded"}
-        if not isinstance(data, dict) or set(data) != names:
-            raise FerattError(f"not a framing record (expected the keys {', '.join(sorted(names))})")
-        return cls(**data)
 
     def describe(self) -> str:
         """One line: how faces are framed."""
@@ -67,45 +54,6 @@ def defaults(size: int) -> Framing:
     return Framing(size=int(size), recorded=False)
 
 
-def bank_framing(path: str | os.PathLike[str]) -> tuple[int, float] | None:
-    """(face size, margin) that a face bank file records; None when it cannot be read."""
-    try:
-        import h5py
-
-        with h5py.File(path, "r") as bank:
-            return int(bank.attrs["face_size"]), float(bank.attrs["margin"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
-
-
-def render_record(render_config: dict[str, Any], bank: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """The framing record of a render of `bank` with `render_config` (RenderConfig.to_dict()), for index.json.
-
-    A bank that cannot be read (moved since) leaves the bank's defaults, and says so.
-    """
-    found = bank_framing(bank) if bank else None
-    bank_size, bank_margin = found or (DEFAULT_BANK_SIZE, DEFAULT_BANK_MARGIN)
-    framing = Framing(
-        bank_size=bank_size,
-        bank_margin=bank_margin,
-        size=int(render_config["size"]),
-        fit_mask=render_config.get("fit_mask"),
-        grey=bool(render_config.get("grey", False)),
-    )
-    return {**framing.to_dict(), "bank_read": found is not None}
-
-
-def from_index(index: dict[str, Any]) -> Framing:
-    """The framing of a render from its index.json; one made before the record existed: from its config."""
-    record = index.get("framing")
-    if isinstance(record, dict):
-        return Framing.from_dict({k: v for k, v in record.items() if k != "bank_read"})
-    config = index.get("render_config") or {}
-    return Framing(
-        size=int(config.get("size", 128)), fit_mask=config.get("fit_mask"), grey=bool(config.get("grey"))
-    )
-
-
 def from_checkpoint(record: Any, in_size: int, where: str) -> Framing:
     """The framing a checkpoint (or model file) records; the defaults, with a warning, when it has none."""
     if record is None:
@@ -117,7 +65,10 @@ def from_checkpoint(record: Any, in_size: int, where: str) -> Framing:
             stacklevel=2,
         )
         return defaults(in_size)
-    try:
-        return Framing.from_dict(record)
-    except (FerattError, TypeError) as exc:
-        raise FerattError(f"{where} holds a bad framing record: {exc}") from None
+    names = {f.name for f in fields(Framing)} - {"recorded"}
+    if not isinstance(record, dict) or set(record) != names:
+        expected = ", ".join(sorted(names))
+        raise FerattError(
+            f"{where} holds a bad framing record: not a framing record (expected the keys {expected})"
+        )
+    return decode(Framing, record, f"{where} (its framing record)")

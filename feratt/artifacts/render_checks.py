@@ -1,4 +1,4 @@
-"""Verify a render: everything a reader relies on, from index.json through the manifests to each shard."""
+"""Verify a render folder: all a reader relies on, from index.json through the manifests to each shard."""
 
 from __future__ import annotations
 
@@ -6,30 +6,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from feratt.artifacts.render_records import (
+    INDEX_FILE,
+    INDEX_SCHEMA_VERSION,
+    RUN_FILE,
+    SHARDS,
+    manifest_relpath,
+    record_relpath,
+)
+from feratt.artifacts.shard import file_sha256, open_shard, schema_problems
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json
-from feratt.manifests import catalog
-from feratt.manifests.inspection import shard_paths
 from feratt.manifests.plan import ShardTask
-from feratt.manifests.shards import SHARD_KIND, SHARD_SCHEMA_VERSION, file_sha256
-
-#: Datasets every shard holds, with their dtype and the shape after the sample axis (None: any).
-SHARD_SCHEMA: dict[str, tuple[str, tuple[int | None, ...]]] = {
-    "images": ("uint8", (None, None, 3)),
-    "masks": ("uint8", (None, None)),
-    "faces": ("uint8", (None, None, 3)),
-    "labels": ("int16", ()),
-    "face_index": ("int32", ()),
-    "sample_index": ("int64", ()),
-    "matrices": ("float64", (3, 3)),
-    "crops": ("float32", (3,)),
-    "luminance_ratio": ("float32", ()),
-    "params": ("float32", (None,)),
-    "background_ids": ("object", ()),
-}
 
 #: The fields of each JSON file a reader relies on, with their types.
 RECORD_FIELDS = {
@@ -51,33 +41,6 @@ INDEX_FIELDS = {
     "bank_sha256": str,
 }
 TOTALS_FIELDS = {"samples": int, "shards": int, "subjects": int, "class_counts": dict}
-
-
-def schema_problems(path: Path) -> list[str]:
-    """What is wrong with a shard's layout; empty when it follows the schema."""
-    try:
-        with h5py.File(path, "r") as h5:
-            if h5.attrs.get("kind") != SHARD_KIND:
-                return ["not a feratt shard"]
-            if h5.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
-                return [f"schema version {h5.attrs.get('schema_version')}, expected {SHARD_SCHEMA_VERSION}"]
-            problems = []
-            count = None
-            for name, (dtype, tail) in SHARD_SCHEMA.items():
-                if name not in h5 or not isinstance(h5[name], h5py.Dataset):
-                    problems.append(f"dataset {name} missing")
-                    continue
-                dataset = h5[name]
-                count = dataset.shape[0] if count is None and dataset.shape else count
-                kind = "object" if h5py.check_string_dtype(dataset.dtype) else str(dataset.dtype)
-                shape_ok = len(dataset.shape) == 1 + len(tail) and all(
-                    want is None or want == got for want, got in zip(tail, dataset.shape[1:], strict=True)
-                )
-                if kind != dtype or not shape_ok or dataset.shape[0] != count:
-                    problems.append(f"dataset {name} is {kind} {dataset.shape}")
-            return problems
-    except OSError as exc:
-        return [f"cannot be opened: {exc}"]
 
 
 def _load(path: Path, name: str, problems: list[str]) -> dict[str, Any] | None:
@@ -126,7 +89,9 @@ def _plan(run: dict[str, Any] | None, problems: list[str]) -> list[ShardTask] | 
     if run is None:
         return None
     try:
-        tasks = catalog.plan_tasks(run)
+        tasks = [
+            ShardTask(t["subject"], t["index"], t["first_sample"], tuple(t["faces"])) for t in run["shards"]
+        ]
         valid = (
             all(isinstance(task.subject, str) and task.subject for task in tasks)
             and all(_typed(t.index, int) and _typed(t.first_sample, int) for t in tasks)
@@ -137,22 +102,23 @@ def _plan(run: dict[str, Any] | None, problems: list[str]) -> list[ShardTask] | 
     except (KeyError, TypeError):
         valid = False
     if not valid:
-        problems.append(f"{catalog.RUN_FILE}: not a feratt render file")
+        problems.append(f"{RUN_FILE}: not a feratt render file")
         return None
     return tasks
 
 
-def verify(target: Path) -> list[str]:
-    """One line per problem of a render folder or a shard, naming the file; empty when sound."""
+def verify_folder(target: Path) -> list[str]:
+    """One line per problem of a render folder, naming the file; empty when sound."""
     problems: list[str] = []
-    if target.is_file():
-        return _verify_lone_shard(target)
     if not target.is_dir():
         raise FerattError(f"not found: {target}")
-    run = _load(target / catalog.RUN_FILE, catalog.RUN_FILE, problems)
+    run = _load(target / RUN_FILE, RUN_FILE, problems)
     tasks = _plan(run, problems)
     if run is None or tasks is None:
-        for shard in shard_paths(target):
+        shards = sorted((target / SHARDS).glob("*/shard-*.h5"))
+        if not shards:
+            raise FerattError(f"{target} holds no shards (looked for shards/<subject>/shard-*.h5)")
+        for shard in shards:
             problems.extend(f"{shard.relative_to(target)}: {p}" for p in schema_problems(shard))
         return problems
     by_subject: dict[str, list[ShardTask]] = {}
@@ -170,7 +136,7 @@ def verify(target: Path) -> list[str]:
     return problems
 
 
-def _verify_lone_shard(shard: Path) -> list[str]:
+def verify_shard_file(shard: Path) -> list[str]:
     """The schema of one shard, and its sidecar record beside it if there is one."""
     problems = [f"{shard}: {p}" for p in schema_problems(shard)]
     sidecar = shard.with_suffix(".json")
@@ -186,7 +152,7 @@ def _verify_subject(
     target: Path, run: dict[str, Any], subject: str, tasks: list[ShardTask], problems: list[str]
 ) -> dict[str, int] | None:
     """Check a subject's manifest and shards; return its samples per class read from the shards."""
-    name = f"manifests/{subject}.json"
+    name = manifest_relpath(subject)
     manifest = _load(target / name, name, problems)
     listed: dict[str, dict[str, Any]] | None = None
     if manifest is not None:
@@ -246,7 +212,7 @@ def _shard_counts(
     """The samples per class of a shard of the right layout, after checking its contents against the plan."""
     name = task.relpath
     classes = run["classes"]
-    with h5py.File(shard, "r") as h5:
+    with open_shard(shard) as h5:
         labels = h5["labels"][()]
         sample_index = h5["sample_index"][()]
         attrs = dict(h5.attrs)
@@ -276,7 +242,7 @@ def _verify_record(
     problems: list[str],
 ) -> None:
     """Check a shard's sidecar record: what `render` and `feratt index` trust of a finished shard."""
-    path = catalog.record_path(target, task)
+    path = target / record_relpath(task)
     name = str(path.relative_to(target))
     record = _load(path, name, problems)
     if record is None:
@@ -305,7 +271,7 @@ def _verify_index(
     problems: list[str],
 ) -> None:
     """Check index.json against the plan and the shards: classes, subjects, totals, checksums."""
-    name = catalog.INDEX_FILE
+    name = INDEX_FILE
     index = _load(target / name, name, problems)
     if index is None:
         return
@@ -314,7 +280,7 @@ def _verify_index(
     if fields:
         return
     subjects = {subject: sum(len(t) for t in tasks) for subject, tasks in sorted(by_subject.items())}
-    _compare(problems, name, "schema_version", index["schema_version"], catalog.INDEX_SCHEMA_VERSION)
+    _compare(problems, name, "schema_version", index["schema_version"], INDEX_SCHEMA_VERSION)
     _compare(problems, name, "classes", index["classes"], run["classes"])
     _compare(problems, name, "subjects", index["subjects"], subjects)
     _compare(problems, name, "config_sha256", index["config_sha256"], run["config_sha256"])

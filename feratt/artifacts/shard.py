@@ -1,4 +1,8 @@
-"""Shard files: one HDF5 file of rendered samples of one subject, written atomically and fast."""
+"""Shard files: one HDF5 file of rendered samples of one subject, written atomically and fast.
+
+Every shard holds the datasets of SHARD_SCHEMA, one row per sample, and the attributes of ShardAttrs.
+`schema_problems` is the one schema check that verification, training and evaluation share.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import h5py
 import numpy as np
 
 from feratt.atomic import atomic_path
+from feratt.errors import FerattError
 from feratt.hdf5 import set_image_attrs, write_strings
 
 SHARD_SCHEMA_VERSION = 1
@@ -23,6 +28,22 @@ SHARD_KIND = "feratt-shard"
 COMPRESSIONS: tuple[str, ...] = ("gzip", "lzf", "none")
 #: Per-sample image datasets: one chunk per sample, so a reader decompresses only what it asks for.
 IMAGE_FIELDS: tuple[str, ...] = ("images", "masks", "faces")
+
+
+#: Datasets every shard holds, with their dtype and the shape after the sample axis (None: any).
+SHARD_SCHEMA: dict[str, tuple[str, tuple[int | None, ...]]] = {
+    "images": ("uint8", (None, None, 3)),
+    "masks": ("uint8", (None, None)),
+    "faces": ("uint8", (None, None, 3)),
+    "labels": ("int16", ()),
+    "face_index": ("int32", ()),
+    "sample_index": ("int64", ()),
+    "matrices": ("float64", (3, 3)),
+    "crops": ("float32", (3,)),
+    "luminance_ratio": ("float32", ()),
+    "params": ("float32", (None,)),
+    "background_ids": ("object", ()),
+}
 
 
 @dataclass
@@ -145,11 +166,51 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def open_shard(path: str | os.PathLike[str]) -> h5py.File:
+    """A shard, open for reading (close it, or use it as a context manager); never open one before a fork."""
+    return h5py.File(path, "r")
+
+
 def read_shard_attrs(path: str | Path) -> dict[str, Any]:
     """A shard's file attributes, with the JSON-valued ones decoded."""
-    with h5py.File(path, "r") as h5:
+    with open_shard(path) as h5:
         attrs = dict(h5.attrs)
     for key in ("class_names", "render_config", "param_fields"):
         if key in attrs:
             attrs[key] = json.loads(attrs[key])
     return attrs
+
+
+def schema_problems(path: str | os.PathLike[str]) -> list[str]:
+    """What is wrong with a shard's layout; empty when it follows the schema."""
+    try:
+        with open_shard(path) as h5:
+            if h5.attrs.get("kind") != SHARD_KIND:
+                return ["not a feratt shard"]
+            if h5.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
+                return [f"schema version {h5.attrs.get('schema_version')}, expected {SHARD_SCHEMA_VERSION}"]
+            problems = []
+            count = None
+            for name, (dtype, tail) in SHARD_SCHEMA.items():
+                if name not in h5 or not isinstance(h5[name], h5py.Dataset):
+                    problems.append(f"dataset {name} missing")
+                    continue
+                dataset = h5[name]
+                count = dataset.shape[0] if count is None and dataset.shape else count
+                kind = "object" if h5py.check_string_dtype(dataset.dtype) else str(dataset.dtype)
+                shape_ok = len(dataset.shape) == 1 + len(tail) and all(
+                    want is None or want == got for want, got in zip(tail, dataset.shape[1:], strict=True)
+                )
+                if kind != dtype or not shape_ok or dataset.shape[0] != count:
+                    problems.append(f"dataset {name} is {kind} {dataset.shape}")
+            return problems
+    except OSError as exc:
+        return [f"cannot be opened: {exc}"]
+
+
+def shard_error(path: str | os.PathLike[str], exc: Exception) -> FerattError:
+    """One line for a shard that cannot be read."""
+    return FerattError(
+        f"{path} is not a readable feratt shard ({type(exc).__name__}: {exc}); "
+        "feratt inspect --verify lists every problem"
+    )

@@ -1,17 +1,23 @@
-"""Look into a render: counts, shapes, compression and sizes; draw samples (verification.py verifies)."""
+"""The inspect stage: look into a render (counts, shapes, compression, sizes), verify it, draw samples."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 
+from feratt.artifacts.render import RenderSet
+from feratt.artifacts.render_checks import verify_shard_file
+from feratt.artifacts.shard import IMAGE_FIELDS, open_shard, shard_error
+from feratt.atomic import atomic_write_bytes
+from feratt.datasets.preview import encode_png
 from feratt.errors import FerattError
-from feratt.manifests.shards import IMAGE_FIELDS
+
+__all__ = ["inspect_render", "save_sample_sheet", "verify_render"]
 
 
 def shard_paths(target: Path) -> list[Path]:
@@ -20,10 +26,28 @@ def shard_paths(target: Path) -> list[Path]:
         return [target]
     if not target.is_dir():
         raise FerattError(f"not found: {target}")
-    paths = sorted((target / "shards").glob("*/shard-*.h5"))
-    if not paths:
-        raise FerattError(f"{target} holds no shards (looked for shards/<subject>/shard-*.h5)")
-    return paths
+    return RenderSet(target).shard_files()
+
+
+def inspect_render(target: str | os.PathLike[str]) -> list[str]:
+    """Lines describing a render folder or one shard: counts per class and subject, datasets, sizes."""
+    return describe(Path(target))
+
+
+def verify_render(target: str | os.PathLike[str]) -> list[str]:
+    """Every problem of a render folder or shard (checksums, schema, missing files); empty when sound."""
+    target = Path(target)
+    if target.is_file():
+        return verify_shard_file(target)
+    return RenderSet(target).verify()
+
+
+def save_sample_sheet(
+    target: str | os.PathLike[str], path: str | os.PathLike[str], samples: int = 24, seed: int = 0
+) -> Path:
+    """Write a PNG sheet of `samples` random samples of a render (composite, mask, target) to `path`."""
+    atomic_write_bytes(path, encode_png(sample_sheet(Path(target), samples, seed)))
+    return Path(path)
 
 
 def describe(target: Path) -> list[str]:
@@ -34,17 +58,14 @@ def describe(target: Path) -> list[str]:
     total_bytes = 0
     for path in paths:
         try:
-            with h5py.File(path, "r") as h5:
+            with open_shard(path) as h5:
                 classes = json.loads(h5.attrs["class_names"])
                 labels = h5["labels"][()]
                 per_subject[str(h5.attrs["subject"])] += len(labels)
                 for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
                     per_class[classes[label]] += int(count)
         except (OSError, KeyError, TypeError, ValueError, IndexError) as exc:
-            raise FerattError(
-                f"{path} is not a readable feratt shard ({type(exc).__name__}: {exc}); "
-                "feratt inspect --verify lists every problem"
-            ) from None
+            raise shard_error(path, exc) from None
         total_bytes += path.stat().st_size
     lines = [f"{len(paths)} shards, {sum(per_subject.values())} samples, {total_bytes / 2**20:.1f} MiB"]
     lines.append("samples per class: " + ", ".join(f"{c} {per_class[c]}" for c in classes))
@@ -52,7 +73,7 @@ def describe(target: Path) -> list[str]:
         f"samples per subject ({len(per_subject)}): "
         + ", ".join(f"{s} {n}" for s, n in sorted(per_subject.items()))
     )
-    with h5py.File(paths[0], "r") as h5:
+    with open_shard(paths[0]) as h5:
         for name in (*IMAGE_FIELDS, "labels", "matrices", "params"):
             dataset = h5[name]
             compression = dataset.compression or "none"
@@ -74,7 +95,7 @@ def sample_sheet(target: Path, count: int, seed: int = 0) -> np.ndarray:
     for path, take in zip(paths, per_shard, strict=True):
         if take == 0:
             continue
-        with h5py.File(path, "r") as h5:
+        with open_shard(path) as h5:
             classes = json.loads(h5.attrs["class_names"])
             picks = np.sort(rng.choice(len(h5["labels"]), size=min(take, len(h5["labels"])), replace=False))
             for i in picks:

@@ -5,7 +5,8 @@ values: fields in declaration order, tuples as lists, paths as strings. A field'
 `OMIT_NONE` (left out while it is None) or `TRANSIENT` (never written: it describes the object in
 memory, not the file).
 
-`decode(cls, data, where)` is the reverse, and the schema check: every value must have its field's
+`decode(cls, data, where)` is the reverse, and the schema check (a class's `upgrade_record(data)`, if
+it has one, first turns what older releases wrote into today's fields): every value must have its field's
 type (an int stands for a float; a list for a tuple), a missing field takes its default, a field
 without one must be there, and a key the class does not know is refused, unless listed in `ignore`.
 Errors are FerattErrors naming the file (`where`) and the field's path (`config.lr`, `folds[2].test`).
@@ -74,6 +75,9 @@ def decode(cls: type[T], data: Any, where: str, *, ignore: tuple[str, ...] = ())
 def _dataclass(cls: type[T], data: Any, where: str, path: str, ignore: tuple[str, ...] = ()) -> T:
     if not isinstance(data, dict):
         raise _fail(where, path, f"must be an object of {cls.__name__}'s fields")
+    upgrade = getattr(cls, "upgrade_record", None)
+    if upgrade is not None:  # a class that changed may read what older releases wrote
+        data = upgrade(data)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("transient")}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields) - set(ignore))
     if unknown:
