@@ -19,12 +19,13 @@ from skimage import data
 
 import feratt.training.accelerator as accelerator
 from feratt.cli_options import train_config_from_cli, training_options
+from feratt.config.methods import METHODS, get_method
 from feratt.config.training import TrainConfig, check_run_config, config_changes, read_run_config
 from feratt.errors import FerattError
 from feratt.training.accelerator import Precision, amp_dtype, cuda_bf16_supported, uses_channels_last
+from feratt.training.build import build_model, loss_config
 from feratt.training.checkpoints import load_trained, read_metrics
 from feratt.training.loop import run_epoch, train
-from feratt.training.methods import METHODS, build_model, get_method, loss_config
 
 CPU = torch.device("cpu")
 SIZE, WIDTH, BATCH, CLASSES = 64, 0.25, 4, 7  # FERAtt's U-Net needs 64 px; 32 px leaves G_att no centre

@@ -23,10 +23,10 @@ from feratt.training.attention import (
     strip_epochs,
     strip_images,
 )
+from feratt.training.build import build_model
 from feratt.training.checkpoints import read_metrics
 from feratt.training.data import read_render_index
 from feratt.training.loop import train
-from feratt.training.methods import build_model
 from feratt.training.models.feratt import Reconstruction
 
 TINY = TrainConfig(

@@ -14,6 +14,7 @@ import torch
 
 from feratt import __version__
 from feratt.atomic import atomic_write_bytes
+from feratt.config.methods import CONTROL_METHOD, METHODS
 from feratt.config.training import PER_RUN_OPTIONS, TrainConfig, check_run_config
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import EvaluationResult, evaluate_model
@@ -28,7 +29,6 @@ from feratt.training.data import read_render_index
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import render_folds, resolve_folds
 from feratt.training.loop import train
-from feratt.training.methods import METHODS
 
 EXPERIMENT_FILE = "experiment.json"
 EXPERIMENT_KIND = "feratt-experiment"
@@ -195,7 +195,7 @@ def significance(
     scores = np.array([table[m]["accuracy"].folds for m in methods]).T  # folds x methods
     if scores.shape[0] < 2:
         return {"note": "one fold: the tests need at least two"}
-    control = "baseline" if "baseline" in methods else methods[0]
+    control = CONTROL_METHOD if CONTROL_METHOD in methods else methods[0]
     friedman = friedman_test(scores)
     nemenyi = nemenyi_test(scores, methods, alpha=alpha)
     dunn = bonferroni_dunn_test(scores, methods, control=control, alpha=alpha)

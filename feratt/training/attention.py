@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 from feratt.atomic import atomic_write_bytes
+from feratt.config.methods import get_method
 from feratt.config.training import TrainConfig
 from feratt.training.data import ShardStream, normalise_batch, prepare_inputs, shards_for_subjects
-from feratt.training.methods import get_method
 
 #: The keys an epoch record gains for a FERAtt method, in the order of AttentionSums.sums.
 ATTENTION_KEYS: tuple[str, ...] = ("att_mse", "att_psnr", "att_iou")

@@ -26,9 +26,10 @@ from feratt.atomic import atomic_path, atomic_write_bytes
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.training.accelerator import Precision
+from feratt.training.build import build_model
 from feratt.training.device import pick_device
 from feratt.training.folds import FoldSplit
-from feratt.training.methods import build_model, get_method
+from feratt.training.models import model_outputs
 
 CHECKPOINT_VERSION = 1
 METRICS_FILE = "metrics.jsonl"
@@ -336,9 +337,9 @@ class TrainedModel:
         return self.config.method
 
     @property
-    def is_feratt(self) -> bool:
-        """Whether the model is a FERAtt network (with attention), not the baseline."""
-        return get_method(self.config.method).attention
+    def outputs(self) -> frozenset[str]:
+        """The ModelOutput fields the model's forward fills, as its class declares them."""
+        return model_outputs(self.model)
 
 
 def run_checkpoints(run_dir: str | Path, which: str = "best") -> list[Path]:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from feratt import __version__
+from feratt.config.methods import get_method
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.framing import from_index
@@ -21,6 +22,7 @@ from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
 from feratt.training.accelerator import Precision, amp_dtype, uses_channels_last
 from feratt.training.attention import AttentionStrip, AttentionSums
+from feratt.training.build import build_model, loss_config
 from feratt.training.checkpoints import (
     LAST,
     METRICS_FILE,
@@ -42,7 +44,6 @@ from feratt.training.data import (
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import FoldSplit, folds_payload, render_folds, resolve_folds, split_fold
 from feratt.training.losses import compute_losses
-from feratt.training.methods import build_model, get_method, loss_config
 from feratt.training.metrics import MetricAccumulator, classification_metrics
 from feratt.training.realtest import RealTestLoader, load_real_faces
 from feratt.training.runfolder import claim_run
