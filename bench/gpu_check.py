@@ -58,9 +58,9 @@ from train_step_bench import TrainStep, step_times, synchronize  # noqa: E402
 
 from feratt.artifacts.render import RenderSet  # noqa: E402
 from feratt.artifacts.run import FoldFolder  # noqa: E402
+from feratt.config.methods import METHODS  # noqa: E402
 from feratt.training.accelerator import amp_dtype, cuda_bf16_supported  # noqa: E402
 from feratt.training.data import normalise_batch, prepare_inputs  # noqa: E402
-from feratt.training.methods import METHODS  # noqa: E402
 
 #: Modules some of feratt needs and this script does without; each one missing is reported.
 OPTIONAL = ("cv2", "skimage", "scipy", "sklearn", "click", "matplotlib", "PIL", "tqdm")

@@ -27,8 +27,8 @@ from feratt.config.training import TrainConfig
 from feratt.datasets.demo import DEMO_CLASSES
 from feratt.inference.backends import open_model
 from feratt.inference.export import export_onnx
+from feratt.training.build import build_model
 from feratt.training.checkpoints import epoch_checkpoint
-from feratt.training.methods import build_model
 
 
 def make_models(work: Path, method: str, preset: str, threads: int):

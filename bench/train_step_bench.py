@@ -16,10 +16,11 @@ import time
 
 import torch
 
+from feratt.config.methods import METHODS, get_method
 from feratt.config.training import TrainConfig
 from feratt.training.accelerator import Precision
+from feratt.training.build import build_model, loss_config
 from feratt.training.losses import compute_losses
-from feratt.training.methods import METHODS, build_model, get_method, loss_config
 
 NUM_CLASSES = 7
 

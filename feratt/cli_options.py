@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
+from feratt.config.methods import METHODS
 from feratt.config.training import CHOICES, TrainConfig, load_config_file
 from feratt.errors import FerattError
-from feratt.training.methods import METHODS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 

@@ -10,8 +10,8 @@ from feratt.config.framing import Framing
 from feratt.config.training import TrainConfig
 from feratt.datasets.demo import DEMO_CLASSES
 from feratt.inference.scenes import Scene, astronaut_portrait, compose, demo_portrait
+from feratt.training.build import build_model
 from feratt.training.checkpoints import epoch_checkpoint
-from feratt.training.methods import build_model
 
 #: The framing of the demo render (`make demo`): 64 px samples framed by the mask box, padded by 0.05.
 DEMO_FRAMING = Framing(size=64, fit_mask=0.05)

@@ -112,8 +112,8 @@ def test_schedule_and_ramp_reach_training_and_resume_continues_them(render, tmp_
 
 @pytest.mark.parametrize("detach", [False, True])
 def test_detached_attention_stops_the_classifiers_gradient_at_i_att(detach):
+    from feratt.training.build import build_model
     from feratt.training.losses import classification_loss
-    from feratt.training.methods import build_model
 
     config = TrainConfig(method="feratt-cls", preset="cpu-small", detach_attention=detach).resolved()
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_detached_attention_stops_the_classifiers_gradient_at_i_att(detach):
 
 @pytest.mark.parametrize("identity", [False, True])
 def test_an_identity_start_makes_i_att_the_gated_input(identity):
-    from feratt.training.methods import build_model
+    from feratt.training.build import build_model
 
     config = TrainConfig(method="feratt-cls", preset="cpu-small", identity_init=identity).resolved()
     torch.manual_seed(0)
@@ -282,7 +282,7 @@ def test_attention_pre_training_comes_first_logged_apart_and_resumes(render, tmp
         train(render, resumed, config, device="cpu")
     killed = torch.load(resumed / "fold-0" / "last.pt", weights_only=True)
     assert killed["epoch"] == -1 and not (resumed / "fold-0" / "metrics.jsonl").exists()
-    from feratt.training.methods import build_model
+    from feratt.training.build import build_model
 
     torch.manual_seed(config.seed)
     initial = build_model(config.resolved(), 7).state_dict()

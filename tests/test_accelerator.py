@@ -18,15 +18,16 @@ from click.testing import CliRunner
 from skimage import data
 
 import feratt.training.accelerator as accelerator
-from feratt.artifacts.run import FoldFolder
+from feratt.artifacts.run import FoldFolder, RunFolder
 from feratt.cli_options import train_config_from_cli, training_options
 from feratt.codec import decode, encode
-from feratt.config.training import TrainConfig, check_run_config, config_changes, read_run_config
+from feratt.config.methods import METHODS, get_method
+from feratt.config.training import TrainConfig, config_changes
 from feratt.errors import FerattError
 from feratt.training.accelerator import Precision, amp_dtype, cuda_bf16_supported, uses_channels_last
+from feratt.training.build import build_model, loss_config
 from feratt.training.checkpoints import load_trained
 from feratt.training.loop import run_epoch, train
-from feratt.training.methods import METHODS, build_model, get_method, loss_config
 
 CPU = torch.device("cpu")
 SIZE, WIDTH, BATCH, CLASSES = 64, 0.25, 4, 7  # FERAtt's U-Net needs 64 px; 32 px leaves G_att no centre
@@ -99,13 +100,14 @@ def test_old_runs_boolean_amp_reads_as_auto_or_off(tmp_path):
     run_dir.mkdir()
     old = {**encode(TrainConfig()), "amp": True}  # config.json as feratt wrote it before --amp took a mode
     (run_dir / "config.json").write_text(json.dumps(old))
-    assert read_run_config(run_dir / "config.json").amp == "auto"
-    assert config_changes(TrainConfig(), read_run_config(run_dir / "config.json")) == []
-    check_run_config(run_dir, TrainConfig())  # an experiment reuses the run
+    run = RunFolder(run_dir)
+    assert run.config().amp == "auto"
+    assert config_changes(TrainConfig(), run.config()) == []
+    run.check_same_config(TrainConfig())  # an experiment reuses the run
     with pytest.raises(FerattError, match=r"other settings \(amp\)"):
-        check_run_config(run_dir, TrainConfig(amp="fp16"))
+        run.check_same_config(TrainConfig(amp="fp16"))
     (run_dir / "config.json").write_text(json.dumps({**old, "amp": False}))
-    check_run_config(run_dir, TrainConfig(amp="off"))
+    run.check_same_config(TrainConfig(amp="off"))
 
 
 def test_amp_option_on_the_command_line():

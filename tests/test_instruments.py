@@ -25,8 +25,8 @@ from feratt.training.attention import (
     strip_epochs,
     strip_images,
 )
+from feratt.training.build import build_model
 from feratt.training.loop import train
-from feratt.training.methods import build_model
 from feratt.training.models.feratt import Reconstruction
 
 TINY = TrainConfig(

@@ -36,7 +36,9 @@ def test_a_legacy_bank_opens_and_verifies():
     bank = FaceBank.open(LEGACY / "bank.h5")
     assert len(bank) == 28 and bank.classes == CLASSES and bank.size == 48
     assert sorted(set(bank.subjects)) == SUBJECTS and bank.labels.tolist() == list(range(7)) * 4
-    assert bank.header.format == "demo" and bank.header.margin == 0.2 and bank.header.feratt_version == "0.1.0"
+    assert (
+        bank.header.format == "demo" and bank.header.margin == 0.2 and bank.header.feratt_version == "0.1.0"
+    )
     assert bank.images[3].shape == (48, 48, 3) and set(np.unique(bank.masks[3])) == {0, 255}
     assert bank.content_checksum() == bank.checksum
 
@@ -60,7 +62,7 @@ def test_a_legacy_run_folder_reads_whole():
     assert (config.method, config.in_size, config.width, config.epochs) == ("baseline", 32, 0.05, 2)
     assert run.extensions() == []
     folds = run.folds().test_folds()
-    assert len(folds) == 2 and sorted(sum(folds, [])) == SUBJECTS
+    assert len(folds) == 2 and sorted(s for fold in folds for s in fold) == SUBJECTS
     summary = run.summary()
     assert summary.method == "baseline" and summary.classes == list(CLASSES) and summary.run_dir == run.path
     assert [fold.fold for fold in summary.folds] == [0] and summary.folds[0].final is not None

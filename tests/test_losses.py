@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from feratt.config.methods import METHODS, get_method
 from feratt.errors import FerattError
 from feratt.training.losses import (
     LossConfig,
@@ -16,7 +17,6 @@ from feratt.training.losses import (
     compute_losses,
     gaussian_manifold_loss,
 )
-from feratt.training.methods import METHODS, get_method
 
 
 def clusters(distance, per_class=10, classes=3, dim=8, noise=0.1, seed=0):

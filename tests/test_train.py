@@ -84,8 +84,8 @@ def test_train_writes_metrics_checkpoints_and_summary(render, tmp_path, method):
 
 
 def test_real_test_scores_the_test_subjects_unrendered_faces(render, tmp_path):
+    from feratt.training.build import build_model
     from feratt.training.data import normalise_batch, prepare_inputs
-    from feratt.training.methods import build_model
     from feratt.training.metrics import MetricAccumulator
     from feratt.training.realtest import load_real_faces
 
@@ -196,7 +196,7 @@ def test_ddp_with_gloo_matches_single_process_sample_count(render, tmp_path):
 
 
 def test_class_means_reaches_the_loss_and_is_saved(render, tmp_path):
-    from feratt.training.methods import loss_config
+    from feratt.training.build import loss_config
 
     run_dir = tmp_path / "run"
     train_tiny(render, run_dir, method="feratt-rep-cls", epochs=1, max_batches=1, class_means="leave-one-out")

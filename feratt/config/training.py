@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feratt.config.methods import METHODS
 from feratt.errors import FerattError
 
 #: Training options that may differ between the runs of one run folder, a resumed run included: they
@@ -61,9 +62,6 @@ _CHOICE_NAMES = {
     "lr_schedule": "learning-rate schedules",
     "amp": "mixed precision modes",
 }
-#: FERAtt's input sides are multiples of this: G_att's U-Net halves its input six times.
-FERATT_MULTIPLE = 64
-
 #: The least value of each integer option.
 _LEAST_INT = {
     "in_size": 32,
@@ -226,10 +224,12 @@ class TrainConfig:
             problem = _problem(field.name, field.type.split(" | ")[0], value)
             if problem is not None:
                 raise FerattError(f"training option {field.name}: {value!r} {problem}", field=field.name)
-        if self.method.startswith("feratt") and self.in_size is not None and self.in_size % FERATT_MULTIPLE:
+        method = METHODS.get(self.method)  # an unknown method is refused where it is looked up
+        if method is not None and self.in_size is not None and self.in_size % method.input_multiple:
+            reason = f" ({method.input_reason})" if method.input_reason else ""
             raise FerattError(
-                f"training option in_size: {self.in_size} must be a multiple of {FERATT_MULTIPLE} for "
-                f"{self.method} (G_att's U-Net halves its input six times)",
+                f"training option in_size: {self.in_size} must be a multiple of {method.input_multiple} for "
+                f"{self.method}{reason}",
                 field="in_size",
             )
 

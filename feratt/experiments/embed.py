@@ -13,6 +13,7 @@ import torch
 from feratt import __version__
 from feratt.artifacts.render import RenderSet
 from feratt.atomic import atomic_path
+from feratt.config.methods import METHODS
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import (
     Outputs,
@@ -29,7 +30,6 @@ from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
 from feratt.training.checkpoints import TrainedModel, load_trained
 from feratt.training.device import pick_device
-from feratt.training.methods import METHODS
 from feratt.training.metrics import knn_accuracy
 
 #: Neighbours of the k-NN classifier fitted on the training embeddings.
@@ -173,11 +173,11 @@ def _check_settings(max_points: int, perplexity: float) -> None:
         raise FerattError(f"the perplexity must be above 0, not {perplexity}", field="perplexity")
 
 
-def _feratt_model(run: str | Path, fold: int | None, device: torch.device) -> TrainedModel:
-    """The trained model `run` names, refused unless its method has an embedding z."""
+def _embedding_model(run: str | Path, fold: int | None, device: torch.device) -> TrainedModel:
+    """The trained model `run` names, refused unless its network gives an embedding z."""
     trained = load_trained(run, fold, device=device)
-    if not trained.is_feratt:
-        names = " or ".join(name for name, method in METHODS.items() if method.attention)
+    if "embedding" not in trained.outputs:
+        names = " or ".join(name for name, method in METHODS.items() if "embedding" in method.outputs)
         raise FerattError(
             f"{trained.checkpoint} is a {trained.method} model, which has no embedding z: "
             f"embed needs a FERAtt run ({names})"
@@ -239,7 +239,7 @@ def embed(
     log = log or no_log
     shards = Path(shards)
     target = pick_device(device)
-    trained = _feratt_model(run, fold, target)
+    trained = _embedding_model(run, fold, target)
     render = RenderSet.open(shards)
     check_render(trained, render)
     split = fold_split(trained, render)

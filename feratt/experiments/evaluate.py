@@ -252,7 +252,6 @@ def run_model(
     model, config = trained.model, trained.config
     model.eval()
     logits, labels, embeddings = [], [], []
-    feratt = trained.is_feratt
     total, done = _sample_count(batches), 0
     for step, raw in enumerate(batches):
         if noise is not None:
@@ -262,7 +261,7 @@ def run_model(
             raw = {**raw, "image": noisy, "clean_image": raw["image"]}  # the attention target stays clean
         batch = normalise_batch(raw, device)
         inputs, target = prepare_inputs(batch, config)
-        output = model(inputs, target=target) if feratt else model(inputs)
+        output = model(inputs, target=target)
         logits.append(output.logits.float().cpu().numpy())
         labels.append(batch["label"].cpu().numpy().astype(np.int64))
         if output.embedding is not None:

@@ -16,6 +16,7 @@ from feratt.artifacts.render import RenderSet
 from feratt.artifacts.run import RunFolder
 from feratt.atomic import atomic_write_bytes
 from feratt.codec import decode, encode
+from feratt.config.methods import CONTROL_METHOD, METHODS
 from feratt.config.training import PER_RUN_OPTIONS, TrainConfig
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import EvaluationResult, evaluate_model
@@ -29,7 +30,6 @@ from feratt.training.checkpoints import find_checkpoint, load_trained
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import render_folds, resolve_folds
 from feratt.training.loop import train
-from feratt.training.methods import METHODS
 
 EXPERIMENT_FILE = "experiment.json"
 EXPERIMENT_KIND = "feratt-experiment"
@@ -191,7 +191,7 @@ def significance(
     scores = np.array([table[m]["accuracy"].folds for m in methods]).T  # folds x methods
     if scores.shape[0] < 2:
         return {"note": "one fold: the tests need at least two"}
-    control = "baseline" if "baseline" in methods else methods[0]
+    control = CONTROL_METHOD if CONTROL_METHOD in methods else methods[0]
     friedman = friedman_test(scores)
     nemenyi = nemenyi_test(scores, methods, alpha=alpha)
     dunn = bonferroni_dunn_test(scores, methods, control=control, alpha=alpha)

@@ -233,7 +233,7 @@ def attention_panels(
     index: int = 0,
 ) -> list[dict[str, Any]]:
     """For each sigma: the noisy model input, I_att, and the top class with its softmax probability."""
-    if not trained.is_feratt:
+    if "attention_image" not in trained.outputs:
         raise FerattError(f"{trained.checkpoint} is a {trained.method} model: it has no attention image")
     clean = sample["image"].astype(np.float32) / np.float32(255.0)
     panels = []
@@ -418,7 +418,7 @@ def _score_run(
         check_render(trained, scoring.render)
         subjects = fold_test_subjects(trained, scoring.render)
         loaders = scoring.loaders(subjects)
-        if figure is None and trained.is_feratt:
+        if figure is None and "attention_image" in trained.outputs:
             figure = _attention_figure(trained, run, loaders["synthetic"], scoring)
         folds[str(trained.fold)] = _score_fold(trained, subjects, scoring, loaders)
         del trained, loaders

@@ -58,7 +58,7 @@ class SplitTable:
 
 def method_title(method: str) -> str:
     """The name a method goes by in the paper's tables (its own name when it has none)."""
-    from feratt.training.methods import METHODS
+    from feratt.config.methods import METHODS
 
     return METHODS[method].title if method in METHODS else method
 

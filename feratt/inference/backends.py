@@ -96,7 +96,7 @@ class TorchClassifier:
 
     @property
     def has_attention(self) -> bool:
-        return bool(self.trained.is_feratt)
+        return "attention_image" in self.trained.outputs
 
     def __call__(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         from feratt.experiments.predict import predict_images

@@ -22,9 +22,9 @@ from torch.utils.data import default_collate
 from feratt.artifacts.render import RenderSet
 from feratt.artifacts.run import FoldFolder
 from feratt.atomic import atomic_write_bytes
+from feratt.config.methods import get_method
 from feratt.config.training import TrainConfig
 from feratt.training.data import ShardStream, normalise_batch, prepare_inputs
-from feratt.training.methods import get_method
 
 #: The keys an epoch record gains for a FERAtt method, in the order of AttentionSums.sums.
 ATTENTION_KEYS: tuple[str, ...] = ("att_mse", "att_psnr", "att_iou")

@@ -18,8 +18,9 @@ from feratt.config.framing import Framing
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.training.accelerator import Precision
+from feratt.training.build import build_model
 from feratt.training.device import pick_device
-from feratt.training.methods import build_model, get_method
+from feratt.training.models import model_outputs
 
 
 def epoch_checkpoint(
@@ -99,9 +100,9 @@ class TrainedModel:
         return self.config.method
 
     @property
-    def is_feratt(self) -> bool:
-        """Whether the model is a FERAtt network (with attention), not the baseline."""
-        return get_method(self.config.method).attention
+    def outputs(self) -> frozenset[str]:
+        """The ModelOutput fields the model's forward fills, as its class declares them."""
+        return model_outputs(self.model)
 
 
 def find_checkpoint(path: str | Path, fold: int | None = None, which: str = "best") -> Path:

@@ -24,12 +24,14 @@ from feratt.artifacts.run import (
     RunSummary,
 )
 from feratt.config.framing import Framing
+from feratt.config.methods import get_method
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.progress import Log, Progress, no_log
 from feratt.requests import request_from
 from feratt.training.accelerator import Precision, amp_dtype, uses_channels_last
 from feratt.training.attention import AttentionStrip, AttentionSums
+from feratt.training.build import build_model, loss_config
 from feratt.training.checkpoints import epoch_checkpoint, restore_checkpoint, save_epoch_checkpoints
 from feratt.training.data import (
     ShardStream,
@@ -40,7 +42,6 @@ from feratt.training.data import (
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import FoldSplit, render_folds, resolve_folds, split_fold
 from feratt.training.losses import compute_losses
-from feratt.training.methods import build_model, get_method, loss_config
 from feratt.training.metrics import MetricAccumulator, classification_metrics
 from feratt.training.realtest import RealTestLoader, load_real_faces
 from feratt.training.schedule import epoch_config, epoch_lr, pretrain_epochs

@@ -21,7 +21,7 @@ ATTENTION_KINDS: tuple[str, ...] = ("mse", "tanh")
 CLASSIFICATION_KINDS: tuple[str, ...] = ("bce", "ce")
 #: How L_rep's class means treat the sample being scored: included (the authors' code) or left out.
 CLASS_MEANS: tuple[str, ...] = ("batch", "leave-one-out")
-#: The terms of the total loss (eq. 1); a method optimises some of them (feratt.training.methods).
+#: The terms of the total loss (eq. 1); a method optimises some of them (feratt.config.methods).
 LOSS_TERMS: tuple[str, ...] = ("attention", "representation", "classification")
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from feratt.config.methods import get_method
 from feratt.config.training import TrainConfig
-from feratt.training.methods import get_method
 
 #: OneCycleLR's defaults: the starting rate is lr / DIV, the final one lr / (DIV * FINAL_DIV).
 ONECYCLE_DIV = 25.0

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from feratt.config.training import FERATT_MULTIPLE
+from feratt.config.methods import FERATT_MULTIPLE
 from feratt.errors import FerattError
 from feratt.training.models.blocks import (
     REP_SIZE,
@@ -27,6 +28,7 @@ from feratt.training.models.blocks import (
     scaled,
 )
 from feratt.training.models.preact_resnet import preact_resnet18
+from feratt.training.models.registry import register_model
 from feratt.training.models.resnet34 import ResNet34Encoder, load_resnet34_weights
 
 
@@ -178,6 +180,7 @@ class Representation(nn.Module):
         return z, self.fc(z)
 
 
+@register_model("feratt")
 class FERAtt(nn.Module):
     """FERAtt: I_att = G_rec(sigmoid(G_att(x)) * G_ft(x)), pooled to 32x32, then classified by G_rep.
 
@@ -204,6 +207,11 @@ class FERAtt(nn.Module):
 
     `attention_init` records the encoder's initialisation: "random" or "resnet34:<path>".
     """
+
+    outputs: ClassVar[frozenset[str]] = frozenset(
+        {"logits", "embedding", "attention_image", "attention_map", "features"}
+    )
+    input_multiple: ClassVar[int] = FERATT_MULTIPLE
 
     def __init__(
         self,
@@ -232,7 +240,7 @@ class FERAtt(nn.Module):
         if not 0.0 <= teacher_forcing <= 1.0:
             raise FerattError(f"teacher_forcing is a probability in [0, 1], got {teacher_forcing}")
         self.num_classes = num_classes
-        self.in_size = check_in_size(in_size, FERATT_MULTIPLE)
+        self.in_size = check_in_size(in_size, self.input_multiple)
         self.width = check_width(width)
         self.teacher_forcing = float(teacher_forcing)
         self.detach_attention = bool(detach_attention)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -15,6 +16,7 @@ from feratt.training.models.blocks import (
     check_width,
     scaled,
 )
+from feratt.training.models.registry import register_model
 
 
 class PreActBlock(nn.Module):
@@ -91,6 +93,7 @@ def preact_resnet18(width: float = 1.0, num_classes: int = 0, in_channels: int =
     return PreActResNet((2, 2, 2, 2), width=width, num_classes=num_classes, in_channels=in_channels)
 
 
+@register_model("baseline")
 class Baseline(nn.Module):
     """The paper's baseline: PreActResNet18 on the input resized to 32x32 (area interpolation).
 
@@ -98,12 +101,15 @@ class Baseline(nn.Module):
     statistics first, exactly as FERAtt's classifier input is. Only `logits` is set in the output.
     """
 
+    outputs: ClassVar[frozenset[str]] = frozenset({"logits"})
+    input_multiple: ClassVar[int] = 32  # of in_size; the forward resizes any input to 32x32
+
     def __init__(
         self, num_classes: int, in_size: int = 128, width: float = 1.0, normalize: bool = True
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.in_size = check_in_size(in_size)
+        self.in_size = check_in_size(in_size, self.input_multiple)
         self.width = check_width(width)
         self.normalize = normalize
         self.norm: nn.Module = Normalize() if normalize else nn.Identity()
