@@ -11,8 +11,8 @@ from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from skimage import data
 
 from feratt.errors import FerattError
-from feratt.experiments.predict import predict_images, prepare_image, read_rgb, unique_stems
 from feratt.inference.predict import predict
+from feratt.inference.torch_model import predict_images, prepare_image, read_rgb, unique_stems
 from feratt.training.checkpoints import load_trained
 
 

@@ -116,3 +116,39 @@ def test_command_line_is_thin() -> None:
                 assert node.module.split(".")[0] not in forbidden, (name, node.lineno)
             elif isinstance(node, ast.Attribute) and node.attr in ("load", "loads"):
                 assert not (isinstance(node.value, ast.Name) and node.value.id == "json"), (name, node.lineno)
+
+
+def _package(module: str) -> str:
+    """The subpackage a module belongs to (feratt.training.models.feratt: training); a top-level module
+    (feratt.errors, feratt.cli) stands for itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else module
+
+
+def test_no_import_cycles_between_packages() -> None:
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        source = _package(name)
+        graph.setdefault(source, set())
+        for target in _imports(name, path, modules):
+            if _package(target) != source:
+                graph[source].add(_package(target))
+    assert _cycles(graph) == []
+    # The layers: stages over the artifacts, the artifacts over the settings they record.
+    assert "artifacts" not in graph["config"] and not graph["artifacts"] & {"datasets", "renderer", "training"}
+
+
+#: The names of the files feratt writes: only the artifacts layer spells them out.
+FILE_NAMES = ('"index.json"', '"config.json"', '"folds.json"', '"metrics.jsonl"', '"render.json"', "h5py.File(")
+
+
+def test_only_the_artifacts_layer_names_feratts_files() -> None:
+    found = [
+        f"{name}: {literal}"
+        for name, path in _modules().items()
+        if not name.startswith("feratt.artifacts.")
+        for literal in FILE_NAMES
+        if literal in path.read_text()
+    ]
+    assert found == []

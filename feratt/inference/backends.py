@@ -99,7 +99,7 @@ class TorchClassifier:
         return "attention_image" in self.trained.outputs
 
     def __call__(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        from feratt.experiments.predict import predict_images
+        from feratt.inference.torch_model import predict_images
 
         predictions = predict_images(self.trained, list(faces), self.batch_size)
         return predictions.probabilities, predictions.attention
