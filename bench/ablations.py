@@ -157,7 +157,9 @@ def run_entry(
         feratt.train(render, run_dir, config, folds=fold, resume=True, device="cpu", log=print)
     seconds = time.perf_counter() - started
     out_file = run_dir / f"evaluation-fold-{fold}.json"
-    evaluation = feratt.evaluate(run_dir, test_render or render, fold=fold, real_test=bank, out_file=out_file)
+    evaluation = feratt.evaluate(
+        run=run_dir, render=test_render or render, fold=fold, real_test=bank, out_file=out_file
+    )
     return {
         "row": row,
         "render": label,

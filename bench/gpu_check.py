@@ -232,7 +232,7 @@ def demo_render(out: Path, work: Path, plan: Plan) -> Path:
     )
     per_face = max(1, round(plan.subjects * plan.per_subject / bank.total))
     config = preset_config(size=plan.size)
-    return render(bank=work / "bank.h5", out=out, config=config, per_face=per_face, jobs=jobs).out
+    return render(bank=work / "bank.h5", render=out, config=config, per_face=per_face, jobs=jobs).render
 
 
 def make_data(args: argparse.Namespace, plan: Plan, work: Path, report: Report) -> Path:
@@ -359,7 +359,7 @@ def _attempt(report: Report, budget: float | None, what: str, measure: Any) -> d
 def real_run(method: str, shards: Path, work: Path, plan: Plan, device: torch.device) -> dict[str, Any]:
     """A few epochs through feratt's training API; whether every loss fell and accuracy beat chance."""
     from feratt.config.training import TrainConfig
-    from feratt.training.loop import train
+    from feratt.training.train import train
 
     options = {
         "preset": "cpu-small", "method": method, "epochs": plan.run_epochs, "batch_size": plan.run_batch,
@@ -368,7 +368,11 @@ def real_run(method: str, shards: Path, work: Path, plan: Plan, device: torch.de
     }  # fmt: skip
     started = time.perf_counter()
     result = train(
-        shards, work / "runs" / method, TrainConfig.from_options(options), folds="0", device=device
+        render=shards,
+        run=work / "runs" / method,
+        config=TrainConfig.from_options(options),
+        folds="0",
+        device=device,
     )
     records = FoldFolder(work / "runs" / method / "fold-0").records()
     first, last = records[0]["train"], records[-1]["train"]

@@ -33,7 +33,11 @@ def main() -> None:
         photo = Path(tmp) / "group.png"
         cv2.imwrite(str(photo), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
         result = predict(
-            args.checkpoint, [photo], render=args.render, annotate=Path(tmp) / "out", device="cpu"
+            checkpoint=args.checkpoint,
+            images=[photo],
+            render=args.render,
+            annotate=Path(tmp) / "out",
+            device="cpu",
         )
         drawn = cv2.imread(str(Path(tmp) / "out" / "group.png"))
     cv2.imwrite(args.out, drawn, [cv2.IMWRITE_JPEG_QUALITY, 88])

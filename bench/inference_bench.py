@@ -41,7 +41,7 @@ def make_models(work: Path, method: str, preset: str, threads: int):
     )  # fmt: skip
     checkpoint = work / f"{method}-{preset}.pt"
     saved.save(checkpoint)
-    exported = export_onnx(checkpoint, work / f"{method}-{preset}.onnx")
+    exported = export_onnx(checkpoint=checkpoint, out=work / f"{method}-{preset}.onnx")
     by_torch = open_model(checkpoint, device="cpu")
     by_onnx = open_model(exported.path)
     import onnxruntime

@@ -6,8 +6,8 @@ arguments), optional `progress(done, total)` and `log(line)` callbacks, and retu
     import feratt
 
     bank = feratt.build_bank(source="builtin:demo", out="bank.h5")
-    render = feratt.render(bank="bank.h5", out="synth")
-    run = feratt.train("synth", "runs/base", feratt.TrainConfig(method="baseline"))
+    render = feratt.render(bank="bank.h5", render="synth")
+    run = feratt.train(render="synth", run="runs/base", config=feratt.TrainConfig(method="baseline"))
 
 Names load on first use, so `import feratt` (and `feratt --help`) stays fast.
 """
@@ -32,8 +32,9 @@ _EXPORTS: dict[str, str] = {
     "verify_render": "feratt.renderer.inspect",
     "RenderConfig": "feratt.config.rendering",
     "TrainConfig": "feratt.config.training",
-    "TrainResult": "feratt.training.loop",
-    "train": "feratt.training.loop",
+    "TrainRequest": "feratt.training.train",
+    "TrainResult": "feratt.training.train",
+    "train": "feratt.training.train",
     "EvaluationResult": "feratt.experiments.evaluate",
     "evaluate": "feratt.experiments.evaluate",
     "ExperimentRequest": "feratt.experiments.experiment",
@@ -54,6 +55,15 @@ _EXPORTS: dict[str, str] = {
     "load_trained": "feratt.training.checkpoints",
     "create_model": "feratt.training.models",
     "FerattError": "feratt.errors",
+    "FaceBank": "feratt.artifacts.bank",
+    "RenderSet": "feratt.artifacts.render",
+    "RunFolder": "feratt.artifacts.run",
+    "Checkpoint": "feratt.artifacts.checkpoint",
+    "EvaluateRequest": "feratt.experiments.evaluate",
+    "NoiseRequest": "feratt.experiments.noise",
+    "EmbedRequest": "feratt.experiments.embed",
+    "ExportRequest": "feratt.inference.export",
+    "ExportResult": "feratt.inference.export",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -19,7 +19,7 @@ from feratt.cli_options import (
     train_config_from_cli,
     training_options,
 )
-from feratt.cli_predict import export, predict
+from feratt.cli_predict import export_command, predict_command
 from feratt.errors import FerattError
 
 if TYPE_CHECKING:
@@ -35,19 +35,24 @@ class UserError(click.ClickException):
 
 
 #: Library fields whose command-line option is not simply `--field-name`.
-FIELD_OPTIONS: dict[str, str] = {"masks_root": "--masks", "run_dir": "--out", "shards": "SHARDS"}
+FIELD_OPTIONS: dict[str, str] = {"masks_root": "--masks"}
 
 
-def option_for(field: str) -> str:
-    """The command-line option that sets library field `field`."""
+def option_for(field: str, command: click.Command | None = None) -> str:
+    """The command-line option (or argument) of `command` that sets library field `field`."""
+    for param in command.params if command is not None else ():
+        if param.name == field:
+            if isinstance(param, click.Option):
+                return next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
+            return param.human_readable_name
     return FIELD_OPTIONS.get(field, "--" + field.replace("_", "-"))
 
 
-def user_error(exc: FerattError) -> UserError:
+def user_error(exc: FerattError, command: click.Command | None = None) -> UserError:
     """The one-line CLI error for a library error, naming the option when the error names a field."""
     message = str(exc)
     if exc.field is not None:
-        message = f"{option_for(exc.field)}: {message}"
+        message = f"{option_for(exc.field, command)}: {message}"
     return UserError(message)
 
 
@@ -74,7 +79,8 @@ class FerattGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FerattError as exc:
-            raise user_error(exc) from None
+            command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+            raise user_error(exc, command) from None
         except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
             raise
         except OSError as exc:
@@ -96,7 +102,7 @@ def main(debug: bool) -> None:
     """Build synthetic face-expression training sets and train FERAtt on them."""
 
 
-@main.command(context_settings={"show_default": True})
+@main.command("faces", context_settings={"show_default": True})
 @click.argument("source")
 @click.option(
     "--out", "-o", required=True, type=click.Path(dir_okay=False), help="Face bank to write (HDF5)."
@@ -158,7 +164,7 @@ def main(debug: bool) -> None:
 @click.option("--min-side", type=click.IntRange(1), default=32, help="Skip images with a side under this.")
 @click.option("--jobs", "-j", type=int, default=-1, help="Parallel workers (-1: all cores).")
 @click.option("--preview", type=click.Path(dir_okay=False), help="Write a contact sheet PNG here.")
-def faces(source: str, fmt: str, no_neutral: bool, **options) -> None:
+def faces_command(source: str, fmt: str, no_neutral: bool, **options) -> None:
     """Read a face data set (or builtin:demo), mask and crop every face, and write a face bank."""
     from feratt.datasets.bank import BankRequest, build_bank
 
@@ -185,9 +191,9 @@ def _part(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple
     return part, parts
 
 
-@main.command(context_settings={"show_default": True})
+@main.command("render", context_settings={"show_default": True})
 @click.argument("bank", default="builtin:demo")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "-o", "render", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--coco-annotations", type=click.Path(dir_okay=False), help="COCO instances JSON.")
 @click.option("--coco-images", type=click.Path(file_okay=False), help="Folder of the COCO images.")
 @click.option("--exclude-categories", default="person", help="COCO categories whose images are left out.")
@@ -254,12 +260,12 @@ def _part(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple
 @click.option("--scheduler", help="Dask scheduler address, with --backend dask.")
 @click.option("--part", callback=_part, help="Render only part I of K of the plan (I/K), for job arrays.")
 @click.option("--overwrite", is_flag=True, help="Replace a render of another configuration in --out.")
-def render(bank: str, out: str, **options) -> None:
+def render_command(bank: str, render: str, **options) -> None:
     """Composite the faces of BANK onto background photos into sharded HDF5 (default: the demo set)."""
     from feratt.renderer.render import render as render_samples
 
     with progress_bar("sample", "render") as progress:
-        result = render_samples(_render_request(bank, out, options), progress=progress, log=click.echo)
+        result = render_samples(_render_request(bank, render, options), progress=progress, log=click.echo)
     click.echo(
         f"rendered {result.rendered_samples} samples in {result.rendered_shards} shards "
         f"({result.samples_per_second:.0f} samples/s); kept {result.reused_shards} complete shards"
@@ -267,7 +273,7 @@ def render(bank: str, out: str, **options) -> None:
     if result.totals is None:
         click.echo(
             f"{len(result.missing_shards)} shards of the plan are not rendered yet; "
-            f"after all parts finish, run: feratt index {result.out}"
+            f"after all parts finish, run: feratt index {result.render}"
         )
         return
     totals = result.totals
@@ -279,7 +285,7 @@ def render(bank: str, out: str, **options) -> None:
     click.echo(f"wrote {result.index}")
 
 
-def _render_request(bank: str, out: str, options: dict):
+def _render_request(bank: str, render: str, options: dict):
     """The RenderRequest of the render command's options."""
     from feratt.config.rendering import preset_config
     from feratt.renderer.render import BackgroundSource, RenderRequest
@@ -300,46 +306,50 @@ def _render_request(bank: str, out: str, options: dict):
         include_categories=_names(options.pop("include_categories") or ""),
         min_side=options.pop("min_side"),
     )
-    return RenderRequest(bank=bank, out=out, backgrounds=backgrounds, config=config, **options)
+    return RenderRequest(bank=bank, render=render, backgrounds=backgrounds, config=config, **options)
 
 
-@main.command()
-@click.argument("out", type=click.Path(file_okay=False))
-def index(out: str) -> None:
+@main.command("index")
+@click.argument("render", metavar="OUT", type=click.Path(file_okay=False))
+def index_command(render: str) -> None:
     """Rebuild OUT/index.json and the manifests after every part of a render has finished."""
     from feratt.renderer.render import index_render
 
-    click.echo(f"wrote {index_render(out).index}")
+    with progress_bar("shard", "index") as progress:
+        click.echo(f"wrote {index_render(render, progress=progress).index}")
 
 
-@main.command()
-@click.argument("target", type=click.Path())
+@main.command("inspect")
+@click.argument("render", metavar="TARGET", type=click.Path())
 @click.option("--verify", "check", is_flag=True, help="Recheck every sha256 and the schema.")
 @click.option("--sheet", type=click.Path(dir_okay=False), help="Write a contact sheet of samples here.")
 @click.option(
     "--samples", type=click.IntRange(1, 400), default=24, show_default=True, help="Samples on the sheet."
 )
-def inspect(target: str, check: bool, sheet: str | None, samples: int) -> None:
+def inspect_command(render: str, check: bool, sheet: str | None, samples: int) -> None:
     """Describe a render folder or one shard; optionally verify it and draw a sheet of samples."""
     from feratt.renderer import inspect as api
 
-    problems = api.verify_render(target) if check else []
+    problems = []
+    if check:
+        with progress_bar("shard", "verify") as progress:
+            problems = api.verify_render(render, progress=progress)
     for problem in problems:
         click.echo(f"problem: {problem}")
     if problems:
         raise UserError(f"verification failed: {len(problems)} problems")
-    for line in api.inspect_render(target):
+    for line in api.inspect_render(render):
         click.echo(line)
     if sheet:
-        api.save_sample_sheet(target, sheet, samples)
+        api.save_sample_sheet(render, sheet, samples)
         click.echo(f"wrote {sheet}")
     if check:
         click.echo("verified: every checksum and the schema match")
 
 
-@main.command()
-@click.argument("shards", type=click.Path(file_okay=False))
-@click.option("--out", "-o", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@main.command("train")
+@click.argument("render", metavar="SHARDS", type=click.Path(file_okay=False))
+@click.option("--out", "-o", "run", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @method_option
 @click.option("--fold", default="0", show_default=True, help="Fold index, or 'all'.")
 @click.option("--folds", "all_folds", flag_value="all", help="Train every fold in turn (same as --fold all).")
@@ -347,10 +357,10 @@ def inspect(target: str, check: bool, sheet: str | None, samples: int) -> None:
 @device_option
 @run_folder_options
 @click.pass_context
-def train(
+def train_command(
     ctx: click.Context,
-    shards: str,
-    run_dir: str,
+    render: str,
+    run: str,
     config_file: str | None,
     fold: str,
     all_folds: str | None,
@@ -363,22 +373,22 @@ def train(
 
     With --resume, the options not given take the run's own values; a larger --epochs extends it."""
     from feratt.artifacts.run import RunFolder
-    from feratt.training.loop import train as run_training
+    from feratt.training.train import train as run_training
 
-    saved = RunFolder(run_dir).config() if resume else None
+    saved = RunFolder(run).config() if resume else None
     config = train_config_from_cli(ctx, config_file, options, saved)
     with progress_bar("img", "train") as progress:
         result = run_training(
-            shards, run_dir, config, folds=all_folds or fold, resume=resume, device=device,
-            overwrite=overwrite, progress=progress, log=click.echo,
+            render=render, run=run, config=config, folds=all_folds or fold, resume=resume,
+            device=device, overwrite=overwrite, progress=progress, log=click.echo,
         )  # fmt: skip
     for which, figures in result.aggregate.items():
         echo_main(f"{which}: " + ", ".join(f"{k} {v.mean:.4f} +- {v.std:.4f}" for k, v in figures.items()))
-    echo_main(f"wrote {Path(run_dir) / 'summary.json'}")
+    echo_main(f"wrote {RunFolder(run).summary_file}")
 
 
-@main.command()
-@click.argument("shards", type=click.Path(file_okay=False))
+@main.command("experiment")
+@click.argument("render", metavar="SHARDS", type=click.Path(file_okay=False))
 @click.option(
     "--out", "-o", "exp_dir", required=True, type=click.Path(file_okay=False), help="Experiment folder."
 )
@@ -397,9 +407,9 @@ def train(
 @training_options
 @device_option
 @click.pass_context
-def experiment(
+def experiment_command(
     ctx: click.Context,
-    shards: str,
+    render: str,
     exp_dir: str,
     methods: str,
     fold_spec: str,
@@ -417,12 +427,12 @@ def experiment(
     config = train_config_from_cli(ctx, config_file, options)
     with progress_bar("sample", "test") as progress:
         result = run_experiment(
-            shards=Path(shards),
+            render=Path(render),
             out=Path(exp_dir),
             methods=names,
             folds=fold_spec,
             config=config,
-            eval_shards=Path(eval_shards) if eval_shards else None,
+            eval_render=Path(eval_shards) if eval_shards else None,
             device=device,
             progress=progress,
             log=click.echo,
@@ -433,9 +443,11 @@ def experiment(
     echo_main(f"wrote {result.report}")
 
 
-@main.command()
-@click.argument("run_path", metavar="RUN_OR_CHECKPOINT", type=click.Path(exists=True))
-@click.option("--shards", required=True, type=click.Path(file_okay=False), help="The render to test on.")
+@main.command("evaluate")
+@click.argument("run", metavar="RUN_OR_CHECKPOINT", type=click.Path(exists=True))
+@click.option(
+    "--shards", "render", required=True, type=click.Path(file_okay=False), help="The render to test on."
+)
 @click.option("--fold", type=click.IntRange(0), help="Fold, when RUN holds several.")
 @click.option(
     "--which",
@@ -457,12 +469,12 @@ def experiment(
     help="Results JSON [default: beside the checkpoint].",
 )
 @scoring_options
-def evaluate(run_path: str, shards: str, **options) -> None:
+def evaluate_command(**options) -> None:
     """Evaluate a trained model on its fold's test subjects: metrics JSON and confusion-matrix PNGs."""
     from feratt.experiments import evaluate as evaluation
 
     with progress_bar("sample", "test") as progress:
-        result = evaluation.evaluate(run_path, shards, progress=progress, log=click.echo, **options)
+        result = evaluation.evaluate(progress=progress, log=click.echo, **options)
     for split, m in result.splits.items():
         click.echo(
             f"{split}: accuracy {100 * m.accuracy:.2f}, precision {100 * m.precision:.2f}, "
@@ -481,9 +493,11 @@ def _sigmas(ctx: click.Context, param: click.Parameter, value: str) -> list[floa
         raise click.BadParameter(str(exc)) from None
 
 
-@main.command()
+@main.command("noise")
 @click.argument("runs", metavar="RUN...", nargs=-1, required=True, type=click.Path())
-@click.option("--shards", required=True, type=click.Path(file_okay=False), help="The render to test on.")
+@click.option(
+    "--shards", "render", required=True, type=click.Path(file_okay=False), help="The render to test on."
+)
 @click.option(
     "--sigmas",
     default="0.01,0.05,0.07,0.09,0.1,0.2,0.3",
@@ -510,19 +524,21 @@ def _sigmas(ctx: click.Context, param: click.Parameter, value: str) -> list[floa
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed, shared by every method.")
 @scoring_options
-def noise(runs: tuple[str, ...], shards: str, sigmas: list[float], out: str | None, **options) -> None:
+def noise_command(**options) -> None:
     """Accuracy of each RUN (one method each) under Gaussian noise: figures 7-9, noise.json and noise.csv."""
     from feratt.experiments.noise import noise_robustness
 
     with progress_bar("sample", "noise") as progress:
-        result = noise_robustness(runs, shards, sigmas, out, progress=progress, log=click.echo, **options)
+        result = noise_robustness(progress=progress, log=click.echo, **options)
     for path in result.written:
         click.echo(f"wrote {path}")
 
 
-@main.command()
-@click.argument("run_path", metavar="RUN", type=click.Path(exists=True))
-@click.option("--shards", required=True, type=click.Path(file_okay=False), help="The render to embed.")
+@main.command("embed")
+@click.argument("run", metavar="RUN", type=click.Path(exists=True))
+@click.option(
+    "--shards", "render", required=True, type=click.Path(file_okay=False), help="The render to embed."
+)
 @click.option("--fold", type=click.IntRange(0), help="Fold, when RUN holds several.")
 @click.option(
     "--out", "-o", type=click.Path(file_okay=False), help="Output folder [default: the fold's embed/]."
@@ -537,18 +553,18 @@ def noise(runs: tuple[str, ...], shards: str, sigmas: list[float], out: str | No
 @click.option("--perplexity", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @scoring_options
-def embed(run_path: str, shards: str, **options) -> None:
+def embed_command(**options) -> None:
     """Embed a FERAtt fold's samples: k-NN accuracy on z, embeddings.npz and the t-SNE of figure 6."""
     from feratt.experiments import embed as embedding
 
     with progress_bar("sample", "embed") as progress:
-        result = embedding.embed(run_path, shards, progress=progress, log=click.echo, **options)
+        result = embedding.embed(progress=progress, log=click.echo, **options)
     for path in result.written:
         click.echo(f"wrote {path}")
 
 
-main.add_command(predict)
-main.add_command(export)
+main.add_command(predict_command)
+main.add_command(export_command)
 
 
 def _print_summary(result: BankResult, listed: int = 50) -> None:

@@ -272,14 +272,14 @@ run_folder_options = compose(
 )
 
 
-def _fields(config: TrainConfig) -> dict[str, Any]:
+def _fields(config: TrainConfig) -> dict[str, object]:
     return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
 
 
 def train_config_from_cli(
     ctx: click.Context,
     config_file: str | None,
-    options: dict[str, Any],
+    options: dict[str, object],
     saved: TrainConfig | None = None,
 ) -> TrainConfig:
     """The TrainConfig of a command line: a flag given explicitly, then the --config file, then `saved` (the

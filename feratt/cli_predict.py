@@ -32,7 +32,7 @@ def warnings_as_lines() -> Iterator[None]:
                     click.echo(f"warning: {warning.message}", err=True)
 
 
-@click.command()
+@click.command("predict")
 @click.argument("checkpoint", metavar="CHECKPOINT", type=click.Path(exists=True))
 @click.argument("images", metavar="INPUT...", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
@@ -82,7 +82,7 @@ def warnings_as_lines() -> Iterator[None]:
 @click.option("--overwrite", is_flag=True, help="Replace annotated files already in --annotate.")
 @fold_option
 @device_option
-def predict(checkpoint: str, images: tuple[str, ...], as_json: bool, **options: Any) -> None:
+def predict_command(checkpoint: str, images: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Find and classify the faces in IMAGEs, videos and folders with a checkpoint or an exported .onnx."""
     import json
 
@@ -143,18 +143,18 @@ def _print_table(result: Any) -> None:
             click.echo(f"  face #{track['track']} ({span}): {label} ({mean:.3f} mean)")
 
 
-@click.command()
+@click.command("export")
 @click.argument("checkpoint", metavar="CHECKPOINT", type=click.Path(exists=True))
 @click.argument("out", metavar="OUT.onnx", type=click.Path(dir_okay=False))
 @fold_option
 @render_option
 @click.option("--overwrite", is_flag=True, help="Replace OUT.onnx if it exists.")
-def export(checkpoint: str, out: str, fold: int | None, render: str | None, overwrite: bool) -> None:
+def export_command(checkpoint: str, out: str, fold: int | None, render: str | None, overwrite: bool) -> None:
     """Write a checkpoint's model as ONNX (dynamic batch; class names, input size and framing inside)."""
     from feratt.inference.export import export_onnx
 
     with warnings_as_lines():
-        result = export_onnx(checkpoint, out, fold=fold, render=render, overwrite=overwrite)
+        result = export_onnx(checkpoint=checkpoint, out=out, fold=fold, render=render, overwrite=overwrite)
     size = result.in_size
     click.echo(
         f"wrote {result.path}: {result.method}, {len(result.classes)} classes, input {size}x{size}, "

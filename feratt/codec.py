@@ -2,8 +2,8 @@
 
 `encode` turns a dataclass (or a value holding dataclasses, tuples, lists, dicts and paths) into JSON
 values: fields in declaration order, tuples as lists, paths as strings. A field's metadata may say
-`OMIT_NONE` (left out while it is None) or `TRANSIENT` (never written: it describes the object in
-memory, not the file).
+`OMIT_NONE` (left out while it is None), `TRANSIENT` (never written: it describes the object in
+memory, not the file) or `json_name(key)` (written under another key, such as a Python keyword).
 
 `decode(cls, data, where)` is the reverse, and the schema check (a class's `upgrade_record(data)`, if
 it has one, first turns what older releases wrote into today's fields): every value must have its field's
@@ -33,8 +33,16 @@ OMIT_NONE: Mapping[str, bool] = types.MappingProxyType({"omit_none": True})
 #: Field metadata: never write the field; on reading it takes its default.
 TRANSIENT: Mapping[str, bool] = types.MappingProxyType({"transient": True})
 
+
+def json_name(key: str) -> Mapping[str, str]:
+    """Field metadata: the field is written under `key`."""
+    return types.MappingProxyType({"json_name": key})
+
+
 #: A JSON value, as json.loads gives it.
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+#: A JSON object: a document, a record, or a part of one.
+JSONObject = dict[str, JSONValue]
 
 
 def encode(value: Any) -> JSONValue:
@@ -45,7 +53,7 @@ def encode(value: Any) -> JSONValue:
             item = getattr(value, field.name)
             if field.metadata.get("transient") or (field.metadata.get("omit_none") and item is None):
                 continue
-            data[field.name] = encode(item)
+            data[field.metadata.get("json_name", field.name)] = encode(item)
         return data
     if isinstance(value, tuple | list):
         return [encode(item) for item in value]
@@ -59,7 +67,7 @@ def encode(value: Any) -> JSONValue:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type) -> dict[str, object]:
     return typing.get_type_hints(cls)
 
 
@@ -78,16 +86,20 @@ def _dataclass(cls: type[T], data: Any, where: str, path: str, ignore: tuple[str
     upgrade = getattr(cls, "upgrade_record", None)
     if upgrade is not None:  # a class that changed may read what older releases wrote
         data = upgrade(data)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("transient")}  # type: ignore[arg-type]
+    fields = {
+        f.metadata.get("json_name", f.name): f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if not f.metadata.get("transient")
+    }
     unknown = sorted(set(data) - set(fields) - set(ignore))
     if unknown:
         raise _fail(where, path, f"has unknown field(s) {', '.join(unknown)}")
     hints = _hints(cls)
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     for name, field in fields.items():
         inner = f"{path}.{name}" if path else name
         if name in data:
-            values[name] = _value(hints[name], data[name], where, inner)
+            values[field.name] = _value(hints[field.name], data[name], where, inner)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise _fail(where, inner, "is missing")
     try:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 from feratt.errors import FerattError
 
 RequestT = TypeVar("RequestT")
 
 
-def request_from(cls: type[RequestT], request: RequestT | None, fields: dict[str, Any]) -> RequestT:
+def request_from(cls: type[RequestT], request: RequestT | None, fields: Mapping[str, object]) -> RequestT:
     """`request` with `fields` replaced, or a new `cls(**fields)` when no request is given."""
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(fields) - known)

@@ -60,9 +60,9 @@ def render_tiny(base: Path, subjects: int = 4, config: dict | None = None, **fie
     backgrounds = write_backgrounds(base / "backgrounds", names=("coffee", "chelsea"))
     defaults = {"backgrounds": backgrounds, "per_face": 2, "jobs": 1}
     rendered = preset_config(**{"size": 64, **(config or {})})
-    result = render(bank=base / "bank.h5", out=base / "render", config=rendered, **{**defaults, **fields})
+    result = render(bank=base / "bank.h5", render=base / "render", config=rendered, **{**defaults, **fields})
     assert result.complete
-    return result.out
+    return result.render
 
 
 def train_tiny(render: Path, run_dir: Path, method: str, *extra, folds: str = "0", **fields) -> Path:
@@ -71,7 +71,7 @@ def train_tiny(render: Path, run_dir: Path, method: str, *extra, folds: str = "0
     `extra` may name the folds as the command line does ("--fold", "all"); `fields` set TrainConfig fields.
     """
     from feratt.config.training import TrainConfig
-    from feratt.training.loop import train
+    from feratt.training.train import train
 
     flags = dict(zip(extra[::2], extra[1::2], strict=True))
     folds = flags.pop("--fold", folds)
@@ -80,5 +80,5 @@ def train_tiny(render: Path, run_dir: Path, method: str, *extra, folds: str = "0
         method=method, preset="cpu-small", epochs=1, max_batches=2, batch_size=8, workers=0,
         fold_size=2, val_subjects=1,
     )  # fmt: skip
-    train(render, run_dir, config, folds=folds, device="cpu", **fields)
+    train(render=render, run=run_dir, config=config, folds=folds, device="cpu", **fields)
     return run_dir

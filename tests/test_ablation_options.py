@@ -13,8 +13,8 @@ from feratt.artifacts.run import FoldFolder
 from feratt.codec import decode, encode
 from feratt.config.training import TrainConfig
 from feratt.training import loop
-from feratt.training.loop import train
 from feratt.training.schedule import epoch_config, epoch_lr, weight_factor
+from feratt.training.train import train
 
 TINY = TrainConfig(
     preset="cpu-small", epochs=3, batch_size=16, fold_size=2, val_subjects=1, workers=0, max_batches=1
@@ -80,7 +80,9 @@ def test_schedule_and_ramp_reach_training_and_resume_continues_them(render, tmp_
     config = replace(
         TINY, method="feratt-cls", lr=1e-3, lr_schedule="cosine", warmup_epochs=1, attention_only_epochs=1
     )
-    whole = FoldFolder(train(render, tmp_path / "whole", config, device="cpu").run_dir / "fold-0").records()
+    whole = FoldFolder(
+        train(render=render, run=tmp_path / "whole", config=config, device="cpu").run_dir / "fold-0"
+    ).records()
     expected = [epoch_lr(config, e) for e in range(3)]
     assert [r["lr"] for r in whole] == pytest.approx(expected) and expected[0] == pytest.approx(5e-4)
     first = whole[0]["train"]  # attention alone: the total is 10 x the attention loss
@@ -96,14 +98,14 @@ def test_schedule_and_ramp_reach_training_and_resume_continues_them(render, tmp_
 
     def killed_after_epoch_0(fold_dir, state, improved):
         save(fold_dir, state, improved)
-        if state["epoch"] == 0:
+        if state.epoch == 0:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "save_epoch_checkpoints", killed_after_epoch_0)
     with pytest.raises(KeyboardInterrupt):
-        train(render, tmp_path / "resumed", config, device="cpu")
+        train(render=render, run=tmp_path / "resumed", config=config, device="cpu")
     monkeypatch.setattr(loop, "save_epoch_checkpoints", save)
-    train(render, tmp_path / "resumed", config, device="cpu", resume=True)
+    train(render=render, run=tmp_path / "resumed", config=config, device="cpu", resume=True)
     resumed = FoldFolder(tmp_path / "resumed" / "fold-0").records()
     assert [r["lr"] for r in resumed] == pytest.approx(expected)
     last = torch.load(tmp_path / "resumed" / "fold-0" / "last.pt", weights_only=True)
@@ -223,7 +225,7 @@ def test_the_ablation_flags_reach_the_config():
 
 def test_an_epoch_of_fresh_samples_trains_on_its_slice(render, tmp_path):
     config = replace(TINY, method="baseline", epochs=2, max_batches=None, samples_per_epoch=20)
-    train(render, tmp_path / "run", config, device="cpu")
+    train(render=render, run=tmp_path / "run", config=config, device="cpu")
     records = FoldFolder(tmp_path / "run" / "fold-0").records()
     assert [r["train"]["samples"] for r in records] == [20, 20]  # of 84 training samples
     assert records[0]["validation"]["samples"] == 28 and records[0]["test"]["samples"] == 56
@@ -240,7 +242,7 @@ def test_the_test_split_is_scored_every_nth_epoch_and_at_every_best_and_the_last
 
 def test_a_run_scoring_test_every_few_epochs_keeps_its_summary_whole(render, tmp_path):
     config = replace(TINY, method="baseline", epochs=6, max_batches=2, test_every=4)
-    result = train(render, tmp_path / "run", config, device="cpu")
+    result = train(render=render, run=tmp_path / "run", config=config, device="cpu")
     records = FoldFolder(tmp_path / "run" / "fold-0").records()
     validation = [r["validation"]["accuracy"] for r in records]
     improved = [v > max([-1.0, *validation[:e]]) for e, v in enumerate(validation)]
@@ -258,7 +260,7 @@ def test_attention_pre_training_comes_first_logged_apart_and_resumes(render, tmp
     config = replace(TINY, method="feratt-rep-cls", epochs=1, pretrain_attention=2)
     lines = []
     whole = tmp_path / "whole"
-    train(render, whole, config, device="cpu", log=lines.append)
+    train(render=render, run=whole, config=config, device="cpu", log=lines.append)
     pretrain = [json.loads(line) for line in (whole / "fold-0" / "pretrain.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["phase"]) for r in pretrain] == [(0, "pretrain"), (1, "pretrain")]
     for record in pretrain:  # attention alone: the total is 10 x the attention loss
@@ -273,13 +275,13 @@ def test_attention_pre_training_comes_first_logged_apart_and_resumes(render, tmp
 
     def killed_after_pretraining(fold_dir, state, improved):
         save(fold_dir, state, improved)
-        if state["epoch"] == -1:
+        if state.epoch == -1:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(loop, "save_epoch_checkpoints", killed_after_pretraining)
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train(render, resumed, config, device="cpu")
+        train(render=render, run=resumed, config=config, device="cpu")
     killed = torch.load(resumed / "fold-0" / "last.pt", weights_only=True)
     assert killed["epoch"] == -1 and not (resumed / "fold-0" / "metrics.jsonl").exists()
     from feratt.training.build import build_model
@@ -292,7 +294,7 @@ def test_attention_pre_training_comes_first_logged_apart_and_resumes(render, tmp
     assert any(not torch.equal(killed["model"][k], initial[k]) for k in att)
     monkeypatch.setattr(loop, "save_epoch_checkpoints", save)
     lines.clear()
-    train(render, resumed, config, device="cpu", resume=True, log=lines.append)
+    train(render=render, run=resumed, config=config, device="cpu", resume=True, log=lines.append)
     assert "fold 0: resumed after attention pre-training epoch 1" in lines
     assert [r["epoch"] for r in FoldFolder(resumed / "fold-0").records()] == [0]
     assert len((resumed / "fold-0" / "pretrain.jsonl").read_text().splitlines()) == 2

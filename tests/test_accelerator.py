@@ -27,7 +27,8 @@ from feratt.errors import FerattError
 from feratt.training.accelerator import Precision, amp_dtype, cuda_bf16_supported, uses_channels_last
 from feratt.training.build import build_model, loss_config
 from feratt.training.checkpoints import load_trained
-from feratt.training.loop import run_epoch, train
+from feratt.training.loop import run_epoch
+from feratt.training.train import train
 
 CPU = torch.device("cpu")
 SIZE, WIDTH, BATCH, CLASSES = 64, 0.25, 4, 7  # FERAtt's U-Net needs 64 px; 32 px leaves G_att no centre
@@ -228,7 +229,7 @@ def test_fp16_run_resumes_exactly_with_its_scaler(render, tmp_path, monkeypatch)
         return step(self, loss * float("inf") if calls[0] == 1 else loss, optimizer)
 
     monkeypatch.setattr(Precision, "step", overflowing_first_step)
-    train(render, tmp_path / "whole", FP16, device="cpu")
+    train(render=render, run=tmp_path / "whole", config=FP16, device="cpu")
     calls[0] = 0
 
     batches = [0]
@@ -239,10 +240,10 @@ def test_fp16_run_resumes_exactly_with_its_scaler(render, tmp_path, monkeypatch)
             raise Stop
 
     with pytest.raises(Stop):
-        train(render, tmp_path / "resumed", FP16, device="cpu", progress=killed_in_epoch_1)
+        train(render=render, run=tmp_path / "resumed", config=FP16, device="cpu", progress=killed_in_epoch_1)
     stopped = torch.load(tmp_path / "resumed" / "fold-0" / "last.pt", weights_only=True)
     assert stopped["epoch"] == 0 and stopped["scaler"]["scale"] == 32768.0
-    train(render, tmp_path / "resumed", FP16, device="cpu", resume=True)
+    train(render=render, run=tmp_path / "resumed", config=FP16, device="cpu", resume=True)
     whole, resumed = (
         torch.load(tmp_path / r / "fold-0" / "last.pt", weights_only=True) for r in ("whole", "resumed")
     )
@@ -266,12 +267,12 @@ def test_a_run_saved_with_the_old_boolean_resumes(render, tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        train(render, tmp_path / "run", config, device="cpu", progress=killed_in_epoch_1)
+        train(render=render, run=tmp_path / "run", config=config, device="cpu", progress=killed_in_epoch_1)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["amp"] == "off"
     (tmp_path / "run" / "config.json").write_text(json.dumps({**saved, "amp": False}))  # as written before
     lines = []
-    train(render, tmp_path / "run", config, device="cpu", resume=True, log=lines.append)
+    train(render=render, run=tmp_path / "run", config=config, device="cpu", resume=True, log=lines.append)
     assert "fold 0: resumed after epoch 0" in lines
     assert [record["epoch"] for record in FoldFolder(tmp_path / "run" / "fold-0").records()] == [0, 1]
 
@@ -282,7 +283,7 @@ def test_a_cpu_run_touches_no_cuda(render, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "_lazy_init", no_cuda)
     config = replace(FP16, epochs=1, max_batches=1, amp="auto", channels_last=True)
-    result = train(render, tmp_path / "run", config, device="cpu")
+    result = train(render=render, run=tmp_path / "run", config=config, device="cpu")
     assert result.folds[0].final is not None
     assert not uses_channels_last(config, CPU) and uses_channels_last(config, torch.device("cuda"))
     assert Precision("auto", CPU).dtype is None
@@ -339,7 +340,10 @@ def test_compile_trains_a_step_of_the_cpu_small_model(render, tmp_path):
     runs = {}
     for name, compiled in (("compiled", True), ("eager", False)):
         train(
-            render, tmp_path / name, TrainConfig.from_options({**options, "compile": compiled}), device="cpu"
+            render=render,
+            run=tmp_path / name,
+            config=TrainConfig.from_options({**options, "compile": compiled}),
+            device="cpu",
         )
         runs[name] = FoldFolder(tmp_path / name / "fold-0").records()[0]
     compiled, eager = runs["compiled"], runs["eager"]

@@ -29,7 +29,9 @@ def runs(tmp_path_factory):
 def embedded(runs):
     """The embedding of the FERAtt run, at most 20 of its 28 test points in the t-SNE; the lines logged."""
     lines = []
-    result = embed(runs["feratt-rep-cls"], runs["render"], max_points=20, device="cpu", log=lines.append)
+    result = embed(
+        run=runs["feratt-rep-cls"], render=runs["render"], max_points=20, device="cpu", log=lines.append
+    )
     out = runs["feratt-rep-cls"] / "fold-0" / "embed"
     assert result.out == out and result.written == [
         out / n for n in ("embeddings.npz", "embed.json", "tsne.png")
@@ -103,12 +105,12 @@ def test_stratified_subsample():
 def test_bad_inputs(runs, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(FerattError, match="has no embedding z: embed needs a FERAtt run"):
-        embed(runs["baseline"], runs["render"], out=out, device="cpu")
+        embed(run=runs["baseline"], render=runs["render"], out=out, device="cpu")
     assert not out.exists()
     with pytest.raises(FerattError, match="no checkpoint for fold 1"):
-        embed(runs["feratt-rep-cls"], runs["render"], fold=1, out=out, device="cpu")
+        embed(run=runs["feratt-rep-cls"], render=runs["render"], fold=1, out=out, device="cpu")
     with pytest.raises(FerattError, match="at least 4 points") as error:
-        embed(runs["feratt-rep-cls"], runs["render"], out=out, max_points=2, device="cpu")
+        embed(run=runs["feratt-rep-cls"], render=runs["render"], out=out, max_points=2, device="cpu")
     assert error.value.field == "max_points"
     base = ("--shards", runs["render"], "--out", out, "--device", "cpu")
     assert_user_error(run("embed", runs["baseline"], *base), "has no embedding z")

@@ -53,11 +53,11 @@ def experiment_request(render, out, eval_shards=None, **config):
     """The request `experiment_args` makes on the command line."""
     settings = dict(epochs=1, batch_size=8, max_batches=2, fold_size=2, val_subjects=1, workers=0)
     return ExperimentRequest(
-        shards=render,
+        render=render,
         out=out,
         methods=("baseline", "feratt-cls"),
         config=TrainConfig.from_options({"preset": "cpu-small", **settings, **config}),
-        eval_shards=eval_shards,
+        eval_render=eval_shards,
     )
 
 
@@ -139,7 +139,7 @@ def test_experiment_folder_of_another_configuration_is_refused(render, experimen
 
 def test_experiment_request_is_checked(render, tmp_path):
     with pytest.raises(FerattError, match="unknown method 'nope'") as error:
-        ExperimentRequest(shards=render, out=tmp_path, methods=("baseline", "nope"))
+        ExperimentRequest(render=render, out=tmp_path, methods=("baseline", "nope"))
     assert error.value.field == "methods"
     with pytest.raises(FerattError, match="fold 7 does not exist") as error:
         run_experiment(experiment_request(render, tmp_path / "exp"), folds="7")
@@ -159,8 +159,8 @@ def test_evaluate_writes_deterministic_results(render, experiment, tmp_path):
     assert "(paper F1)" in first.output
     assert first.output.splitlines()[-1] == f"wrote {tmp_path / 'a.json'}"
     second = evaluate(
-        run_dir,
-        render,
+        run=run_dir,
+        render=render,
         fold=1,
         out_file=tmp_path / "b.json",
         real_test=render.parent / "bank.h5",
@@ -196,7 +196,7 @@ def test_evaluate_on_an_evaluation_render_of_the_same_bank(render, experiment, t
     eval_render = render_tiny(tmp_path, 4, config={"preset": "eval"}, seed=7, shard_size=14)
     index = json.loads((eval_render / "index.json").read_text())
     assert index["render_config"]["geometry"]["rotation"] == 45.0
-    evaluate(out / "runs" / "baseline", eval_render, fold=0, out_file=tmp_path / "e.json")
+    evaluate(run=out / "runs" / "baseline", render=eval_render, fold=0, out_file=tmp_path / "e.json")
     evaluated = json.loads((tmp_path / "e.json").read_text())
     trained = json.loads((out / "evaluations" / "baseline-fold-0.json").read_text())
     assert evaluated["test_subjects"] == trained["test_subjects"] and evaluated["synthetic"]["samples"] == 28
@@ -206,7 +206,13 @@ def test_evaluate_on_an_evaluation_render_of_the_same_bank(render, experiment, t
     run_logged(experiment_request(render, exp, eval_shards=eval_render))
     again = json.loads((exp / "evaluations" / "baseline-fold-0.json").read_text())
     assert again["test_subjects"] == trained["test_subjects"]
-    evaluate(exp / "runs" / "baseline", eval_render, fold=0, out_file=tmp_path / "direct.json", device="cpu")
+    evaluate(
+        run=exp / "runs" / "baseline",
+        render=eval_render,
+        fold=0,
+        out_file=tmp_path / "direct.json",
+        device="cpu",
+    )
     assert (
         json.loads((tmp_path / "direct.json").read_text())["synthetic"]["confusion"]
         == again["synthetic"]["confusion"]

@@ -14,8 +14,8 @@ from cli_helpers import assert_user_error, hashes, render_tiny, run
 
 from feratt.artifacts.run import FoldFolder
 from feratt.config.training import TrainConfig
-from feratt.training.loop import train
 from feratt.training.schedule import epoch_lr
+from feratt.training.train import train
 
 #: A cosine run of 2 epochs (one of warm-up) at lr 1e-3, one batch an epoch, fold 0 of 2 test subjects.
 COSINE = TrainConfig.from_options(
@@ -36,7 +36,7 @@ def render(tmp_path_factory) -> Path:
 def finished(render, tmp_path_factory) -> Path:
     """A finished 2-epoch cosine run, to copy."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    train(render, run_dir, COSINE, device="cpu")
+    train(render=render, run=run_dir, config=COSINE, device="cpu")
     return run_dir
 
 
@@ -51,7 +51,7 @@ def test_a_cosine_run_extended_once_continues_on_the_longer_schedule(render, fin
     before = FoldFolder(run_dir / "fold-0").records()
     extended = replace(COSINE, epochs=5)
     lines: list[str] = []
-    train(render, run_dir, extended, device="cpu", resume=True, log=lines.append)
+    train(render=render, run=run_dir, config=extended, device="cpu", resume=True, log=lines.append)
     assert "fold 0: resumed after epoch 1" in lines
     records = FoldFolder(run_dir / "fold-0").records()
     assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4]
@@ -71,14 +71,14 @@ def test_a_cosine_run_extended_once_continues_on_the_longer_schedule(render, fin
 
 def test_each_extension_is_recorded_and_the_settings_still_bind(render, finished, tmp_path):
     run_dir = _copy(finished, tmp_path)
-    train(render, run_dir, replace(COSINE, epochs=3), device="cpu", resume=True)
-    train(render, run_dir, replace(COSINE, epochs=4), device="cpu", resume=True)
+    train(render=render, run=run_dir, config=replace(COSINE, epochs=3), device="cpu", resume=True)
+    train(render=render, run=run_dir, config=replace(COSINE, epochs=4), device="cpu", resume=True)
     saved = json.loads((run_dir / "config.json").read_text())
     assert [(r["epochs_before"], r["epochs"]) for r in saved["extensions"]] == [(2, 3), (3, 4)]
     assert [r["epoch"] for r in FoldFolder(run_dir / "fold-0").records()] == [0, 1, 2, 3]
     # A resume at the run's own length does nothing, and changes no file.
     before = hashes(run_dir)
-    train(render, run_dir, replace(COSINE, epochs=4), device="cpu", resume=True)
+    train(render=render, run=run_dir, config=replace(COSINE, epochs=4), device="cpu", resume=True)
     assert {k: v for k, v in hashes(run_dir).items() if k != "summary.json"} == {
         k: v for k, v in before.items() if k != "summary.json"
     }

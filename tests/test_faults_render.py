@@ -269,7 +269,7 @@ def test_noise_into_a_held_folder_is_refused_before_scoring(reference, tmp_path)
     out = tmp_path / "noise"
     out.mkdir()
     with held_by_child(out) as pid, pytest.raises(FerattError, match=f"pid {pid} on {HOST}"):
-        noise_robustness([run_dir], reference, [0.1], out, device="cpu")
+        noise_robustness(runs=[run_dir], render=reference, sigmas=[0.1], out=out, device="cpu")
     assert [path.name for path in out.iterdir()] == [".feratt.lock"]
 
 

@@ -26,8 +26,8 @@ from feratt.training.attention import (
     strip_images,
 )
 from feratt.training.build import build_model
-from feratt.training.loop import train
 from feratt.training.models.feratt import Reconstruction
+from feratt.training.train import train
 
 TINY = TrainConfig(
     preset="cpu-small", epochs=2, batch_size=8, max_batches=2, fold_size=2, val_subjects=1, workers=0
@@ -97,7 +97,7 @@ def test_the_gate_of_several_channels_is_the_mean_of_their_sigmoids():
 @pytest.mark.parametrize("method", ["baseline", "feratt-cls"])
 def test_metrics_log_attention_scores_of_feratt_methods_only(render, tmp_path, method):
     run_dir = tmp_path / "run"
-    train(render, run_dir, TINY, method=method, epochs=1, device="cpu")
+    train(render=render, run=run_dir, config=TINY, method=method, epochs=1, device="cpu")
     (record,) = FoldFolder(run_dir / "fold-0").records()
     for part in ("train", "validation", "test"):
         keys = {key for key in record[part] if key.startswith("att_")}
@@ -119,7 +119,7 @@ def test_strip_epochs_are_first_quarter_half_and_last():
 def test_experiment_report_draws_learning_curves_and_the_attention_strip(render, tmp_path):
     out = tmp_path / "exp"
     request = ExperimentRequest(
-        shards=render, out=out, methods=("baseline", "feratt-cls"), folds="0", config=TINY
+        render=render, out=out, methods=("baseline", "feratt-cls"), folds="0", config=TINY
     )
     run_experiment(request, device="cpu")
     report = (out / "report.md").read_text()

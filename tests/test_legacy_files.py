@@ -18,7 +18,7 @@ from feratt.config.framing import Framing
 from feratt.experiments.evaluate import evaluate
 from feratt.training.checkpoints import load_trained
 from feratt.training.data import ShardStream
-from feratt.training.loop import train
+from feratt.training.train import train
 
 LEGACY = Path(__file__).parent / "data" / "legacy-0.1.0"
 CLASSES = ("neutral", "anger", "disgust", "fear", "happy", "sadness", "surprise")
@@ -80,14 +80,14 @@ def test_legacy_checkpoints_load_and_score():
     assert last.feratt_version == "0.1.0" and last.config == RunFolder(LEGACY / "run").config()
     trained = load_trained(LEGACY / "run", fold=0)
     assert trained.classes == list(CLASSES) and trained.framing == last.framing
-    result = evaluate(LEGACY / "run", LEGACY / "render", fold=0, device="cpu")
+    result = evaluate(run=LEGACY / "run", render=LEGACY / "render", fold=0, device="cpu")
     assert result.splits["synthetic"].samples == 14
 
 
 def test_a_legacy_run_resumes_with_more_epochs(legacy):
     run = RunFolder(legacy / "run")
     config = replace(run.config(), epochs=3, workers=0)
-    train(legacy / "render", run.path, config, folds=0, resume=True, device="cpu")
+    train(render=legacy / "render", run=run.path, config=config, folds=0, resume=True, device="cpu")
     assert [record["epoch"] for record in run.fold(0).records()] == [0, 1, 2]
     assert [(e.epochs_before, e.epochs) for e in run.extensions()] == [(2, 3)]
     assert Checkpoint.load(run.fold(0).last).epoch == 2

@@ -52,10 +52,10 @@ def robustness(runs, out, **options):
     """`noise_args` through the API: both runs at sigmas 0.05 and 0.3; the result and the lines logged."""
     lines = []
     result = noise_robustness(
-        [runs["feratt-rep-cls"], runs["baseline"]],
-        runs["render"],
-        [0.05, 0.3],
-        out,
+        runs=[runs["feratt-rep-cls"], runs["baseline"]],
+        render=runs["render"],
+        sigmas=[0.05, 0.3],
+        out=out,
         batch_size=16,
         device="cpu",
         log=lines.append,
@@ -182,7 +182,14 @@ def test_baseline_alone_on_lab_l_skips_figure_7(runs, tmp_path):
     out = tmp_path / "noise"
     lines = []
     result = noise_robustness(
-        [runs["baseline"]], runs["render"], [0.1], out, lab_l=True, fold="0", device="cpu", log=lines.append
+        runs=[runs["baseline"]],
+        render=runs["render"],
+        sigmas=[0.1],
+        out=out,
+        lab_l=True,
+        fold="0",
+        device="cpu",
+        log=lines.append,
     )
     assert "note: no FERAtt run given: figure 7 (I_att under noise) skipped" in lines
     assert result.figure7 is None and [m.method for m in result.methods] == ["baseline"]
@@ -198,18 +205,33 @@ def test_bad_inputs(runs, tmp_path):
     empty.mkdir()
     out = tmp_path / "out"
     with pytest.raises(FerattError, match="has no checkpoint"):
-        noise_robustness([runs["baseline"], empty], runs["render"], [0.1], out, device="cpu")
+        noise_robustness(
+            runs=[runs["baseline"], empty], render=runs["render"], sigmas=[0.1], out=out, device="cpu"
+        )
     assert not (out / "noise.json").exists()
     with pytest.raises(FerattError, match="no checkpoint for fold 5"):
-        noise_robustness([runs["baseline"]], runs["render"], [0.1], out, fold="5", device="cpu")
+        noise_robustness(
+            runs=[runs["baseline"]], render=runs["render"], sigmas=[0.1], out=out, fold="5", device="cpu"
+        )
     with pytest.raises(FerattError, match="an index or 'all'") as error:
-        noise_robustness([runs["baseline"]], runs["render"], [0.1], out, fold="x", device="cpu")
+        noise_robustness(
+            runs=[runs["baseline"]], render=runs["render"], sigmas=[0.1], out=out, fold="x", device="cpu"
+        )
     assert error.value.field == "fold"
     with pytest.raises(FerattError, match="past the end of the test split") as error:
-        noise_robustness([runs["feratt-rep-cls"]], runs["render"], [0.1], out, image_index=999, device="cpu")
+        noise_robustness(
+            runs=[runs["feratt-rep-cls"]],
+            render=runs["render"],
+            sigmas=[0.1],
+            out=out,
+            image_index=999,
+            device="cpu",
+        )
     assert error.value.field == "image_index"
     with pytest.raises(FerattError, match="a noise sigma must be a finite number") as error:
-        noise_robustness([runs["baseline"]], runs["render"], [0.1, -0.2], out, device="cpu")
+        noise_robustness(
+            runs=[runs["baseline"]], render=runs["render"], sigmas=[0.1, -0.2], out=out, device="cpu"
+        )
     assert error.value.field == "sigmas"
     base = ("--shards", runs["render"], "--out", tmp_path / "out", "--device", "cpu")
     assert_user_error(run("noise", runs["baseline"], empty, *base), "has no checkpoint")

@@ -28,7 +28,7 @@ def exported(tmp_path_factory):
     models = {}
     for method in METHODS:
         checkpoint = untrained_checkpoint(base / f"{method}.pt", method)
-        models[method] = (checkpoint, export_onnx(checkpoint, base / f"{method}.onnx"))
+        models[method] = (checkpoint, export_onnx(checkpoint=checkpoint, out=base / f"{method}.onnx"))
     return models
 
 
@@ -86,8 +86,8 @@ def test_the_model_carries_what_inference_needs(exported):
 @pytest.mark.slow
 def test_predict_through_onnx_finds_the_same_faces_and_scores(exported, group):
     checkpoint, result = exported["feratt-cls"]
-    by_torch = predict(checkpoint, [group], device="cpu")
-    by_onnx = predict(result.path, [group])
+    by_torch = predict(checkpoint=checkpoint, images=[group], device="cpu")
+    by_onnx = predict(checkpoint=result.path, images=[group])
     assert [p.box for p in by_onnx.predictions] == [p.box for p in by_torch.predictions]
     assert len(by_onnx.predictions) == 3 and by_onnx.framing == by_torch.framing
     for a, b in zip(by_onnx.predictions, by_torch.predictions, strict=True):

@@ -56,7 +56,7 @@ def _json(result):
 def test_probabilities_sum_to_one_and_name_every_class(request, which, photos):
     run_dir = request.getfixturevalue(which)
     astronaut, _ = photos
-    result = predict(run_dir, [astronaut], device="cpu")
+    result = predict(checkpoint=run_dir, images=[astronaut], device="cpu")
     trained = load_trained(run_dir)
     assert result.method == trained.method and result.classes == trained.classes
     assert result.checkpoint == trained.checkpoint
@@ -76,7 +76,7 @@ def test_command_prints_json_or_one_line_per_image(request, which, photos):
     run_dir = request.getfixturevalue(which)
     astronaut, _ = photos
     document = _json(run("predict", run_dir, astronaut, "--json", "--no-detect", "--device", "cpu"))
-    assert document == predict(run_dir, [astronaut], detect=False, device="cpu").to_dict()
+    assert document == predict(checkpoint=run_dir, images=[astronaut], detect=False, device="cpu").to_dict()
     names = ["checkpoint", "method", "fold", "epoch", "classes", "framing", "detector", "predictions"]
     assert list(document) == [*names, "no_face", "videos"]
     [prediction] = document["predictions"]
@@ -95,7 +95,7 @@ def test_command_prints_json_or_one_line_per_image(request, which, photos):
 
 def test_predict_matches_the_model_on_the_images(feratt_run, photos):
     astronaut, pair = photos
-    document = predict(feratt_run, [astronaut, pair], detect=False, device="cpu").to_dict()
+    document = predict(checkpoint=feratt_run, images=[astronaut, pair], detect=False, device="cpu").to_dict()
     paths = [astronaut, pair / "astronaut.png", pair / "camera.png"]
     assert [p["path"] for p in document["predictions"]] == [str(p) for p in paths]
     trained = load_trained(feratt_run)
@@ -112,14 +112,16 @@ def test_predict_matches_the_model_on_the_images(feratt_run, photos):
 def test_folder_of_two_images_and_other_checkpoint_forms(baseline_run, photos):
     _, pair = photos
     for checkpoint in (baseline_run, baseline_run / "fold-0", baseline_run / "fold-0" / "best.pt"):
-        result = predict(checkpoint, [pair], detect=False, device="cpu")
+        result = predict(checkpoint=checkpoint, images=[pair], detect=False, device="cpu")
         assert [p.path for p in result.predictions] == [pair / "astronaut.png", pair / "camera.png"]
 
 
 def test_save_attention_writes_inputs_and_attention_at_the_input_size(feratt_run, photos, tmp_path):
     astronaut, pair = photos
     out = tmp_path / "attention"
-    result = predict(feratt_run, [astronaut, pair], save_attention=out, detect=False, device="cpu")
+    result = predict(
+        checkpoint=feratt_run, images=[astronaut, pair], save_attention=out, detect=False, device="cpu"
+    )
     # Two inputs are named astronaut.png: the second gets a numeric suffix instead of overwriting.
     stems = ["astronaut", "astronaut-1", "camera"]
     expected = {f"{s}-{kind}.png" for s in stems for kind in ("input", "attention")}
@@ -142,7 +144,7 @@ def test_save_attention_writes_inputs_and_attention_at_the_input_size(feratt_run
 def test_baseline_has_no_attention_to_save(baseline_run, photos, tmp_path):
     astronaut, _ = photos
     with pytest.raises(FerattError, match=r"needs a FERAtt model.*no attention image") as error:
-        predict(baseline_run, [astronaut], save_attention=tmp_path / "att", device="cpu")
+        predict(checkpoint=baseline_run, images=[astronaut], save_attention=tmp_path / "att", device="cpu")
     assert error.value.field == "save_attention"
     assert not (tmp_path / "att").exists()
     result = run("predict", baseline_run, astronaut, "--save-attention", tmp_path / "att", "--device", "cpu")
@@ -154,7 +156,7 @@ def test_unreadable_image_is_a_clear_error(feratt_run, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"this is not a PNG")
     with pytest.raises(FerattError, match=re.escape(f"{bad}: not a readable image")):
-        predict(feratt_run, [bad], device="cpu")
+        predict(checkpoint=feratt_run, images=[bad], device="cpu")
     assert_user_error(run("predict", feratt_run, bad, "--device", "cpu"), f"{bad}: not a readable image")
 
 
@@ -162,14 +164,14 @@ def test_checkpoint_of_another_version_is_a_clear_error(photos, tmp_path):
     old = tmp_path / "old.pt"
     torch.save({"checkpoint_version": 999}, old)
     with pytest.raises(FerattError, match="not a feratt checkpoint of this version"):
-        predict(old, [photos[0]], device="cpu")
+        predict(checkpoint=old, images=[photos[0]], device="cpu")
 
 
 def test_folder_without_images_is_a_clear_error(feratt_run, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("no faces here")
     with pytest.raises(FerattError, match="holds no images"):
-        predict(feratt_run, [tmp_path / "empty"], device="cpu")
+        predict(checkpoint=feratt_run, images=[tmp_path / "empty"], device="cpu")
 
 
 def test_prepare_image_centre_crops_then_resizes():

@@ -186,7 +186,7 @@ def test_training_records_the_framing_in_every_checkpoint(tmp_path):
 
 
 def test_an_experiment_bound_to_a_render_indexed_before_the_framing_record_still_matches(tmp_path):
-    from feratt.experiments.experiment import data_checksums
+    from feratt.experiments.experiment import DataChecksums
     from feratt.jsonfile import write_json
 
     index = {
@@ -198,9 +198,9 @@ def test_an_experiment_bound_to_a_render_indexed_before_the_framing_record_still
         "totals": {"samples": 4, "shards": 1, "subjects": 1, "class_counts": {"a": 2, "b": 2}},
     }
     write_json(tmp_path / "index.json", index)
-    before = data_checksums(tmp_path)
+    before = DataChecksums.of(tmp_path)
     write_json(tmp_path / "index.json", {**index, "framing": encode(Framing(size=64))})
-    assert data_checksums(tmp_path) == before
+    assert DataChecksums.of(tmp_path) == before
     totals = {**index["totals"], "samples": 5}
     write_json(tmp_path / "index.json", {**index, "totals": totals, "framing": encode(Framing(size=64))})
-    assert data_checksums(tmp_path)["index_sha256"] != before["index_sha256"]
+    assert DataChecksums.of(tmp_path).index_sha256 != before.index_sha256

@@ -33,6 +33,10 @@ def test_readme_python_example_runs_end_to_end(tmp_path):
     assert match, done.stdout
     assert 0.0 <= float(match.group(1)) <= 1.0
     assert "fold 0 epoch 0:" in done.stdout  # the log callback reached print
+    lines = done.stdout.splitlines()
+    assert "6 subjects: D01, D02, D03, D04, D05, D06; framing: bank crop 96 px" in lines[0]
+    classes = "neutral, anger, disgust, fear, happy, sadness, surprise"
+    assert f"best.pt: baseline, epoch 0, classes {classes}" in lines
     with h5py.File(work / "bank.h5") as bank:
         assert bank["images"].shape == (6 * 7 * 2, 96, 96, 3)
     fold = work / "runs" / "baseline" / "fold-0"

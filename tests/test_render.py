@@ -42,7 +42,7 @@ def request(inputs, out, **fields) -> RenderRequest:
         "shard_size": 10,
         "jobs": 1,
     }
-    return RenderRequest(out=out, **{**defaults, **fields})
+    return RenderRequest(render=out, **{**defaults, **fields})
 
 
 def render_args(inputs, out, *extra):
@@ -141,7 +141,7 @@ def test_result_reports_the_plan_and_the_index_totals(inputs, tmp_path):
 def test_keyword_fields_equal_a_request(inputs, reference, tmp_path):
     seen = []
     result = render(
-        out=tmp_path / "out",
+        render=tmp_path / "out",
         bank=inputs / "bank.h5",
         backgrounds=inputs / "backgrounds",  # a folder path stands for BackgroundSource(folder=...)
         config=RenderConfig(size=48),
@@ -153,8 +153,8 @@ def test_keyword_fields_equal_a_request(inputs, reference, tmp_path):
     assert result.complete
     assert seen[-1] == (84, 84) and [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert_same_render(reference, tmp_path / "out")
-    again = render(request(inputs, tmp_path / "elsewhere"), out=tmp_path / "out")
-    assert again.out == tmp_path / "out" and again.reused_shards == 9
+    again = render(request(inputs, tmp_path / "elsewhere"), render=tmp_path / "out")
+    assert again.render == tmp_path / "out" and again.reused_shards == 9
 
 
 def test_jobs_do_not_change_the_samples(inputs, reference, tmp_path):
@@ -278,19 +278,19 @@ def test_verify_names_corrupted_and_missing_shards(reference, tmp_path):
 
 def test_bad_inputs(inputs, tmp_path):
     with pytest.raises(FerattError, match="face bank not found"):
-        render(out=tmp_path / "o", bank=tmp_path / "none.h5")
+        render(render=tmp_path / "o", bank=tmp_path / "none.h5")
     (tmp_path / "empty.h5").write_bytes(b"")
     with pytest.raises(FerattError, match=r"empty\.h5"):
-        render(out=tmp_path / "o", bank=tmp_path / "empty.h5")
+        render(render=tmp_path / "o", bank=tmp_path / "empty.h5")
     (tmp_path / "not-coco.json").write_text('{"hello": 1}')
     (tmp_path / "images").mkdir()
     coco = BackgroundSource(coco_annotations=tmp_path / "not-coco.json", coco_images=tmp_path / "images")
     with pytest.raises(FerattError, match="COCO"):
-        render(out=tmp_path / "o", bank=inputs / "bank.h5", backgrounds=coco)
+        render(render=tmp_path / "o", bank=inputs / "bank.h5", backgrounds=coco)
     (tmp_path / "blocker").write_text("a file where the out folder should go")
     with pytest.raises(FerattError, match="cannot write to") as caught:
-        render(out=tmp_path / "blocker" / "out", bank=inputs / "bank.h5")
-    assert caught.value.field == "out"
+        render(render=tmp_path / "blocker" / "out", bank=inputs / "bank.h5")
+    assert caught.value.field == "render"
 
 
 @pytest.mark.parametrize(
@@ -312,7 +312,7 @@ def test_bad_inputs(inputs, tmp_path):
 )
 def test_a_bad_request_names_its_field_before_writing_anything(tmp_path, fields, field):
     with pytest.raises(FerattError) as caught:
-        render(out=tmp_path / "out", **fields)
+        render(render=tmp_path / "out", **fields)
     assert caught.value.field == field
     assert not (tmp_path / "out").exists()
 

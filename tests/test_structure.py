@@ -136,11 +136,22 @@ def test_no_import_cycles_between_packages() -> None:
                 graph[source].add(_package(target))
     assert _cycles(graph) == []
     # The layers: stages over the artifacts, the artifacts over the settings they record.
-    assert "artifacts" not in graph["config"] and not graph["artifacts"] & {"datasets", "renderer", "training"}
+    assert "artifacts" not in graph["config"] and not graph["artifacts"] & {
+        "datasets",
+        "renderer",
+        "training",
+    }
 
 
 #: The names of the files feratt writes: only the artifacts layer spells them out.
-FILE_NAMES = ('"index.json"', '"config.json"', '"folds.json"', '"metrics.jsonl"', '"render.json"', "h5py.File(")
+FILE_NAMES = (
+    '"index.json"',
+    '"config.json"',
+    '"folds.json"',
+    '"metrics.jsonl"',
+    '"render.json"',
+    "h5py.File(",
+)
 
 
 def test_only_the_artifacts_layer_names_feratts_files() -> None:

@@ -24,7 +24,7 @@ from feratt.cli_options import train_config_from_cli, training_options
 from feratt.codec import encode
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
-from feratt.training.loop import TrainResult, train
+from feratt.training.train import TrainResult, train
 
 #: A cpu-small configuration for a 6-subject render: folds of 2 test subjects, 1 validation subject.
 TINY = TrainConfig(preset="cpu-small", epochs=2, batch_size=16, fold_size=2, val_subjects=1, workers=0)
@@ -47,7 +47,7 @@ def train_args(render, run_dir, *extra):
 def train_tiny(render, run_dir, lines=None, **fields) -> TrainResult:
     """Train TINY with `fields` replaced on the CPU; log lines go to `lines`."""
     log = lines.append if lines is not None else None
-    return train(render, run_dir, replace(TINY, **fields), device="cpu", log=log)
+    return train(render=render, run=run_dir, config=replace(TINY, **fields), device="cpu", log=log)
 
 
 @pytest.mark.parametrize("method", ["baseline", "feratt-cls", "feratt-rep-cls"])
@@ -211,7 +211,7 @@ def test_bad_inputs_are_errors_naming_their_field(render, tmp_path):
     with pytest.raises(FerattError, match=r"index\.json"):
         train_tiny(tmp_path / "empty", tmp_path / "r1")
     with pytest.raises(FerattError, match="fold 7 does not exist") as caught:
-        train(render, tmp_path / "r2", TINY, folds=7, device="cpu")
+        train(render=render, run=tmp_path / "r2", config=TINY, folds=7, device="cpu")
     assert caught.value.field == "fold"
     with pytest.raises(FerattError, match="fancy") as caught:
         train_tiny(render, tmp_path / "r3", method="fancy")
@@ -223,13 +223,13 @@ def test_bad_inputs_are_errors_naming_their_field(render, tmp_path):
     blob[len(blob) // 2] ^= 0xFF
     shard.write_bytes(bytes(blob))
     with pytest.raises(FerattError, match=re.escape(shard.name)):
-        train(broken, tmp_path / "r4", TINY, folds="all", device="cpu")
+        train(render=broken, run=tmp_path / "r4", config=TINY, folds="all", device="cpu")
     run_dir = tmp_path / "r5"
     train_tiny(render, run_dir, epochs=1, method="baseline")
     with pytest.raises(
         FerattError, match=r"other settings \(method 'baseline' there, 'feratt-cls' here\)"
     ) as caught:
-        train(render, run_dir, TINY, resume=True, device="cpu", method="feratt-cls")
+        train(render=render, run=run_dir, config=TINY, resume=True, device="cpu", method="feratt-cls")
     assert caught.value.field == "method"
     with pytest.raises(FerattError, match="is for baseline"):
         last = run_dir / "fold-0" / "last.pt"

@@ -42,7 +42,7 @@ def model(tmp_path_factory):
 
 def test_every_frame_is_read_and_each_face_keeps_its_track(model, clip, tmp_path):
     path, scenes = clip
-    result = predict(model, [path], annotate=tmp_path / "out", device="cpu")
+    result = predict(checkpoint=model, images=[path], annotate=tmp_path / "out", device="cpu")
     [video] = result.videos
     assert video.frames == FRAMES and len(video.records) == FRAMES and video.fps == pytest.approx(10.0)
     for record, scene in zip(video.records, scenes, strict=True):
@@ -67,7 +67,7 @@ def test_every_frame_is_read_and_each_face_keeps_its_track(model, clip, tmp_path
 
 def test_every_k_and_smoothing(model, clip):
     path, _ = clip
-    [video] = predict(model, [path], every=3, smooth=2, device="cpu").videos
+    [video] = predict(checkpoint=model, images=[path], every=3, smooth=2, device="cpu").videos
     assert video.frames == FRAMES and [r["frame"] for r in video.records] == [0, 3, 6]
     assert [r["time"] for r in video.records] == [0.0, 0.3, 0.6]
     face = video.records[2]["faces"][0]  # smoothed over the classified frames 3 and 6

@@ -170,7 +170,7 @@ def _load(path: Path) -> Any:
         raise FerattError(f"cannot read checkpoint {path}: {_refusal(exc)}") from None
 
 
-def _check_fields(path: Path, state: dict[str, Any]) -> None:
+def _check_fields(path: Path, state: dict[str, object]) -> None:
     """FerattError unless `state` holds every checkpoint field with its type."""
     for name, kind in _FIELDS.items():
         value = state.get(name)

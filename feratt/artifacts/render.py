@@ -51,6 +51,7 @@ from feratt.errors import FerattError
 from feratt.jsonfile import dumps, read_json, write_json
 from feratt.locks import exclusive
 from feratt.manifests.plan import ShardTask
+from feratt.progress import Progress, no_progress
 
 
 def _create_once(path: Path, text: str) -> bool:
@@ -315,12 +316,19 @@ class RenderSet:
         write_json(self.manifest_path(subject), encode(manifest))
         return manifest
 
-    def finalize(self, run: RenderRun, known: dict[str, ShardRecord] | None = None) -> list[ShardTask]:
+    def finalize(
+        self,
+        run: RenderRun,
+        known: dict[str, ShardRecord] | None = None,
+        progress: Progress | None = None,
+    ) -> list[ShardTask]:
         """Write the manifest of every subject whose shards are all done, and the index once all are.
 
-        `known` holds records already verified in this run, by shard key. Returns the shards still missing.
+        `known` holds records already verified in this run, by shard key; the others' checksums are
+        streamed again (`progress(done, total)` counts the shards). Returns the shards still missing.
         """
         known = known or {}
+        report, checked = progress or no_progress, 0
         by_subject: dict[str, list[ShardTask]] = {}
         for task in run.shards:
             by_subject.setdefault(task.subject, []).append(task)
@@ -329,6 +337,8 @@ class RenderSet:
         skipped: dict[str, str] = dict(run.skipped_backgrounds)
         for subject, tasks in sorted(by_subject.items()):
             records = [known.get(task.key) or self.finished_record(task, run.config_sha256) for task in tasks]
+            checked += len(tasks)
+            report(checked, len(run.shards))
             done = [record for record in records if record is not None]
             if len(done) < len(tasks):
                 missing.extend(t for t, r in zip(tasks, records, strict=True) if r is None)
@@ -372,6 +382,9 @@ class RenderSet:
 
     # ----------------------------------------------------------------------------------------- checking
 
-    def verify(self) -> list[str]:
-        """One line per problem, naming the file: the index, the manifests, each shard and its record."""
-        return verify_folder(self.path)
+    def verify(self, progress: Progress | None = None) -> list[str]:
+        """One line per problem, naming the file: the index, the manifests, each shard and its record.
+
+        `progress(done, total)` counts the shards checked.
+        """
+        return verify_folder(self.path, progress)

@@ -17,9 +17,11 @@ from feratt.artifacts.render_records import (
     record_relpath,
 )
 from feratt.artifacts.shard import file_sha256, open_shard, schema_problems
+from feratt.codec import JSONObject
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json
 from feratt.manifests.plan import ShardTask
+from feratt.progress import Progress, no_progress
 
 #: The fields of each JSON file a reader relies on, with their types.
 RECORD_FIELDS = {
@@ -43,7 +45,7 @@ INDEX_FIELDS = {
 TOTALS_FIELDS = {"samples": int, "shards": int, "subjects": int, "class_counts": dict}
 
 
-def _load(path: Path, name: str, problems: list[str]) -> dict[str, Any] | None:
+def _load(path: Path, name: str, problems: list[str]) -> JSONObject | None:
     """The JSON object in `path`; None, with a problem, when it is missing or not a JSON object."""
     if not path.is_file():
         problems.append(f"{name}: missing")
@@ -63,7 +65,7 @@ def _typed(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
-def _field_problems(document: dict[str, Any], fields: dict[str, type], name: str) -> list[str]:
+def _field_problems(document: JSONObject, fields: dict[str, type], name: str) -> list[str]:
     """A problem for each field of `fields` that `document` lacks or holds with the wrong type."""
     problems = []
     for field, kind in fields.items():
@@ -84,7 +86,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _plan(run: dict[str, Any] | None, problems: list[str]) -> list[ShardTask] | None:
+def _plan(run: JSONObject | None, problems: list[str]) -> list[ShardTask] | None:
     """The shard tasks of a run file; None, with a problem, when it does not describe a render."""
     if run is None:
         return None
@@ -107,8 +109,12 @@ def _plan(run: dict[str, Any] | None, problems: list[str]) -> list[ShardTask] | 
     return tasks
 
 
-def verify_folder(target: Path) -> list[str]:
-    """One line per problem of a render folder, naming the file; empty when sound."""
+def verify_folder(target: Path, progress: Progress | None = None) -> list[str]:
+    """One line per problem of a render folder, naming the file; empty when sound.
+
+    `progress(done, total)` counts the shards of the plan checked so far.
+    """
+    report = progress or no_progress
     problems: list[str] = []
     if not target.is_dir():
         raise FerattError(f"not found: {target}")
@@ -125,8 +131,12 @@ def verify_folder(target: Path) -> list[str]:
     for task in tasks:
         by_subject.setdefault(task.subject, []).append(task)
     class_counts: dict[str, int] | None = dict.fromkeys(run["classes"], 0)
+    checked = 0
+    report(checked, len(tasks))
     for subject, subject_tasks in sorted(by_subject.items()):
         counts = _verify_subject(target, run, subject, subject_tasks, problems)
+        checked += len(subject_tasks)
+        report(checked, len(tasks))
         if counts is None or class_counts is None:
             class_counts = None  # a shard is missing or unreadable: the totals cannot be checked
             continue
@@ -149,12 +159,12 @@ def verify_shard_file(shard: Path) -> list[str]:
 
 
 def _verify_subject(
-    target: Path, run: dict[str, Any], subject: str, tasks: list[ShardTask], problems: list[str]
+    target: Path, run: JSONObject, subject: str, tasks: list[ShardTask], problems: list[str]
 ) -> dict[str, int] | None:
     """Check a subject's manifest and shards; return its samples per class read from the shards."""
     name = manifest_relpath(subject)
     manifest = _load(target / name, name, problems)
-    listed: dict[str, dict[str, Any]] | None = None
+    listed: dict[str, JSONObject] | None = None
     if manifest is not None:
         problems.extend(_field_problems(manifest, MANIFEST_FIELDS, name))
         _compare(problems, name, "subject", manifest.get("subject"), subject)
@@ -185,7 +195,7 @@ def _verify_subject(
 
 
 def _verify_shard(
-    target: Path, run: dict[str, Any], task: ShardTask, entry: dict[str, Any] | None, problems: list[str]
+    target: Path, run: JSONObject, task: ShardTask, entry: JSONObject | None, problems: list[str]
 ) -> dict[str, int] | None:
     """Check one shard against its manifest entry, its sidecar record and the plan; its samples per class."""
     shard = target / task.relpath
@@ -207,7 +217,7 @@ def _verify_shard(
 
 
 def _shard_counts(
-    shard: Path, run: dict[str, Any], task: ShardTask, problems: list[str]
+    shard: Path, run: JSONObject, task: ShardTask, problems: list[str]
 ) -> dict[str, int] | None:
     """The samples per class of a shard of the right layout, after checking its contents against the plan."""
     name = task.relpath
@@ -235,7 +245,7 @@ def _shard_counts(
 
 def _verify_record(
     target: Path,
-    run: dict[str, Any],
+    run: JSONObject,
     task: ShardTask,
     stat: tuple[int, str],
     counts: dict[str, int] | None,
@@ -265,7 +275,7 @@ def _verify_record(
 
 def _verify_index(
     target: Path,
-    run: dict[str, Any],
+    run: JSONObject,
     by_subject: dict[str, list[ShardTask]],
     class_counts: dict[str, int] | None,
     problems: list[str],

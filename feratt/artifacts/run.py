@@ -22,14 +22,14 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from feratt.atomic import atomic_path
-from feratt.codec import OMIT_NONE, TRANSIENT, JSONValue, decode, encode
+from feratt.codec import OMIT_NONE, TRANSIENT, JSONObject, JSONValue, decode, encode
 from feratt.config.training import PER_RUN_OPTIONS, TrainConfig, config_changes, describe_changes
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json, write_json
@@ -54,7 +54,7 @@ FOLDS_SCHEMA_VERSION = 1
 RUN_LOCK_WAIT_S = 30.0
 
 #: One epoch's record in metrics.jsonl: the epoch, the rate, and a part's figures under its name.
-EpochRecord = dict[str, Any]
+EpochRecord = JSONObject
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -124,7 +124,7 @@ class Scores:
     epoch: int | None = field(default=None, metadata=OMIT_NONE)
 
     @classmethod
-    def of(cls, metrics: dict[str, Any], epoch: int | None = None) -> Scores:
+    def of(cls, metrics: Mapping[str, Any], epoch: int | None = None) -> Scores:
         """The headline figures of a part's metrics record."""
         return cls(
             metrics["accuracy"],
@@ -373,7 +373,7 @@ class RunFolder:
                 field="out",
             )
 
-    def _config_data(self) -> dict[str, Any] | None:
+    def _config_data(self) -> JSONObject | None:
         if not self.config_file.is_file():
             return None
         data = read_json(self.config_file)

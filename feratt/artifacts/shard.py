@@ -14,7 +14,6 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -61,7 +60,7 @@ class ShardData:
     crops: np.ndarray
     luminance_ratio: np.ndarray
     params: np.ndarray
-    attrs: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, object] = field(default_factory=dict)
     deflated: ChunkDeflater | None = None
 
     def __len__(self) -> int:
@@ -171,7 +170,7 @@ def open_shard(path: str | os.PathLike[str]) -> h5py.File:
     return h5py.File(path, "r")
 
 
-def read_shard_attrs(path: str | Path) -> dict[str, Any]:
+def read_shard_attrs(path: str | Path) -> dict[str, object]:
     """A shard's file attributes, with the JSON-valued ones decoded."""
     with open_shard(path) as h5:
         attrs = dict(h5.attrs)

@@ -93,7 +93,7 @@ def _check_request(request: BankRequest) -> None:
                 raise FerattError(f"cannot write {os.fspath(path)}: {exc}", field=name) from None
 
 
-@dataclass
+@dataclass(frozen=True)
 class BankResult:
     """A written face bank: its path, source, faces per class, subject and mask method, and skipped files."""
 

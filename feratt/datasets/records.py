@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from feratt.artifacts.bank import Skipped
+from feratt.codec import JSONObject
 
 
 @dataclass(frozen=True)
@@ -59,5 +59,5 @@ class FaceListing:
     classes: tuple[str, ...]
     entries: list[FaceEntry]
     skipped: list[Skipped] = field(default_factory=list)
-    protocol: dict[str, Any] = field(default_factory=dict)
+    protocol: JSONObject = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,13 @@ import torch
 from feratt import __version__
 from feratt.artifacts.render import RenderSet
 from feratt.atomic import atomic_path
+from feratt.codec import TRANSIENT, encode
 from feratt.config.methods import METHODS
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import (
     Outputs,
     SplitMetrics,
     check_render,
-    checkpoint_fields,
     fold_split,
     run_model,
     synthetic_loader,
@@ -28,6 +28,7 @@ from feratt.experiments.figures import new_figure, save_png
 from feratt.jsonfile import write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
+from feratt.requests import request_from
 from feratt.training.checkpoints import TrainedModel, load_trained
 from feratt.training.device import pick_device
 from feratt.training.metrics import knn_accuracy
@@ -100,7 +101,7 @@ def plot_tsne(
     save_png(figure, path)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TsneMap:
     """The t-SNE of figure 6: how many test points it shows and the settings it ran with."""
 
@@ -113,7 +114,7 @@ class TsneMap:
     init: str = "pca"
 
 
-@dataclass
+@dataclass(frozen=True)
 class EmbedResult:
     """A FERAtt fold's representation z: classifier and k-NN accuracy on it, and its t-SNE map."""
 
@@ -129,41 +130,20 @@ class EmbedResult:
     train_samples: int
     embedding_dim: int
     test_metrics: SplitMetrics
+    classifier_accuracy: float  # of the model's own classifier on the test samples
     knn_accuracy: float
     tsne: TsneMap
     #: The folder holding embeddings.npz, embed.json and tsne.png.
-    out: Path
+    out: Path = field(metadata=TRANSIENT)
     knn_k: int = KNN_K
-
-    @property
-    def classifier_accuracy(self) -> float:
-        return self.test_metrics.accuracy
+    kind: str = EMBED_KIND
+    schema_version: int = EMBED_SCHEMA_VERSION
+    feratt_version: str = __version__
 
     @property
     def written(self) -> list[Path]:
         """The files written, in the order they are listed."""
         return [self.out / name for name in ("embeddings.npz", "embed.json", "tsne.png")]
-
-    def to_dict(self) -> dict[str, Any]:
-        """embed.json."""
-        return {
-            "kind": EMBED_KIND,
-            "schema_version": EMBED_SCHEMA_VERSION,
-            "feratt_version": __version__,
-            **checkpoint_fields(self),
-            "shards": str(self.shards),
-            "classes": self.classes,
-            "test_subjects": self.test_subjects,
-            "train_subjects": self.train_subjects,
-            "test_samples": self.test_samples,
-            "train_samples": self.train_samples,
-            "embedding_dim": self.embedding_dim,
-            "classifier_accuracy": self.classifier_accuracy,
-            "knn_accuracy": self.knn_accuracy,
-            "knn_k": self.knn_k,
-            "test_metrics": self.test_metrics.to_dict(),
-            "tsne": dataclasses.asdict(self.tsne),
-        }
 
 
 def _check_settings(max_points: int, perplexity: float) -> None:
@@ -216,31 +196,44 @@ def _outputs(
     return run_model(trained, loader, device, progress=progress)
 
 
+@dataclass(frozen=True, kw_only=True)
+class EmbedRequest:
+    """Which fold `embed` maps (a run, fold folder or checkpoint of a FERAtt method), on which render."""
+
+    run: str | os.PathLike[str]
+    render: str | os.PathLike[str] | RenderSet
+    fold: int | None = None
+    out: str | os.PathLike[str] | None = None  # default: the fold folder's embed/
+    max_points: int = 4000  # test points on the t-SNE map at most
+    perplexity: float = 30.0
+    seed: int = 0
+    batch_size: int = 100
+    workers: int = 0
+    device: str | torch.device = "auto"
+
+    def __post_init__(self) -> None:
+        _check_settings(self.max_points, self.perplexity)
+
+
 def embed(
-    run: str | Path,
-    shards: str | Path,
+    request: EmbedRequest | None = None,
+    /,
     *,
-    fold: int | None = None,
-    out: str | Path | None = None,
-    max_points: int = 4000,
-    perplexity: float = 30.0,
-    seed: int = 0,
-    batch_size: int = 100,
-    workers: int = 0,
-    device: str | torch.device = "auto",
     progress: Progress | None = None,
     log: Log | None = None,
+    **fields: Any,
 ) -> EmbedResult:
     """Embed a FERAtt fold's test and training samples; write embeddings.npz, embed.json and tsne.png.
 
-    `out` defaults to the fold folder's embed/.
+    The fields are EmbedRequest's; `out` defaults to the fold folder's embed/.
     """
-    _check_settings(max_points, perplexity)
+    request = request_from(EmbedRequest, request, fields)
+    max_points, perplexity, seed = request.max_points, request.perplexity, request.seed
+    batch_size, workers, out = request.batch_size, request.workers, request.out
     log = log or no_log
-    shards = Path(shards)
-    target = pick_device(device)
-    trained = _embedding_model(run, fold, target)
-    render = RenderSet.open(shards)
+    target = pick_device(request.device)
+    trained = _embedding_model(request.run, request.fold, target)
+    render = RenderSet.open(request.render)
     check_render(trained, render)
     split = fold_split(trained, render)
     out = Path(out) if out is not None else trained.checkpoint.parent / "embed"
@@ -273,7 +266,7 @@ def embed(
             method=trained.method,
             fold=trained.fold,
             epoch=trained.epoch,
-            shards=shards,
+            shards=render.path,
             classes=trained.classes,
             test_subjects=split.test,
             train_subjects=split.train,
@@ -281,6 +274,7 @@ def embed(
             train_samples=len(train.labels),
             embedding_dim=int(test.embeddings.shape[1]),
             test_metrics=metrics,
+            classifier_accuracy=metrics.accuracy,
             knn_accuracy=knn,
             tsne=TsneMap(
                 points=len(chosen),
@@ -291,5 +285,5 @@ def embed(
             ),
             out=out,
         )
-        write_json(out / "embed.json", result.to_dict())
+        write_json(out / "embed.json", encode(result))
         return result

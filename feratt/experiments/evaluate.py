@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
 from feratt.artifacts.render import RenderSet
+from feratt.codec import OMIT_NONE, TRANSIENT, encode
 from feratt.errors import FerattError
 from feratt.jsonfile import write_json
 from feratt.progress import Log, Progress, no_log
+from feratt.requests import request_from
 from feratt.training.checkpoints import TrainedModel, load_trained
 from feratt.training.data import (
+    Batch,
     ShardStream,
     make_loader,
     normalise_batch,
@@ -57,7 +61,7 @@ def add_noise(images: np.ndarray, noise: Noise, rng: np.random.Generator) -> np.
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class SplitMetrics:
     """A model's figures on one test split: the paper's table metrics, per-class values, the confusion."""
 
@@ -66,12 +70,12 @@ class SplitMetrics:
     recall: float
     f1: float
     macro_f1: float
-    per_class: dict[str, list[Any]]
+    per_class: dict[str, list[int | float | None]]  # per-class precision, recall, F1 and support
     classes: list[str]
     confusion: list[list[int]]
     samples: int
     f1_definition: str = F1_DEFINITION
-    confusion_png: str | None = None
+    confusion_png: str | None = field(default=None, metadata=OMIT_NONE)  # beside the results JSON
 
     @classmethod
     def from_confusion(cls, confusion: np.ndarray, classes: list[str]) -> SplitMetrics:
@@ -82,16 +86,6 @@ class SplitMetrics:
             confusion=confusion.tolist(),
             samples=int(confusion.sum()),
         )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SplitMetrics:
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        if self.confusion_png is None:
-            del data["confusion_png"]
-        return data
 
 
 @dataclass
@@ -116,26 +110,7 @@ class Outputs:
         return SplitMetrics.from_confusion(self.confusion(), classes)
 
 
-class FromCheckpoint(Protocol):
-    """A result about one trained model, named by its checkpoint."""
-
-    checkpoint: Path
-    method: str
-    fold: int
-    epoch: int
-
-
-def checkpoint_fields(result: FromCheckpoint) -> dict[str, Any]:
-    """The JSON fields that say which model a result is of."""
-    return {
-        "checkpoint": str(result.checkpoint),
-        "method": result.method,
-        "fold": result.fold,
-        "epoch": result.epoch,
-    }
-
-
-@dataclass
+@dataclass(frozen=True)
 class EvaluationResult:
     """A model's figures on its fold's test subjects: rendered samples and, when asked, real faces."""
 
@@ -146,40 +121,15 @@ class EvaluationResult:
     shards: Path
     test_subjects: list[str]
     synthetic: SplitMetrics
-    real: SplitMetrics | None = None
+    real: SplitMetrics | None = field(default=None, metadata=OMIT_NONE)
     notes: list[str] = field(default_factory=list)
     #: Where the results JSON was written, if it was.
-    path: Path | None = None
+    path: Path | None = field(default=None, metadata=TRANSIENT)
 
     @property
     def splits(self) -> dict[str, SplitMetrics]:
         """The metrics of each split evaluated, synthetic first."""
         return {"synthetic": self.synthetic, **({"real": self.real} if self.real is not None else {})}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The results JSON."""
-        return {
-            **checkpoint_fields(self),
-            "shards": str(self.shards),
-            "test_subjects": list(self.test_subjects),
-            "notes": list(self.notes),
-            **{split: metrics.to_dict() for split, metrics in self.splits.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
-        """A results JSON read back (keys it does not know, such as a cache's stamp, are ignored)."""
-        return cls(
-            checkpoint=Path(data["checkpoint"]),
-            method=data["method"],
-            fold=data["fold"],
-            epoch=data["epoch"],
-            shards=Path(data["shards"]),
-            test_subjects=list(data["test_subjects"]),
-            synthetic=SplitMetrics.from_dict(data["synthetic"]),
-            real=SplitMetrics.from_dict(data["real"]) if "real" in data else None,
-            notes=list(data["notes"]),
-        )
 
 
 def fold_split(trained: TrainedModel, render: RenderSet) -> FoldSplit:
@@ -204,7 +154,7 @@ def check_render(trained: TrainedModel, render: RenderSet) -> None:
 
 
 def synthetic_loader(
-    render: RenderSet,
+    render: RenderSet | str | os.PathLike[str],
     subjects: list[str],
     batch_size: int,
     workers: int,
@@ -213,7 +163,7 @@ def synthetic_loader(
 ):
     """The rendered samples of `subjects`, in a fixed order: all of them, or this rank's part of them."""
     stream = ShardStream(
-        render.shards(subjects),
+        RenderSet.open(render).shards(subjects),
         shuffle=False,
         verify=verify,
         rank=place.rank,
@@ -229,7 +179,7 @@ def real_loader(bank: Path, subjects: list[str], render: RenderSet, batch_size: 
     return RealTestLoader(faces, batch_size), notes
 
 
-def _sample_count(batches: Iterable[dict[str, Any]]) -> int | None:
+def _sample_count(batches: Iterable[Batch]) -> int | None:
     """How many samples a shard loader gives (this rank's part of them); None for other batches."""
     samples = getattr(getattr(batches, "dataset", None), "samples_per_rank", None)
     return samples if isinstance(samples, int) else None
@@ -238,7 +188,7 @@ def _sample_count(batches: Iterable[dict[str, Any]]) -> int | None:
 @torch.no_grad()
 def run_model(
     trained: TrainedModel,
-    batches: Iterable[dict[str, Any]],
+    batches: Iterable[Batch],
     device: torch.device | str = "cpu",
     noise: Noise | None = None,
     *,
@@ -283,7 +233,7 @@ def run_model(
 
 def evaluate_model(
     trained: TrainedModel,
-    shards: Path,
+    render: RenderSet | str | os.PathLike[str],
     *,
     real_test: str | Path | None = None,
     batch_size: int = 100,
@@ -293,33 +243,36 @@ def evaluate_model(
     progress: Progress | None = None,
     place: Distributed = SINGLE_PROCESS,
 ) -> EvaluationResult:
-    """Metrics of a model on its fold's test subjects in `shards` (and their real faces), with notes.
+    """Metrics of a model on its fold's test subjects in `render` (and their real faces), with notes.
 
     Under torchrun (`place`), each rank scores its part of every split and all get the summed metrics.
     """
-    render = RenderSet.open(shards)
+    render = RenderSet.open(render)
     check_render(trained, render)
     subjects = fold_test_subjects(trained, render)
     loader = synthetic_loader(render, subjects, batch_size, workers, verify, place)
-    result = EvaluationResult(
+    synthetic = split_metrics(trained, loader, device, place, progress)
+    real, notes = None, []
+    if real_test:
+        faces, notes = load_real_faces(Path(real_test), subjects, render)
+        batches = RealTestLoader(faces.part(place.rank, place.world_size), batch_size)
+        real = split_metrics(trained, batches, device, place, progress)
+    return EvaluationResult(
         checkpoint=trained.checkpoint,
         method=trained.method,
         fold=trained.fold,
         epoch=trained.epoch,
-        shards=shards,
+        shards=render.path,
         test_subjects=subjects,
-        synthetic=split_metrics(trained, loader, device, place, progress),
+        synthetic=synthetic,
+        real=real,
+        notes=notes,
     )
-    if real_test:
-        faces, result.notes = load_real_faces(Path(real_test), subjects, render)
-        batches = RealTestLoader(faces.part(place.rank, place.world_size), batch_size)
-        result.real = split_metrics(trained, batches, device, place, progress)
-    return result
 
 
 def split_metrics(
     trained: TrainedModel,
-    batches: Iterable[dict[str, Any]],
+    batches: Iterable[Batch],
     device: torch.device | str,
     place: Distributed = SINGLE_PROCESS,
     progress: Progress | None = None,
@@ -334,11 +287,12 @@ def split_metrics(
     return SplitMetrics.from_confusion(confusion.cpu().numpy(), trained.classes)
 
 
-def write_evaluation(result: EvaluationResult, out_file: Path, classes: list[str]) -> None:
-    """Write a confusion-matrix PNG per split beside `out_file`, then the results JSON itself."""
+def write_evaluation(result: EvaluationResult, out_file: Path, classes: list[str]) -> EvaluationResult:
+    """Write a confusion-matrix PNG per split beside `out_file`, then the results JSON; the written result."""
     from feratt.experiments.figures import confusion_figure
 
     out_file.parent.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, SplitMetrics] = {}
     for split, metrics in result.splits.items():
         figure = out_file.with_name(f"{out_file.stem}-confusion-{split}.png")
         confusion_figure(
@@ -347,43 +301,60 @@ def write_evaluation(result: EvaluationResult, out_file: Path, classes: list[str
             figure,
             title=f"{result.method}, fold {result.fold}, {split} test",
         )
-        metrics.confusion_png = figure.name
-    write_json(out_file, result.to_dict())
-    result.path = out_file
+        figures["real" if split == "real" else "synthetic"] = dataclasses.replace(
+            metrics, confusion_png=figure.name
+        )
+    result = dataclasses.replace(result, **figures, path=out_file)
+    write_json(out_file, encode(result))
+    return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateRequest:
+    """Which model `evaluate` scores (a run folder, fold folder or checkpoint), on which render, and how."""
+
+    run: str | os.PathLike[str]  # a run folder, a fold folder or a checkpoint file
+    render: str | os.PathLike[str] | RenderSet  # the render whose test subjects it is scored on
+    fold: int | None = None  # the fold, for a run folder of several
+    which: str = "best"  # "best" (on validation) or "last"
+    real_test: str | os.PathLike[str] | None = None  # a face bank: also score the test subjects' real faces
+    out_file: str | os.PathLike[str] | None = None  # the results JSON; default: beside the checkpoint
+    batch_size: int = 100
+    workers: int = 0
+    device: str | torch.device = "auto"
+
+    def __post_init__(self) -> None:
+        if self.which not in ("best", "last"):
+            raise FerattError(f"which checkpoint: 'best' or 'last', not {self.which!r}", field="which")
 
 
 def evaluate(
-    run_or_checkpoint: str | Path,
-    shards: str | Path,
+    request: EvaluateRequest | None = None,
+    /,
     *,
-    fold: int | None = None,
-    which: str = "best",
-    real_test: str | Path | None = None,
-    out_file: str | Path | None = None,
-    batch_size: int = 100,
-    workers: int = 0,
-    device: str | torch.device = "auto",
     progress: Progress | None = None,
     log: Log | None = None,
+    **fields: Any,
 ) -> EvaluationResult:
     """Evaluate the model a run folder, fold folder or checkpoint names on its fold's test subjects.
 
     Writes the results JSON (`out_file`, by default beside the checkpoint) and a confusion-matrix
-    PNG per split beside it.
+    PNG per split beside it. The fields are EvaluateRequest's.
     """
-    target = pick_device(device)
-    trained = load_trained(run_or_checkpoint, fold=fold, which=which, device=target)
+    request = request_from(EvaluateRequest, request, fields)
+    target = pick_device(request.device)
+    trained = load_trained(request.run, fold=request.fold, which=request.which, device=target)
     result = evaluate_model(
         trained,
-        Path(shards),
-        real_test=real_test,
-        batch_size=batch_size,
-        workers=workers,
+        RenderSet.open(request.render),
+        real_test=request.real_test,
+        batch_size=request.batch_size,
+        workers=request.workers,
         device=target,
         progress=progress,
     )
     for note in result.notes:
         (log or no_log)(f"note: {note}")
     default = trained.checkpoint.parent / f"evaluation-{trained.checkpoint.stem}.json"
-    write_evaluation(result, Path(out_file) if out_file is not None else default, trained.classes)
-    return result
+    out_file = Path(request.out_file) if request.out_file is not None else default
+    return write_evaluation(result, out_file, trained.classes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from feratt import __version__
 from feratt.artifacts.render import RenderSet
 from feratt.artifacts.run import RunFolder
 from feratt.atomic import atomic_write_bytes
-from feratt.codec import decode, encode
+from feratt.codec import OMIT_NONE, TRANSIENT, JSONObject, decode, encode
 from feratt.config.methods import CONTROL_METHOD, METHODS
 from feratt.config.training import PER_RUN_OPTIONS, TrainConfig
 from feratt.errors import FerattError
@@ -29,7 +30,7 @@ from feratt.requests import request_from
 from feratt.training.checkpoints import find_checkpoint, load_trained
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import render_folds, resolve_folds
-from feratt.training.loop import train
+from feratt.training.train import train
 
 EXPERIMENT_FILE = "experiment.json"
 EXPERIMENT_KIND = "feratt-experiment"
@@ -37,26 +38,26 @@ EXPERIMENT_KIND = "feratt-experiment"
 
 @dataclass(frozen=True)
 class ExperimentRequest:
-    """An experiment: `methods` trained and tested on the `folds` of the render `shards`, into `out`.
+    """An experiment: `methods` trained and tested on the `folds` of `render`, into `out`.
 
-    Test samples come from `eval_shards` when given (a render of the same bank, such as one with the
+    Test samples come from `eval_render` when given (a render of the same bank, such as one with the
     authors' evaluation geometry), else from the training render's test subjects; `config.real_test`
     adds the test subjects' real faces.
     """
 
-    shards: Path
+    render: Path
     out: Path
     methods: tuple[str, ...] = tuple(METHODS)
     folds: str | int = "all"
     config: TrainConfig = field(default_factory=TrainConfig)
-    eval_shards: Path | None = None
+    eval_render: Path | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shards", Path(self.shards))
+        object.__setattr__(self, "render", Path(self.render))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "methods", tuple(dict.fromkeys(self.methods)))
-        if self.eval_shards is not None:
-            object.__setattr__(self, "eval_shards", Path(self.eval_shards))
+        if self.eval_render is not None:
+            object.__setattr__(self, "eval_render", Path(self.eval_render))
         if not self.methods:
             raise FerattError("name at least one method", field="methods")
         unknown = [method for method in self.methods if method not in METHODS]
@@ -66,38 +67,52 @@ class ExperimentRequest:
             )
 
 
-@dataclass
+@dataclass(frozen=True)
+class DataChecksums:
+    """Checksums that identify a render: its bank and configuration, and its index itself."""
+
+    bank_sha256: str
+    config_sha256: str
+    index_sha256: str
+    samples: int
+
+    @classmethod
+    def of(cls, render: str | os.PathLike[str] | RenderSet) -> DataChecksums:
+        """The checksums of `render`, from its index.json."""
+        render = RenderSet.open(render)
+        index = render.index
+        return cls(index.bank_sha256, index.config_sha256, render.index_sha256(), index.totals.samples)
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What an experiment folder is bound to (experiment.json): a rerun with other settings is refused."""
+
+    shards: str
+    data: DataChecksums
+    methods: list[str]
+    folds: list[int]
+    training: JSONObject  # the training options the runs share (not the per-run ones)
+    real_test: str | None
+    eval_shards: str | None = field(default=None, metadata=OMIT_NONE)
+    eval_data: DataChecksums | None = field(default=None, metadata=OMIT_NONE)
+    kind: str = EXPERIMENT_KIND
+
+
+@dataclass(frozen=True)
 class ExperimentResult:
-    """What an experiment wrote: per split its table and tests, the report and the table files."""
+    """What an experiment wrote (EXP/results.json): per split its table and tests; the report and tables."""
 
-    out: Path
-    settings: dict[str, Any]
-    evaluations: dict[str, list[EvaluationResult]]
+    settings: ExperimentSettings
     splits: dict[str, SplitTable]
-    report: Path
-    tables: dict[str, list[Path]]
-
-    def to_dict(self) -> dict[str, Any]:
-        """EXP/results.json."""
-        return {
-            "settings": self.settings,
-            "feratt_version": __version__,
-            "splits": {split: part.to_dict() for split, part in self.splits.items()},
-        }
+    out: Path = field(metadata=TRANSIENT)
+    evaluations: dict[str, list[EvaluationResult]] = field(metadata=TRANSIENT)
+    report: Path = field(metadata=TRANSIENT)
+    tables: dict[str, list[Path]] = field(metadata=TRANSIENT)
+    feratt_version: str = __version__
 
 
-def data_checksums(shards: Path) -> dict[str, Any]:
-    """Checksums that identify a render: bank and configuration (from index.json), and the index itself."""
-    render = RenderSet.open(shards)
-    return {
-        "bank_sha256": render.index.bank_sha256,
-        "config_sha256": render.index.config_sha256,
-        "index_sha256": render.index_sha256(),
-        "samples": render.index.totals.samples,
-    }
-
-
-def _training_settings(config: TrainConfig) -> dict[str, Any]:
+def _training_settings(config: TrainConfig) -> JSONObject:
     """The training options an experiment shares across its runs (not the per-run ones)."""
     training = encode(config)
     assert isinstance(training, dict)
@@ -106,32 +121,32 @@ def _training_settings(config: TrainConfig) -> dict[str, Any]:
     return training
 
 
-def _settings(request: ExperimentRequest, folds: list[int], config: TrainConfig) -> dict[str, Any]:
+def _settings(request: ExperimentRequest, folds: list[int], config: TrainConfig) -> ExperimentSettings:
     """What an experiment folder is bound to; a rerun with other settings is refused."""
-    settings = {
-        "kind": EXPERIMENT_KIND,
-        "shards": str(request.shards),
-        "data": data_checksums(request.shards),
-        "methods": list(request.methods),
-        "folds": folds,
-        "training": _training_settings(config),
-        "real_test": config.real_test,
-    }
-    if request.eval_shards is not None:
-        settings["eval_shards"] = str(request.eval_shards)
-        settings["eval_data"] = data_checksums(request.eval_shards)
-    return settings
+    evaluated = request.eval_render
+    return ExperimentSettings(
+        shards=str(request.render),
+        data=DataChecksums.of(request.render),
+        methods=list(request.methods),
+        folds=folds,
+        training=_training_settings(config),
+        real_test=config.real_test,
+        eval_shards=str(evaluated) if evaluated is not None else None,
+        eval_data=DataChecksums.of(evaluated) if evaluated is not None else None,
+    )
 
 
-def _differing(mine: dict[str, Any], theirs: dict[str, Any], ignored: tuple[str, ...] = ()) -> list[str]:
+def _differing(mine: JSONObject, theirs: JSONObject, ignored: tuple[str, ...] = ()) -> list[str]:
     """The keys, sorted, whose values differ between two settings (ignoring `ignored`)."""
     keys = (set(mine) | set(theirs)) - set(ignored)
     return sorted(k for k in keys if mine.get(k) != theirs.get(k))
 
 
-def bind_folder(out: Path, settings: dict[str, Any]) -> None:
+def bind_folder(out: Path, bound: ExperimentSettings) -> None:
     """Create EXP/experiment.json, or check that the one there has the same settings."""
     path = out / EXPERIMENT_FILE
+    settings = encode(bound)
+    assert isinstance(settings, dict)
     if not path.exists():
         out.mkdir(parents=True, exist_ok=True)
         write_json(path, {**settings, "feratt_version": __version__})
@@ -212,7 +227,7 @@ def significance(
 
 def _experiment_folds(request: ExperimentRequest, config: TrainConfig) -> list[int]:
     """The fold indices the request names, among the folds of its render."""
-    count = len(render_folds(request.shards, config.fold_size, config.seed))
+    count = len(render_folds(request.render, config.fold_size, config.seed))
     try:
         return resolve_folds(request.folds, count)
     except FerattError as exc:
@@ -226,7 +241,7 @@ def _cached_evaluation(path: Path, checkpoint: Path) -> EvaluationResult | None:
     saved = read_json(path)
     if saved.get("checkpoint_mtime_ns") != checkpoint.stat().st_mtime_ns:
         return None
-    return EvaluationResult.from_dict(saved)
+    return decode(EvaluationResult, saved, str(path), ignore=("checkpoint_mtime_ns",))
 
 
 def _run_fold(
@@ -251,9 +266,9 @@ def _run_fold(
     else:
         log(f"{method} fold {fold}: training")
         train(
-            request.shards,
-            run_dir,
-            config,
+            render=request.render,
+            run=run_dir,
+            config=config,
             folds=fold,
             resume=True,
             device=device,
@@ -264,15 +279,17 @@ def _run_fold(
     cached = request.out / "evaluations" / f"{method}-fold-{fold}.json"
     found = _cached_evaluation(cached, checkpoint)
     if place.agree(found is not None, device):
-        evaluation = found or EvaluationResult.from_dict(read_json(cached))
+        evaluation = found or decode(
+            EvaluationResult, read_json(cached), str(cached), ignore=("checkpoint_mtime_ns",)
+        )
     else:
-        test_shards = request.eval_shards or request.shards
+        test_shards = request.eval_render or request.render
         real_test = request.config.real_test
         evaluation = evaluate_fold(run_dir, fold, test_shards, real_test, config, device, progress, place)
         if place.main:
             cached.parent.mkdir(parents=True, exist_ok=True)
             stamp = {"checkpoint_mtime_ns": checkpoint.stat().st_mtime_ns}
-            write_json(cached, {**evaluation.to_dict(), **stamp})
+            write_json(cached, {**encode(evaluation), **stamp})
     real = f", real {evaluation.real.accuracy:.3f}" if evaluation.real is not None else ""
     log(f"{method} fold {fold}: test accuracy {evaluation.synthetic.accuracy:.3f}{real}")
     return evaluation
@@ -347,6 +364,6 @@ def run_experiment(
             },
         )
         if place.main:
-            write_json(request.out / "results.json", result.to_dict())
-            write_report(request.out, settings, splits, evaluations)
+            write_json(request.out / "results.json", encode(result))
+            write_report(request.out, encode(settings), splits, evaluations)
         return result

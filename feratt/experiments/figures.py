@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ CURVE_LABELS = {
 
 
 def curves_figure(
-    lines: dict[str, tuple[list[int], dict[str, Any]]], keys: tuple[str, ...], path: Path, title: str
+    lines: dict[str, tuple[list[int], Mapping[str, object]]], keys: tuple[str, ...], path: Path, title: str
 ) -> Path:
     """Learning curves: a panel per key that some line has, a line per name (its epochs and values)."""
     shown = [key for key in keys if any(key in curves for _, curves in lines.values())]

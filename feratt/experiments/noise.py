@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,9 @@ import torch
 
 from feratt import __version__
 from feratt.artifacts.render import RenderSet
+from feratt.artifacts.run import MeanStd
 from feratt.atomic import atomic_write_bytes
+from feratt.codec import OMIT_NONE, TRANSIENT, encode, json_name
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import (
     Noise,
@@ -31,8 +35,9 @@ from feratt.experiments.figures import new_figure, save_png
 from feratt.jsonfile import write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
+from feratt.requests import request_from
 from feratt.training.checkpoints import TrainedModel, find_checkpoint, load_trained
-from feratt.training.data import normalise_batch, prepare_inputs
+from feratt.training.data import Batch, normalise_batch, prepare_inputs
 from feratt.training.device import pick_device
 
 #: The noise levels of the paper's figures 7-9.
@@ -80,50 +85,67 @@ def fold_checkpoints(run: str | Path, fold: str = "all") -> list[Path]:
     return [find_checkpoint(run)]
 
 
-@dataclass
+@dataclass(frozen=True)
+class SigmaScore:
+    """A split's figures at one noise level."""
+
+    sigma: float
+    metrics: SplitMetrics
+
+
+@dataclass(frozen=True)
 class NoiseFold:
     """One fold's figures under noise: per split, the metrics at each sigma (sigma order)."""
 
     checkpoint: Path
-    fold: int
     epoch: int
     test_subjects: list[str]
-    scores: dict[str, list[tuple[float, SplitMetrics]]] = field(default_factory=dict)
+    synthetic: list[SigmaScore]
+    real: list[SigmaScore] | None = field(default=None, metadata=OMIT_NONE)  # with a real test
+    fold: int = field(default=0, metadata=TRANSIENT)  # the fold folder names it in noise.json
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "checkpoint": str(self.checkpoint),
-            "epoch": self.epoch,
-            "test_subjects": self.test_subjects,
-            **{
-                split: [{"sigma": sigma, "metrics": metrics.to_dict()} for sigma, metrics in rows]
-                for split, rows in self.scores.items()
-            },
-        }
+    def scores(self, split: str) -> list[SigmaScore]:
+        """The figures of split `split` ("synthetic" or "real") at each sigma."""
+        return self.real or [] if split == "real" else self.synthetic
 
 
-@dataclass
+@dataclass(frozen=True)
+class SigmaSummary:
+    """A split's figures at one noise level, as mean and spread over the folds."""
+
+    sigma: float
+    folds: int
+    accuracy: MeanStd
+    precision: MeanStd
+    recall: MeanStd
+    f1: MeanStd
+    macro_f1: MeanStd
+
+
+@dataclass(frozen=True)
 class NoiseRun:
     """One run (one method) under noise: its folds, and per split the mean and std over folds."""
 
     run: str
     method: str
     folds: dict[str, NoiseFold]
-    aggregate: dict[str, list[dict[str, Any]]]
+    aggregate: dict[str, list[SigmaSummary]]
     #: Its name in plots and tables: the method, with the folder where two runs share a method.
     label: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run": self.run,
-            "method": self.method,
-            "folds": {name: fold.to_dict() for name, fold in self.folds.items()},
-            "aggregate": self.aggregate,
-            "label": self.label,
-        }
+
+@dataclass(frozen=True)
+class FigureColumn:
+    """One noise level of figure 7: the class the model gives the noisy sample, and its probability."""
+
+    sigma: float
+    predicted: str = field(metadata=json_name("class"))
+    probability: float
+    noisy_input: np.ndarray = field(metadata=TRANSIENT)  # H x W x 3 in [0, 1]
+    attention: np.ndarray = field(metadata=TRANSIENT)  # I_att, H x W x 3 in [0, 1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttentionFigure:
     """Figure 7: one test sample of one FERAtt fold, its noisy inputs and I_att at each sigma."""
 
@@ -131,24 +153,16 @@ class AttentionFigure:
     fold: int
     image_index: int
     true_class: str
-    panels: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run": self.run,
-            "fold": self.fold,
-            "image_index": self.image_index,
-            "true_class": self.true_class,
-            "columns": [{k: p[k] for k in ("sigma", "class", "probability")} for p in self.panels],
-        }
+    columns: list[FigureColumn]
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoiseResult:
-    """Every run's accuracy under noise (figures 8-9), figure 7, and the files written."""
+    """Every run's accuracy under noise (figures 8-9), figure 7, and the files written (noise.json)."""
 
     shards: Path
-    real_test: str | Path | None
+    real_test: str | None
+    noise: str  # what the noise is, in words
     lab_l: bool
     seed: int
     batch_size: int
@@ -156,38 +170,23 @@ class NoiseResult:
     splits: list[str]
     methods: list[NoiseRun]
     figure7: AttentionFigure | None = None
-    written: list[Path] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """noise.json."""
-        return {
-            "kind": NOISE_KIND,
-            "schema_version": NOISE_SCHEMA_VERSION,
-            "feratt_version": __version__,
-            "shards": str(self.shards),
-            "real_test": str(self.real_test) if self.real_test is not None else None,
-            "noise": "zero-mean Gaussian on " + ("Lab L, sigma x 100" if self.lab_l else "RGB in [0, 1]"),
-            "lab_l": self.lab_l,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "sigmas": self.sigmas,
-            "splits": self.splits,
-            "methods": [method.to_dict() for method in self.methods],
-            "figure7": self.figure7.to_dict() if self.figure7 is not None else None,
-        }
+    kind: str = NOISE_KIND
+    schema_version: int = NOISE_SCHEMA_VERSION
+    feratt_version: str = __version__
+    written: list[Path] = field(default_factory=list, metadata=TRANSIENT)
 
 
 def _evaluate(
     trained: TrainedModel,
-    loader: Iterable[dict[str, Any]],
+    loader: Iterable[Batch],
     sigmas: Sequence[float],
     noise: Noise,
     device: torch.device | str,
     progress: Progress | None = None,
-) -> list[tuple[float, SplitMetrics]]:
+) -> list[SigmaScore]:
     """Metrics at each sigma; sigma 0 goes through the noise path too, so the reference is like-for-like."""
     return [
-        (
+        SigmaScore(
             sigma,
             run_model(
                 trained, loader, device, Noise(sigma, noise.lab_l, noise.seed), progress=progress
@@ -197,19 +196,19 @@ def _evaluate(
     ]
 
 
-def aggregate_folds(folds: Sequence[NoiseFold], split: str, sigmas: Sequence[float]) -> list[dict[str, Any]]:
+def aggregate_folds(folds: Sequence[NoiseFold], split: str, sigmas: Sequence[float]) -> list[SigmaSummary]:
     """Mean and (population) standard deviation over folds of each summary metric, per sigma."""
     rows = []
     for i, sigma in enumerate(sigmas):
-        row: dict[str, Any] = {"sigma": sigma, "folds": len(folds)}
+        figures = {}
         for key in SUMMARY_KEYS:
-            values = [getattr(fold.scores[split][i][1], key) for fold in folds]
-            row[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
-        rows.append(row)
+            values = [getattr(fold.scores(split)[i].metrics, key) for fold in folds]
+            figures[key] = MeanStd(float(np.mean(values)), float(np.std(values)))
+        rows.append(SigmaSummary(sigma=sigma, folds=len(folds), **figures))
     return rows
 
 
-def _test_sample(loader: Iterable[dict[str, Any]], index: int) -> dict[str, np.ndarray]:
+def _test_sample(loader: Iterable[Batch], index: int) -> dict[str, np.ndarray]:
     """Sample `index` of a split in loader order, as a batch of one."""
     seen = 0
     for raw in loader:
@@ -231,7 +230,7 @@ def attention_panels(
     noise: Noise,
     device: torch.device | str,
     index: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[FigureColumn]:
     """For each sigma: the noisy model input, I_att, and the top class with its softmax probability."""
     if "attention_image" not in trained.outputs:
         raise FerattError(f"{trained.checkpoint} is a {trained.method} model: it has no attention image")
@@ -248,28 +247,28 @@ def attention_panels(
         probabilities = torch.softmax(output.logits.float(), dim=1)[0]
         top = int(probabilities.argmax())
         panels.append(
-            {
-                "sigma": sigma,
-                "input": inputs[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy(),
-                "attention": output.attention_image[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(),
-                "class": trained.classes[top],
-                "probability": float(probabilities[top]),
-            }
+            FigureColumn(
+                sigma=sigma,
+                predicted=trained.classes[top],
+                probability=float(probabilities[top]),
+                noisy_input=inputs[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy(),
+                attention=output.attention_image[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(),
+            )
         )
     return panels
 
 
-def plot_attention_grid(panels: Sequence[dict[str, Any]], title: str, path: Path) -> None:
+def plot_attention_grid(panels: Sequence[FigureColumn], title: str, path: Path) -> None:
     """Figure 7: noisy inputs over their I_att, one column per noise level, top class as column title."""
     columns = len(panels)
     figure = new_figure(figsize=(1.7 * columns + 0.6, 4.2), layout="constrained")
     axes = figure.subplots(2, columns, squeeze=False)
     for column, panel in enumerate(panels):
         axes[0, column].set_title(
-            f"σ = {panel['sigma']:g}\n{panel['class']} {panel['probability']:.2f}", fontsize=9
+            f"σ = {panel.sigma:g}\n{panel.predicted} {panel.probability:.2f}", fontsize=9
         )
-        for row, key in enumerate(("input", "attention")):
-            axes[row, column].imshow(panel[key], vmin=0.0, vmax=1.0, interpolation="nearest")
+        for row, image in enumerate((panel.noisy_input, panel.attention)):
+            axes[row, column].imshow(image, vmin=0.0, vmax=1.0, interpolation="nearest")
             axes[row, column].set_xticks([])
             axes[row, column].set_yticks([])
     axes[0, 0].set_ylabel("noisy input")
@@ -282,15 +281,15 @@ def plot_noise_curves(methods: Sequence[NoiseRun], split: str, path: Path, title
     """Figures 8/9: accuracy (%) against sigma, one curve per method, mean over folds with std bars."""
     figure = new_figure(figsize=(6.4, 4.2), layout="constrained")
     axis = figure.subplots()
-    sigmas = [row["sigma"] for row in methods[0].aggregate[split]]
+    sigmas = [row.sigma for row in methods[0].aggregate[split]]
     # Evenly spaced positions: the paper's levels crowd below 0.1.
     positions = np.arange(len(sigmas))
     for method in methods:
         rows = method.aggregate[split]
         axis.errorbar(
             positions,
-            [100.0 * row["accuracy"]["mean"] for row in rows],
-            yerr=[100.0 * row["accuracy"]["std"] for row in rows],
+            [100.0 * row.accuracy.mean for row in rows],
+            yerr=[100.0 * row.accuracy.std for row in rows],
             marker="o",
             capsize=3,
             label=method.label,
@@ -316,10 +315,10 @@ def noise_csv(methods: Sequence[NoiseRun], splits: Sequence[str]) -> str:
                     [
                         method.label,
                         split,
-                        f"{row['sigma']:g}",
-                        f"{row['accuracy']['mean']:.6f}",
-                        f"{row['accuracy']['std']:.6f}",
-                        row["folds"],
+                        f"{row.sigma:g}",
+                        f"{row.accuracy.mean:.6f}",
+                        f"{row.accuracy.std:.6f}",
+                        row.folds,
                     ]
                 )
     return buffer.getvalue()
@@ -357,9 +356,9 @@ class _Scoring:
     def splits(self) -> list[str]:
         return ["synthetic", *(["real"] if self.real_test is not None else [])]
 
-    def loaders(self, subjects: list[str]) -> dict[str, Iterable[dict[str, Any]]]:
+    def loaders(self, subjects: list[str]) -> dict[str, Iterable[Batch]]:
         """The test loaders of `subjects`, synthetic first; each new note about the bank is logged once."""
-        loaders: dict[str, Iterable[dict[str, Any]]] = {
+        loaders: dict[str, Iterable[Batch]] = {
             "synthetic": synthetic_loader(self.render, subjects, self.batch_size, self.workers, verify=True)
         }
         if self.real_test is not None:
@@ -372,7 +371,7 @@ class _Scoring:
 
 
 def _attention_figure(
-    trained: TrainedModel, run: str | Path, loader: Iterable[dict[str, Any]], scoring: _Scoring
+    trained: TrainedModel, run: str | Path, loader: Iterable[Batch], scoring: _Scoring
 ) -> AttentionFigure:
     """Figure 7 from the chosen test sample of a FERAtt fold."""
     sample = _test_sample(loader, scoring.image_index)
@@ -384,24 +383,29 @@ def _attention_figure(
         fold=trained.fold,
         image_index=scoring.image_index,
         true_class=trained.classes[int(sample["label"][0])],
-        panels=panels,
+        columns=panels,
     )
 
 
 def _score_fold(
-    trained: TrainedModel, subjects: list[str], scoring: _Scoring, loaders: dict[str, Any]
+    trained: TrainedModel, subjects: list[str], scoring: _Scoring, loaders: dict[str, Iterable[Batch]]
 ) -> NoiseFold:
     """One fold's metrics at every sigma on every split, logged as a line of accuracies per split."""
-    fold = NoiseFold(
-        checkpoint=trained.checkpoint, fold=trained.fold, epoch=trained.epoch, test_subjects=subjects
-    )
+    scores: dict[str, list[SigmaScore]] = {}
     for split, loader in loaders.items():
-        fold.scores[split] = _evaluate(
+        scores[split] = _evaluate(
             trained, loader, scoring.sigmas, scoring.noise, scoring.device, scoring.progress
         )
-        accuracies = " ".join(f"{sigma:g}:{metrics.accuracy:.3f}" for sigma, metrics in fold.scores[split])
+        accuracies = " ".join(f"{row.sigma:g}:{row.metrics.accuracy:.3f}" for row in scores[split])
         scoring.log(f"{trained.method} fold {trained.fold} {split} accuracy at sigma {accuracies}")
-    return fold
+    return NoiseFold(
+        checkpoint=trained.checkpoint,
+        epoch=trained.epoch,
+        test_subjects=subjects,
+        synthetic=scores["synthetic"],
+        real=scores.get("real"),
+        fold=trained.fold,
+    )
 
 
 def _score_run(
@@ -427,14 +431,14 @@ def _score_run(
     return NoiseRun(run=str(run), method=str(method), folds=folds, aggregate=aggregate), figure
 
 
-def _write_outputs(result: NoiseResult, out: Path, log: Log) -> None:
-    """The curves of each split, figure 7 (if any), noise.json and noise.csv; the paths in result.written."""
-    result.written = [out / "noise.json", out / "noise.csv"]
+def _write_outputs(result: NoiseResult, out: Path, log: Log) -> NoiseResult:
+    """The curves of each split, figure 7 (if any), noise.json and noise.csv; the result with their paths."""
+    written = [out / "noise.json", out / "noise.csv"]
     for split in result.splits:
         what = "real faces" if split == "real" else "synthetic test samples"
         path = out / f"noise-{split}.png"
         plot_noise_curves(result.methods, split, path, f"Accuracy under noise, {what}")
-        result.written.append(path)
+        written.append(path)
     figure = result.figure7
     if figure is None:
         log("note: no FERAtt run given: figure 7 (I_att under noise) skipped")
@@ -443,58 +447,78 @@ def _write_outputs(result: NoiseResult, out: Path, log: Log) -> None:
             f"{Path(figure.run).name} fold {figure.fold}, "
             f"test sample {figure.image_index} ({figure.true_class})"
         )
-        plot_attention_grid(figure.panels, title, out / "figure7.png")
-        result.written.append(out / "figure7.png")
-    write_json(out / "noise.json", result.to_dict())
+        plot_attention_grid(figure.columns, title, out / "figure7.png")
+        written.append(out / "figure7.png")
+    write_json(out / "noise.json", encode(result))
     atomic_write_bytes(out / "noise.csv", noise_csv(result.methods, result.splits).encode())
+    return dataclasses.replace(result, written=written)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoiseRequest:
+    """Which runs `noise_robustness` scores under Gaussian noise, on which render, at which sigmas."""
+
+    runs: tuple[str | os.PathLike[str], ...]  # run folders (or fold folders, or checkpoints)
+    render: str | os.PathLike[str] | RenderSet
+    sigmas: tuple[float, ...]  # noise sigmas as fractions of the full range; 0 is always scored
+    out: str | os.PathLike[str] | None = None  # default: the first run's noise/ folder
+    real_test: str | os.PathLike[str] | None = None
+    lab_l: bool = False  # noise on Lab lightness rather than on RGB
+    fold: str = "all"
+    seed: int = 0
+    image_index: int = 0  # the test sample of figure 7
+    batch_size: int = 100
+    workers: int = 0
+    device: str | torch.device = "auto"
+
+    def __post_init__(self) -> None:
+        runs = (self.runs,) if isinstance(self.runs, str | os.PathLike) else tuple(self.runs)
+        object.__setattr__(self, "runs", runs)
+        object.__setattr__(self, "sigmas", tuple(self.sigmas))
+        if not runs:
+            raise FerattError("give at least one run", field="runs")
+        if self.image_index < 0:
+            raise FerattError(
+                f"the image index must be 0 or more, not {self.image_index}", field="image_index"
+            )
+        for sigma in self.sigmas:
+            if not math.isfinite(sigma) or sigma < 0:
+                raise FerattError(
+                    f"a noise sigma must be a finite number, 0 or more, not {sigma}", field="sigmas"
+                )
 
 
 def noise_robustness(
-    runs: Sequence[str | Path],
-    shards: str | Path,
-    sigmas: Sequence[float],
-    out: str | Path | None = None,
+    request: NoiseRequest | None = None,
+    /,
     *,
-    real_test: str | Path | None = None,
-    lab_l: bool = False,
-    fold: str = "all",
-    seed: int = 0,
-    image_index: int = 0,
-    batch_size: int = 100,
-    workers: int = 0,
-    device: str | torch.device = "auto",
     progress: Progress | None = None,
     log: Log | None = None,
+    **fields: Any,
 ) -> NoiseResult:
     """Score every fold of every run at each sigma; write noise.json, noise.csv and the figures.
 
-    Sigma 0, the clean reference, is always scored. `out` defaults to the first run's noise/ folder.
+    The fields are NoiseRequest's. Sigma 0, the clean reference, is always scored.
     """
-    if not runs:
-        raise FerattError("give at least one run", field="runs")
-    if image_index < 0:
-        raise FerattError(f"the image index must be 0 or more, not {image_index}", field="image_index")
-    for sigma in sigmas:
-        if not math.isfinite(sigma) or sigma < 0:
-            raise FerattError(
-                f"a noise sigma must be a finite number, 0 or more, not {sigma}", field="sigmas"
-            )
-    runs, shards = [Path(run) for run in runs], Path(shards)
-    out = Path(out) if out is not None else runs[0] / "noise"
+    request = request_from(NoiseRequest, request, fields)
+    real_test, lab_l, seed, batch_size = request.real_test, request.lab_l, request.seed, request.batch_size
+    render = RenderSet.open(request.render)
+    runs, shards = [Path(run) for run in request.runs], render.path
+    out = Path(request.out) if request.out is not None else runs[0] / "noise"
     scoring = _Scoring(
-        render=RenderSet.open(shards),
-        sigmas=sorted({0.0, *(float(s) for s in sigmas)}),
+        render=render,
+        sigmas=sorted({0.0, *(float(s) for s in request.sigmas)}),
         noise=Noise(0.0, lab_l, seed),
         real_test=Path(real_test) if real_test is not None else None,
         batch_size=batch_size,
-        workers=workers,
-        device=pick_device(device),
-        image_index=image_index,
+        workers=request.workers,
+        device=pick_device(request.device),
+        image_index=request.image_index,
         progress=progress,
         log=log or no_log,
     )
     # Every run's checkpoints are found first, so that a bad RUN fails before any evaluation.
-    checkpoints = [fold_checkpoints(run, fold) for run in runs]
+    checkpoints = [fold_checkpoints(run, request.fold) for run in runs]
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, what=f"the noise output folder {out}"):
         methods: list[NoiseRun] = []
@@ -502,11 +526,13 @@ def noise_robustness(
         for run, paths in zip(runs, checkpoints, strict=True):
             method, figure = _score_run(run, paths, scoring, figure)
             methods.append(method)
-        for method, label in zip(methods, _labels(methods), strict=True):
-            method.label = label
+        methods = [
+            dataclasses.replace(m, label=label) for m, label in zip(methods, _labels(methods), strict=True)
+        ]
         result = NoiseResult(
             shards=shards,
-            real_test=real_test,
+            real_test=str(real_test) if real_test is not None else None,
+            noise="zero-mean Gaussian on " + ("Lab L, sigma x 100" if lab_l else "RGB in [0, 1]"),
             lab_l=lab_l,
             seed=seed,
             batch_size=batch_size,
@@ -515,5 +541,4 @@ def noise_robustness(
             methods=methods,
             figure7=figure,
         )
-        _write_outputs(result, out, scoring.log)
-        return result
+        return _write_outputs(result, out, scoring.log)

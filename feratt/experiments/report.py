@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from feratt import __version__
 from feratt.atomic import atomic_write_bytes
+from feratt.codec import JSONObject
 from feratt.experiments.evaluate import EvaluationResult
 from feratt.experiments.tables import SplitTable, Table, method_title
 from feratt.jsonfile import dumps
@@ -16,7 +16,7 @@ from feratt.jsonfile import dumps
 SPLIT_TITLES = {"synthetic": "Synthetic test renders", "real": "Real test faces (unrendered)"}
 
 
-def _tests_markdown(tests: dict[str, Any]) -> list[str]:
+def _tests_markdown(tests: JSONObject) -> list[str]:
     if "note" in tests:
         return [f"Significance tests: {tests['note']}.", ""]
     friedman, nemenyi, dunn = tests["friedman"], tests["nemenyi"], tests["bonferroni_dunn"]
@@ -89,7 +89,7 @@ def confusion_figures(
     return names
 
 
-def _training_markdown(out: Path, settings: dict[str, Any]) -> list[str]:
+def _training_markdown(out: Path, settings: JSONObject) -> list[str]:
     """The training section: learning curves per pass, and the I_att strips of the first fold."""
     from feratt.experiments.curves import curve_figures, strip_figures
 
@@ -122,7 +122,7 @@ def _training_markdown(out: Path, settings: dict[str, Any]) -> list[str]:
 
 def write_report(
     out: Path,
-    settings: dict[str, Any],
+    settings: JSONObject,
     splits: dict[str, SplitTable],
     evaluations: dict[str, list[EvaluationResult]],
 ) -> Path:

@@ -23,6 +23,8 @@ from feratt.codec import encode
 from feratt.config.framing import Framing
 from feratt.errors import FerattError
 from feratt.inference.backends import ONNX_KIND, open_checkpoint
+from feratt.progress import Log, Progress, no_log, no_progress
+from feratt.requests import request_from
 
 OPSET = 18
 
@@ -115,16 +117,31 @@ def _onnx_program(module: Any, in_size: int, outputs: list[str]) -> Any:
         quiet.setLevel(level)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExportRequest:
+    """Which model `export_onnx` writes (a run folder, fold folder or checkpoint), and where."""
+
+    checkpoint: str | os.PathLike[str]
+    out: str | os.PathLike[str]  # the .onnx file
+    fold: int | None = None  # the fold, for a run folder of several
+    render: str | os.PathLike[str] | None = None  # frame faces as this render did (an old checkpoint)
+    overwrite: bool = False  # replace an existing file
+
+
 def export_onnx(
-    checkpoint: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    request: ExportRequest | None = None,
+    /,
     *,
-    fold: int | None = None,
-    render: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
+    progress: Progress | None = None,
+    log: Log | None = None,
+    **fields: Any,
 ) -> ExportResult:
-    """Write the model of `checkpoint` (run folder, fold folder or .pt file) to `out` as ONNX."""
-    out = Path(out)
+    """Write the model of a checkpoint (run folder, fold folder or .pt file) as ONNX; the fields are
+    ExportRequest's."""
+    request = request_from(ExportRequest, request, fields)
+    checkpoint, fold, render, overwrite = request.checkpoint, request.fold, request.render, request.overwrite
+    report, say = progress or no_progress, log or no_log
+    out = Path(request.out)
     if out.suffix.lower() != ".onnx":
         raise FerattError(f"the exported model's name must end in .onnx, not {out.name}", field="out")
     if out.exists() and not overwrite:
@@ -133,9 +150,12 @@ def export_onnx(
         import onnx
     except ImportError:
         raise FerattError("exporting to ONNX needs onnx: pip install 'feratt[onnx]'") from None
+    report(0, 2)
     model = open_checkpoint(checkpoint, fold, "cpu", render)
     outputs = ["logits", "attention"] if model.has_attention else ["logits"]
+    say(f"exporting {model.method} ({', '.join(outputs)}) at {model.in_size} px to {out}")
     program = _onnx_program(_exportable(model.trained.model), model.in_size, outputs)
+    report(1, 2)
     proto = program.model_proto
     for key, value in metadata(model, outputs).items():
         entry = proto.metadata_props.add()
@@ -145,4 +165,5 @@ def export_onnx(
             onnx.save(proto, str(tmp))
     except OSError as exc:
         raise FerattError(f"cannot write {out}: {exc.strerror or exc}") from None
+    report(2, 2)
     return ExportResult(out, model.source, model.method, model.classes, model.in_size, outputs, model.framing)

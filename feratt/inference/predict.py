@@ -157,21 +157,18 @@ def _check(request: PredictRequest, model: Classifier) -> None:
 
 
 def predict(
-    checkpoint: str | os.PathLike[str] | None = None,
-    images: Sequence[str | os.PathLike[str]] | None = None,
-    *,
     request: PredictRequest | None = None,
+    /,
+    *,
     progress: Progress | None = None,
     log: Log | None = None,
     **fields: Any,
 ) -> PredictionResult:
     """Find, frame and classify the faces of image and video files (and of the images in folders).
 
-    Images without a face are listed in the result (an error only when no image has one); a video
-    read only in part is logged.
+    The fields are PredictRequest's. Images without a face are listed in the result (an error only when
+    no image has one); a video read only in part is logged.
     """
-    given = {"checkpoint": checkpoint, "images": images}
-    fields.update({name: value for name, value in given.items() if value is not None})
     if request is None and not {"checkpoint", "images"} <= set(fields):
         raise FerattError("predict needs a checkpoint and images")
     request = request_from(PredictRequest, request, fields)

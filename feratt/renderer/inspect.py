@@ -16,6 +16,7 @@ from feratt.artifacts.shard import IMAGE_FIELDS, open_shard, shard_error
 from feratt.atomic import atomic_write_bytes
 from feratt.datasets.preview import encode_png
 from feratt.errors import FerattError
+from feratt.progress import Log, Progress, no_log
 
 __all__ = ["inspect_render", "save_sample_sheet", "verify_render"]
 
@@ -29,24 +30,30 @@ def shard_paths(target: Path) -> list[Path]:
     return RenderSet(target).shard_files()
 
 
-def inspect_render(target: str | os.PathLike[str]) -> list[str]:
+def inspect_render(render: str | os.PathLike[str]) -> list[str]:
     """Lines describing a render folder or one shard: counts per class and subject, datasets, sizes."""
-    return describe(Path(target))
+    return describe(Path(render))
 
 
-def verify_render(target: str | os.PathLike[str]) -> list[str]:
-    """Every problem of a render folder or shard (checksums, schema, missing files); empty when sound."""
-    target = Path(target)
-    if target.is_file():
-        return verify_shard_file(target)
-    return RenderSet(target).verify()
+def verify_render(
+    render: str | os.PathLike[str], *, progress: Progress | None = None, log: Log | None = None
+) -> list[str]:
+    """Every problem of a render folder or shard (checksums, schema, missing files); empty when sound.
+
+    `progress` counts the shards checked; each problem is also logged.
+    """
+    render = Path(render)
+    problems = verify_shard_file(render) if render.is_file() else RenderSet(render).verify(progress)
+    for problem in problems:
+        (log or no_log)(f"problem: {problem}")
+    return problems
 
 
 def save_sample_sheet(
-    target: str | os.PathLike[str], path: str | os.PathLike[str], samples: int = 24, seed: int = 0
+    render: str | os.PathLike[str], path: str | os.PathLike[str], samples: int = 24, seed: int = 0
 ) -> Path:
     """Write a PNG sheet of `samples` random samples of a render (composite, mask, target) to `path`."""
-    atomic_write_bytes(path, encode_png(sample_sheet(Path(target), samples, seed)))
+    atomic_write_bytes(path, encode_png(sample_sheet(Path(render), samples, seed)))
     return Path(path)
 
 

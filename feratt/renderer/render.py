@@ -3,7 +3,7 @@
     from feratt.config.rendering import preset_config
     from feratt.renderer.render import render
 
-    result = render(out="render", per_face=4, config=preset_config("train", size=64))
+    result = render(render="synth", per_face=4, config=preset_config("train", size=64))
 
 `render` plans the samples (which faces, in which shards), renders the shards not yet complete, and
 writes the manifests and, once every shard of the plan exists, `index.json`. A render is a pure
@@ -98,7 +98,7 @@ class BackgroundSource:
 class RenderRequest:
     """What `render` composites (a face bank onto backgrounds), how many samples, where and how."""
 
-    out: str | os.PathLike[str]  # the render folder
+    render: str | os.PathLike[str]  # the render folder to write
     bank: str | os.PathLike[str] = DEMO_BANK  # a face bank file, or builtin:demo (built once, cached)
     backgrounds: BackgroundSource = field(default_factory=BackgroundSource)  # or a folder path
     config: RenderConfig = field(default_factory=RenderConfig)
@@ -111,7 +111,7 @@ class RenderRequest:
     backend: str = "loky"  # or "dask", with `scheduler`
     scheduler: str | None = None  # the Dask scheduler's address
     part: tuple[int, int] | None = None  # (i, k): render only part i of k of the plan
-    overwrite: bool = False  # replace a render of another configuration in `out`
+    overwrite: bool = False  # replace a render of another configuration in `render`
     compression: str = "gzip"
     compression_level: int = 1  # gzip level
     crops_per_background: int = 16  # samples that share one decoded background photo
@@ -188,7 +188,7 @@ class RenderRequest:
 class RenderResult:
     """What `render` planned and did; the totals once every shard of the plan is complete."""
 
-    out: Path
+    render: Path  # the render folder
     planned_samples: int
     planned_shards: int
     planned_faces: int
@@ -222,7 +222,7 @@ def _writable_folder(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out / ".feratt-check")
     except OSError as exc:
-        raise FerattError(f"cannot write to {out}: {exc}", field="out") from None
+        raise FerattError(f"cannot write to {out}: {exc}", field="render") from None
 
 
 def _read_bank(request: RenderRequest) -> tuple[Path, FaceBank]:
@@ -257,14 +257,14 @@ def render(
     log: Log | None = None,
     **fields: Any,
 ) -> RenderResult:
-    """Render the request's plan (or its part) into `out`; the fields are RenderRequest's.
+    """Render the request's plan (or its part) into its render folder; the fields are RenderRequest's.
 
-    The whole render holds the lock of `out`, so a second writer is refused with the holder named; the
+    The whole render holds the lock of the folder, so a second writer is refused with the holder named; the
     parts of one plan hold it shared, and each shard's own lock, so that they run side by side. A write
     error keeps the complete shards, for a rerun to resume; a folder this call created and left empty goes.
     """
     request = request_from(RenderRequest, request, fields)
-    out = Path(request.out)
+    out = Path(request.render)
     created = not out.exists()
     _writable_folder(out)
     part = request.part is not None
@@ -343,7 +343,7 @@ def _render_locked(
     )
     complete = not summary.missing
     return RenderResult(
-        out=out,
+        render=out,
         planned_samples=samples,
         planned_shards=len(tasks),
         planned_faces=len(bank),
@@ -360,16 +360,22 @@ def _render_locked(
     )
 
 
-def index_render(out: str | os.PathLike[str]) -> IndexResult:
-    """Write the manifests and index.json of a render whose parts have all finished."""
-    folder = RenderSet(out)
+def index_render(
+    render: str | os.PathLike[str], *, progress: Progress | None = None, log: Log | None = None
+) -> IndexResult:
+    """Write the manifests and index.json of a render whose parts have all finished.
+
+    Every shard's checksum is streamed again first (`progress` counts the shards).
+    """
+    folder = RenderSet(render)
     if not folder.path.is_dir():
         raise FerattError(f"{folder.path} is not a render folder")
     with folder.lock():
         run = folder.read_run()
         folder.remove_stale_files()
-        missing = folder.finalize(run)
+        (log or no_log)(f"checking the {len(run.shards)} shards of the plan in {folder.path}")
+        missing = folder.finalize(run, progress=progress)
     if missing:
         names = ", ".join(task.relpath for task in missing[:5])
         raise FerattError(f"{len(missing)} shards are missing or incomplete, such as {names}")
-    return IndexResult(index=folder.index_file, totals=RenderSet(out).totals)
+    return IndexResult(index=folder.index_file, totals=RenderSet(render).totals)

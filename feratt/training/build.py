@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from torch import nn
 
@@ -19,7 +18,7 @@ _CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainConfi
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     """The network of `config.method`, at the configured size (`config` resolved)."""
     name = get_method(config.method).model
-    options: dict[str, Any] = {
+    options: dict[str, object] = {
         option: getattr(config, option) for option in model_entry(name).options if option in _CONFIG_FIELDS
     }
     return create_model(name, num_classes=num_classes, **options)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,11 @@ ITEM_KEYS: dict[str, str] = {
     "labels": "label",
     "sample_index": "sample_index",
 }
+
+#: One sample as a stream yields it: its arrays (images channels first) and scalars, by item key.
+Item = dict[str, np.ndarray | np.generic]
+#: A batch as a loader yields it: arrays or tensors by item key, samples along the first axis.
+Batch = Mapping[str, np.ndarray | torch.Tensor]
 
 # Shards whose sha256 this process has checked, keyed by path, expected digest, size and mtime.
 _VERIFIED: set[tuple[str, str, int, int]] = set()
@@ -158,9 +163,9 @@ def _channels_first(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def _item(block: dict[str, np.ndarray], row: int) -> dict[str, Any]:
+def _item(block: dict[str, np.ndarray], row: int) -> Item:
     """Sample `row` of a block, copied out (so it keeps no block alive), images channels first."""
-    item: dict[str, Any] = {}
+    item: Item = {}
     for key, array in block.items():
         if array.ndim == 4:
             item[key] = _channels_first(array[row])
@@ -301,7 +306,7 @@ class ShardStream(IterableDataset):
             for index in np.unique(shard_of)
         ]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Item]:
         info = get_worker_info()
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch
@@ -324,7 +329,7 @@ class ShardStream(IterableDataset):
         where = (rows[0], rows[1]) if len(rows) == 2 else rows[0]
         return _PieceReader(self.shards[index], where, self.fields, self.read_block, self.verify, rng)
 
-    def _in_order(self, pieces: list[Any]) -> Iterator[dict[str, Any]]:
+    def _in_order(self, pieces: list[Any]) -> Iterator[Item]:
         for piece in pieces:
             reader = self._open(piece, None)
             try:
@@ -335,10 +340,10 @@ class ShardStream(IterableDataset):
             finally:
                 reader.close()
 
-    def _shuffled(self, pieces: list[Any], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+    def _shuffled(self, pieces: list[Any], rng: np.random.Generator) -> Iterator[Item]:
         pending = deque(pieces)
         readers: list[_PieceReader] = []
-        buffer: list[dict[str, Any]] = []
+        buffer: list[Item] = []
         capacity = max(self.buffer_size, 1)
         try:
             while pending or readers:
@@ -390,7 +395,7 @@ def make_loader(
     drop_last: bool = False,
 ) -> DataLoader:
     """A DataLoader over a ShardStream; workers persist across epochs and see set_epoch."""
-    extra: dict[str, Any] = {"persistent_workers": True} if num_workers > 0 else {}
+    extra: dict[str, bool] = {"persistent_workers": True} if num_workers > 0 else {}
     return _Loader(
         stream,
         batch_size=batch_size,
@@ -402,7 +407,7 @@ def make_loader(
 
 
 def normalise_batch(
-    batch: dict[str, Any],
+    batch: Batch,
     device: torch.device | str,
     noise_sigma: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,24 +11,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from feratt import __version__
 from feratt.artifacts.render import RenderSet
 from feratt.artifacts.run import (
     FoldFolder,
     FoldResult,
-    FoldsRecord,
-    MeanStd,
     MetricsLog,
     RunFolder,
-    RunSummary,
 )
 from feratt.config.framing import Framing
 from feratt.config.methods import get_method
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.progress import Log, Progress, no_log
-from feratt.requests import request_from
-from feratt.training.accelerator import Precision, amp_dtype, uses_channels_last
+from feratt.training.accelerator import Precision, uses_channels_last
 from feratt.training.attention import AttentionStrip, AttentionSums
 from feratt.training.build import build_model, loss_config
 from feratt.training.checkpoints import epoch_checkpoint, restore_checkpoint, save_epoch_checkpoints
@@ -39,8 +33,8 @@ from feratt.training.data import (
     normalise_batch,
     prepare_inputs,
 )
-from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
-from feratt.training.folds import FoldSplit, render_folds, resolve_folds, split_fold
+from feratt.training.device import SINGLE_PROCESS, Distributed
+from feratt.training.folds import FoldSplit
 from feratt.training.losses import compute_losses
 from feratt.training.metrics import MetricAccumulator, classification_metrics
 from feratt.training.realtest import RealTestLoader, load_real_faces
@@ -488,94 +482,3 @@ def _with_what_is_kept(exc: OSError, fold: FoldFolder, saved: int, pretrain: int
     else:
         kept = f"{fold_dir} holds no checkpoint of this run"
     return OSError(exc.errno, f"{exc.strerror or exc}; {kept}", exc.filename)
-
-
-def aggregate(folds: list[FoldResult]) -> dict[str, dict[str, MeanStd]]:
-    """Mean and standard deviation over folds of each test figure, for the final and best models."""
-    result: dict[str, dict[str, MeanStd]] = {}
-    for which in ("final", "best_on_validation", "real_final", "real_best_on_validation"):
-        rows = [getattr(fold, which) for fold in folds if getattr(fold, which) is not None]
-        if rows:
-            result[which] = {
-                key: MeanStd(
-                    float(np.mean([getattr(row, key) for row in rows])),
-                    float(np.std([getattr(row, key) for row in rows])),
-                )
-                for key in ("accuracy", "precision", "recall", "f1")
-            }
-    return result
-
-
-@dataclass(frozen=True)
-class TrainResult(RunSummary):
-    """What a training run wrote: each fold's test figures and their aggregate (its summary.json)."""
-
-
-def _set_determinism(config: TrainConfig, device: torch.device) -> None:
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-
-def train(
-    shards: str | Path,
-    run_dir: str | Path,
-    config: TrainConfig | None = None,
-    /,
-    *,
-    folds: str | int = "0",
-    resume: bool = False,
-    overwrite: bool = False,
-    device: str | torch.device = "auto",
-    progress: Progress | None = None,
-    log: Log | None = None,
-    **config_fields: Any,
-) -> TrainResult:
-    """Train `config`'s method on the render `shards`, fold `folds` (an index, or 'all'), into `run_dir`.
-
-    `config_fields` replace fields of `config` (or of the default TrainConfig); with `resume`, each fold
-    continues from its last.pt. Writes folds.json, config.json, a folder per fold and summary.json.
-    A folder of another configuration, or a fold trained already, is refused unless `resume` continues
-    it or `overwrite` replaces the chosen folds' files; each fold is locked while it trains.
-    """
-    config = request_from(TrainConfig, config, config_fields).resolved()
-    get_method(config.method)
-    shards, run_dir = Path(shards), Path(run_dir)
-    target = pick_device(device)
-    # Under torchrun every rank trains; an experiment that joined the job already keeps it afterwards.
-    with distributed_job(target) as place, contextlib.ExitStack() as held:
-        target = place.device_for(target)
-        amp_dtype(config.amp, target)  # an AMP mode the device lacks fails before anything is written
-        render = RenderSet.open(shards)
-        classes = list(render.classes)
-        test_folds = render_folds(render, config.fold_size, config.seed)
-        chosen = resolve_folds(folds, len(test_folds))
-        _set_determinism(config, target)
-        payload = FoldsRecord.of(test_folds, config.seed, config.fold_size)
-
-        def claim() -> None:  # rank 0 checks, binds and locks the run folder for every rank
-            held.enter_context(
-                RunFolder(run_dir).claim(config, payload, chosen, resume=resume, overwrite=overwrite)
-            )
-
-        place.on_main(claim, target)
-        options = {"resume": resume, "device": target, "place": place, "progress": progress, "log": log}
-        results = []
-        for fold in chosen:
-            split = split_fold(test_folds, fold, config.val_subjects, config.seed)
-            results.append(train_fold(render, run_dir, split, classes, config, **options))
-        place.barrier()
-        result = TrainResult(
-            method=config.method,
-            classes=classes,
-            folds=results,
-            render=str(shards),
-            feratt_version=__version__,
-            aggregate=aggregate(results),
-            run_dir=run_dir,
-        )
-        if place.main:
-            RunFolder(run_dir).write_summary(result)
-    return result

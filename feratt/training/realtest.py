@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from feratt.artifacts.render import RenderSet
 from feratt.errors import FerattError
+from feratt.training.data import Batch
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class RealFaces:
             self.sources[pick],
         )
 
-    def batches(self, batch_size: int) -> Iterator[dict[str, Any]]:
+    def batches(self, batch_size: int) -> Iterator[Batch]:
         """Batches in the loader's format (image, mask, face, label)."""
         for start in range(0, len(self), batch_size):
             stop = start + batch_size
@@ -58,12 +58,12 @@ class RealTestLoader:
         self.faces = faces
         self.batch_size = batch_size
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         return self.faces.batches(self.batch_size)
 
 
 def load_real_faces(
-    bank_path: str | Path, subjects: Sequence[str], render: RenderSet
+    bank_path: str | Path, subjects: Sequence[str], render: RenderSet | str | Path
 ) -> tuple[RealFaces, list[str]]:
     """The bank faces of `subjects`, framed as `render` framed its faces, and notes."""
     import cv2
@@ -72,6 +72,7 @@ def load_real_faces(
     from feratt.renderer.sample import frame_face
 
     bank = FaceBank.open(bank_path)
+    render = RenderSet.open(render)
     notes = []
     classes = list(render.classes)
     if list(bank.classes) != classes:
