@@ -8,6 +8,7 @@ from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from PIL import Image
 
 from feratt.artifacts.render import RenderSet
+from feratt.codec import encode
 from feratt.errors import FerattError
 from feratt.experiments.embed import embed, stratified_subsample
 from feratt.experiments.evaluate import run_model, synthetic_loader
@@ -36,7 +37,7 @@ def embedded(runs):
     assert result.out == out and result.written == [
         out / n for n in ("embeddings.npz", "embed.json", "tsne.png")
     ]
-    assert json.loads((out / "embed.json").read_text()) == json.loads(json.dumps(result.to_dict()))
+    assert json.loads((out / "embed.json").read_text()) == json.loads(json.dumps(encode(result)))
     return out, "\n".join(lines)
 
 

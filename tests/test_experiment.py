@@ -8,6 +8,7 @@ import sys
 import pytest
 from cli_helpers import assert_user_error, render_tiny, run
 
+from feratt.codec import encode
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.experiments.evaluate import evaluate
@@ -79,7 +80,7 @@ def experiment(render, tmp_path_factory):
 def test_experiment_tables_cover_every_method_and_fold(experiment):
     out, result = experiment
     results = json.loads((out / "results.json").read_text())
-    assert results == json.loads(json.dumps(result.to_dict()))
+    assert results == json.loads(json.dumps(encode(result)))
     assert result.report == out / "report.md" and list(result.evaluations) == ["baseline", "feratt-cls"]
     assert set(results["splits"]) == {"synthetic", "real"}
     for split in ("synthetic", "real"):
@@ -167,7 +168,7 @@ def test_evaluate_writes_deterministic_results(render, experiment, tmp_path):
         device="cpu",
     )
     assert second.path == tmp_path / "b.json" and second.real is not None
-    assert json.loads((tmp_path / "b.json").read_text()) == json.loads(json.dumps(second.to_dict()))
+    assert json.loads((tmp_path / "b.json").read_text()) == json.loads(json.dumps(encode(second)))
     a = json.loads((tmp_path / "a.json").read_text())
     b = json.loads((tmp_path / "b.json").read_text())
     for part in (a, b):

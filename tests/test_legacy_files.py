@@ -71,7 +71,7 @@ def test_a_legacy_run_folder_reads_whole():
     assert run.folds_present() == [0]
 
 
-def test_legacy_checkpoints_load_and_score():
+def test_legacy_checkpoints_load_and_score(legacy):
     last = Checkpoint.load(LEGACY / "run" / "fold-0" / "last.pt")
     best = Checkpoint.load(LEGACY / "run" / "fold-0" / "best.pt")
     assert (last.method, last.classes, last.fold, last.epoch) == ("baseline", CLASSES, 0, 1)
@@ -80,7 +80,7 @@ def test_legacy_checkpoints_load_and_score():
     assert last.feratt_version == "0.1.0" and last.config == RunFolder(LEGACY / "run").config()
     trained = load_trained(LEGACY / "run", fold=0)
     assert trained.classes == list(CLASSES) and trained.framing == last.framing
-    result = evaluate(run=LEGACY / "run", render=LEGACY / "render", fold=0, device="cpu")
+    result = evaluate(run=legacy / "run", render=legacy / "render", fold=0, device="cpu")
     assert result.splits["synthetic"].samples == 14
 
 

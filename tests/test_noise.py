@@ -10,6 +10,7 @@ from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from PIL import Image
 
 from feratt.artifacts.render import RenderSet
+from feratt.codec import encode
 from feratt.errors import FerattError
 from feratt.experiments import evaluate as evaluate_module
 from feratt.experiments.evaluate import Noise, add_noise, fold_test_subjects, run_model, synthetic_loader
@@ -72,7 +73,7 @@ def noise_out(runs):
     assert result.written == [out / name for name in ("noise.json", "noise.csv")] + [
         out / f"{name}.png" for name in ("noise-synthetic", "noise-real", "figure7")
     ]
-    assert json.loads((out / "noise.json").read_text()) == json.loads(json.dumps(result.to_dict()))
+    assert json.loads((out / "noise.json").read_text()) == json.loads(json.dumps(encode(result)))
     return out
 
 

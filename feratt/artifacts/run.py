@@ -479,7 +479,7 @@ class RunFolder:
             raise FerattError(
                 f"{self.path} holds a run of another render or fold split; use another run folder, "
                 f"or overwrite {_folds_text(chosen)}",
-                field="shards",
+                field="render",
             )
         saved = self.config()
         changes = [] if saved is None or overwrite else config_changes(config, saved)
@@ -505,7 +505,7 @@ class RunFolder:
         raise FerattError(
             f"{self.path} holds a run of other settings ({described}); resume continues it with its own "
             f"settings, overwrite replaces {_folds_text(chosen)}, or use another run folder",
-            field="run_dir",
+            field="run",
         )
 
     def _check_folds(self, chosen: list[int], epochs: int, resume: bool, overwrite: bool) -> None:
@@ -517,7 +517,7 @@ class RunFolder:
                 raise FerattError(
                     f"fold {index} of {self.path} {state}; resume to continue it (with more epochs to "
                     "extend it), overwrite to train it again, or use another run folder",
-                    field="run_dir",
+                    field="run",
                 )
 
     def _bind(
