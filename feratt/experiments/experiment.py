@@ -82,7 +82,7 @@ class ExperimentResult:
         return {
             "settings": self.settings,
             "feratt_version": __version__,
-            "splits": {split: part.to_dict() for split, part in self.splits.items()},
+            "splits": {split: encode(part) for split, part in self.splits.items()},
         }
 
 
@@ -203,9 +203,9 @@ def significance(
     return {
         "metric": "accuracy",
         "alpha": alpha,
-        "friedman": friedman.to_dict(),
-        "nemenyi": nemenyi.to_dict(),
-        "bonferroni_dunn": dunn.to_dict(),
+        "friedman": encode(friedman),
+        "nemenyi": encode(nemenyi),
+        "bonferroni_dunn": encode(dunn),
         "figure": figure.name,
     }
 
