@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from feratt.artifacts.render import RenderSet
-from feratt.codec import encode
+from feratt.codec import JSONValue, encode
 from feratt.config.framing import Framing, from_checkpoint
 from feratt.errors import FerattError
 
@@ -138,7 +138,7 @@ class OnnxClassifier:
         )
 
 
-def _onnx_metadata(path: Path, session: Any) -> dict[str, Any]:
+def _onnx_metadata(path: Path, session: Any) -> dict[str, JSONValue]:
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get("kind") != ONNX_KIND:
         raise FerattError(f"{path} is an ONNX model, but not one feratt exported (it has no feratt metadata)")
