@@ -47,7 +47,7 @@ def main() -> None:
     print(f"{result.method} ({result.checkpoint}); {found} of {len(scene.faces)} faces found, {false} false")
     for prediction in sorted(result.predictions, key=lambda p: p.box[0]):
         index = min(range(len(scene.faces)), key=lambda i: abs(scene.faces[i].x - prediction.box[0]))
-        print(f"  drawn {shown[index]}: predicted {prediction.label} ({prediction.probability:.2f})")
+        print(f"  drawn {shown[index]}: predicted {prediction.prediction} ({prediction.probability:.2f})")
     print(f"wrote {args.out}")
 
 

@@ -86,6 +86,7 @@ def predict_command(checkpoint: str, images: tuple[str, ...], as_json: bool, **o
     """Find and classify the faces in IMAGEs, videos and folders with a checkpoint or an exported .onnx."""
     import json
 
+    from feratt.codec import encode
     from feratt.datasets.detect import DetectorSettings
     from feratt.inference.predict import predict as run_predict
 
@@ -109,7 +110,7 @@ def predict_command(checkpoint: str, images: tuple[str, ...], as_json: bool, **o
             **{key: value for key, value in options.items() if value is not None},
         )
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps(encode(result), indent=2))
     else:
         _print_table(result)
     for label, paths, where in (
@@ -125,22 +126,22 @@ def _print_table(result: Any) -> None:
     for item in result.predictions:
         ranked = ", ".join(f"{name} {p:.3f}" for name, p in item.ranked())
         if item.box is None:
-            click.echo(f"{item.path}: {item.label} ({item.probability:.3f})  {ranked}")
+            click.echo(f"{item.path}: {item.prediction} ({item.probability:.3f})  {ranked}")
             continue
         x, y, width, height = (round(v) for v in item.box)
         where = f"face {item.face} at {x},{y} {width}x{height}"
-        click.echo(f"{item.path} {where}: {item.label} ({item.probability:.3f})  {ranked}")
+        click.echo(f"{item.path} {where}: {item.prediction} ({item.probability:.3f})  {ranked}")
     for path in result.no_face:
         click.echo(f"{path}: no face found")
     for video in result.videos:
-        tracks = video.tracks()
-        counts = f"{video.frames} frames, {len(video.records)} classified, {len(tracks)} faces followed"
+        tracks = video.tracks
+        counts = f"{video.frames} frames, {video.classified_frames} classified, {len(tracks)} faces followed"
         click.echo(f"{video.path}: {counts}")
         for track in tracks:
-            span = f"frames {track['first_frame']}-{track['last_frame']}"
-            label = track["prediction"]
-            mean = track["probabilities"][label]
-            click.echo(f"  face #{track['track']} ({span}): {label} ({mean:.3f} mean)")
+            span = f"frames {track.first_frame}-{track.last_frame}"
+            label = track.prediction
+            mean = track.probabilities[label]
+            click.echo(f"  face #{track.track} ({span}): {label} ({mean:.3f} mean)")
 
 
 @click.command("export")
@@ -155,7 +156,7 @@ def export_command(checkpoint: str, out: str, fold: int | None, render: str | No
 
     with warnings_as_lines():
         result = export_onnx(checkpoint=checkpoint, out=out, fold=fold, render=render, overwrite=overwrite)
-    size = result.in_size
+    size = result.input_size
     click.echo(
         f"wrote {result.path}: {result.method}, {len(result.classes)} classes, input {size}x{size}, "
         f"outputs {', '.join(result.outputs)}"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from skimage import color, data
 
+from feratt.codec import decode, encode
 from feratt.config.rendering import PRESETS, ColourConfig, GeometryConfig, RenderConfig
 from feratt.errors import FerattError
 from feratt.renderer import functional as F
@@ -83,28 +84,40 @@ def test_config_round_trips_through_json():
     config = RenderConfig(
         size=96, geometry=GeometryConfig(perspective=0.05), feather=0.0, grey=True, fit_mask=0.1
     )
-    as_json = json.loads(json.dumps(config.to_dict()))
-    assert as_json == config.to_dict()
-    assert RenderConfig.from_dict(as_json) == config
-    assert RenderConfig.from_dict({"colour": {"noise_p": 0.0}}).colour.noise_p == 0.0
+    as_json = json.loads(json.dumps(encode(config)))
+    assert as_json == encode(config)
+    assert decode(RenderConfig, as_json, "render.json") == config
+    assert decode(RenderConfig, {"colour": {"noise_p": 0}}, "render.json").colour.noise_p == 0.0
+    # A Python caller may hand the nested settings over as mappings.
+    assert RenderConfig(geometry={"rotation": 10}, colour={"gamma": (0.5, 1.0)}) == RenderConfig(
+        geometry=GeometryConfig(rotation=10.0), colour=ColourConfig(gamma=(0.5, 1.0))
+    )
+    with pytest.raises(FerattError, match=r"^GeometryConfig has no setting rotatoin$"):
+        RenderConfig(geometry={"rotatoin": 10})
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        {"feather": -1},
-        {"luminance_ratio": (1.5, 0.5)},
-        {"geometry": {"flip_p": 2}},
-        {"colour": {"gamma": (0, 1)}},
-        {"colour": {"blur_p": -0.1}},
-        {"size": 0},
-        {"fit_mask": -0.1},
-        {"unknown": 1},
+        ({"feather": -1}, "RenderConfig: feather must be >= 0, not -1.0"),
+        (
+            {"luminance_ratio": [1.5, 0.5]},
+            "RenderConfig.luminance_ratio must be a finite (low, high) with low",
+        ),
+        ({"geometry": {"flip_p": 2}}, "GeometryConfig: flip_p must be a probability, not 2.0"),
+        ({"colour": {"gamma": [0, 1]}}, "ColourConfig: gamma must be > 0"),
+        ({"colour": {"blur_p": -0.1}}, "ColourConfig: blur_p must be a probability, not -0.1"),
+        ({"size": 0}, "RenderConfig: size must be a positive integer, not 0"),
+        ({"fit_mask": -0.1}, "RenderConfig: fit_mask must be >= 0, not -0.1"),
+        ({"unknown": 1}, "the document has unknown field(s) unknown"),
+        ({"size": 1.5}, "size must be a whole number"),
+        ({"colour": {"gamma": [1]}}, "colour.gamma must hold 2 values, not 1"),
     ],
 )
-def test_config_rejects_bad_values(bad):
-    with pytest.raises(FerattError):
-        RenderConfig.from_dict(bad)
+def test_config_rejects_bad_values(bad, message):
+    with pytest.raises(FerattError) as caught:
+        decode(RenderConfig, bad, "render.json")
+    assert str(caught.value).startswith("render.json: ") and message in str(caught.value)
 
 
 # ------------------------------------------------------------------------------------------------- params
@@ -124,7 +137,7 @@ def test_params_vector_round_trip_with_none_as_nan():
         and fields["gamma"] == np.float32(1.1)
     )
     assert fields["flip"] == 1 and fields["perspective"] == 0 and fields["noise_seed"] == 7
-    assert SampleParams.from_dict(json.loads(json.dumps(off.to_dict()))) == off
+    assert decode(SampleParams, json.loads(json.dumps(encode(off))), "params") == off
 
 
 def test_sampled_geometry_stays_in_its_ranges():

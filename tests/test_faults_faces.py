@@ -100,16 +100,16 @@ def test_an_image_over_the_warning_limit_is_skipped_too(tmp_path, monkeypatch):
 def test_predict_refuses_a_bomb_in_one_line(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from feratt.experiments import predict as prediction
+    from feratt.config.framing import Framing
+    from feratt.inference import predict as inference
+    from feratt.inference.inputs import read_rgb
 
     bomb = _png_claiming(tmp_path / "bomb.png", 30000, 30000)
     with pytest.raises(FerattError, match="too large to decode safely"):
-        prediction.read_rgb(bomb)
-    from feratt.inference import predict as inference
-
+        read_rgb(bomb)
     model = SimpleNamespace(
         has_attention=True, in_size=64, source=tmp_path / "x.pt", method="feratt-cls", fold=0, epoch=0,
-        classes=["a", "b"], framing=SimpleNamespace(to_dict=dict),
+        classes=["a", "b"], framing=Framing(size=64),
     )  # fmt: skip
     monkeypatch.setattr(inference, "open_model", lambda *args, **kwargs: model)
     (tmp_path / "x.pt").write_bytes(b"")

@@ -10,6 +10,7 @@ import torch
 from cli_helpers import assert_user_error, render_tiny, run, train_tiny
 from skimage import data
 
+from feratt.codec import encode
 from feratt.errors import FerattError
 from feratt.inference.predict import predict
 from feratt.inference.torch_model import predict_images, prepare_image, read_rgb, unique_stems
@@ -65,8 +66,8 @@ def test_probabilities_sum_to_one_and_name_every_class(request, which, photos):
     assert list(prediction.probabilities) == trained.classes
     assert abs(sum(prediction.probabilities.values()) - 1.0) < 1e-6
     probabilities = prediction.probabilities
-    assert prediction.label == max(probabilities, key=probabilities.get)
-    assert prediction.probability == probabilities[prediction.label]
+    assert prediction.prediction == max(probabilities, key=probabilities.get)
+    assert prediction.probability == probabilities[prediction.prediction]
     assert [name for name, _ in prediction.ranked()] == sorted(probabilities, key=lambda c: -probabilities[c])
     assert result.attention_written == []
 
@@ -76,7 +77,7 @@ def test_command_prints_json_or_one_line_per_image(request, which, photos):
     run_dir = request.getfixturevalue(which)
     astronaut, _ = photos
     document = _json(run("predict", run_dir, astronaut, "--json", "--no-detect", "--device", "cpu"))
-    assert document == predict(checkpoint=run_dir, images=[astronaut], detect=False, device="cpu").to_dict()
+    assert document == encode(predict(checkpoint=run_dir, images=[astronaut], detect=False, device="cpu"))
     names = ["checkpoint", "method", "fold", "epoch", "classes", "framing", "detector", "predictions"]
     assert list(document) == [*names, "no_face", "videos"]
     [prediction] = document["predictions"]
@@ -95,7 +96,7 @@ def test_command_prints_json_or_one_line_per_image(request, which, photos):
 
 def test_predict_matches_the_model_on_the_images(feratt_run, photos):
     astronaut, pair = photos
-    document = predict(checkpoint=feratt_run, images=[astronaut, pair], detect=False, device="cpu").to_dict()
+    document = encode(predict(checkpoint=feratt_run, images=[astronaut, pair], detect=False, device="cpu"))
     paths = [astronaut, pair / "astronaut.png", pair / "camera.png"]
     assert [p["path"] for p in document["predictions"]] == [str(p) for p in paths]
     trained = load_trained(feratt_run)

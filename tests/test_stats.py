@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from feratt.codec import encode
 from feratt.experiments.figures import cd_diagram, cd_groups, confusion_figure
 from feratt.experiments.stats import (
     average_ranks,
@@ -71,19 +72,19 @@ def test_demsar_worked_example_end_to_end():
     assert friedman.iman_davenport == pytest.approx(3.69, abs=0.01)
     nemenyi = nemenyi_test(table, DEMSAR_NAMES, higher_is_better=False)
     # The largest difference, C4.5 vs C4.5+m+cf (1.179), stays below the CD of 1.25.
-    assert not any(pair["significant"] for pair in nemenyi.pairs)
-    pair = next(p for p in nemenyi.pairs if (p["a"], p["b"]) == ("C4.5", "C4.5+m+cf"))
-    assert pair["difference"] == pytest.approx(1.179, abs=5e-4)
+    assert not any(pair.significant for pair in nemenyi.pairs)
+    pair = next(p for p in nemenyi.pairs if (p.a, p.b) == ("C4.5", "C4.5+m+cf"))
+    assert pair.difference == pytest.approx(1.179, abs=5e-4)
     # At alpha 0.10 (CD = 2.291 * 0.48795 = 1.118) C4.5 differs from C4.5+m (1.143) and C4.5+m+cf.
     nemenyi_10 = nemenyi_test(table, DEMSAR_NAMES, alpha=0.10, higher_is_better=False)
     assert nemenyi_10.cd == pytest.approx(1.118, abs=0.001)
-    significant = {(p["a"], p["b"]) for p in nemenyi_10.pairs if p["significant"]}
+    significant = {(p.a, p.b) for p in nemenyi_10.pairs if p.significant}
     assert significant == {("C4.5", "C4.5+m"), ("C4.5", "C4.5+m+cf")}
     # Bonferroni-Dunn against C4.5 at 0.05 (CD 1.168): only C4.5+m+cf (1.179) is better.
     dunn = bonferroni_dunn_test(table, DEMSAR_NAMES, control="C4.5", higher_is_better=False)
-    verdicts = {row["method"]: row["significant"] for row in dunn.comparisons}
+    verdicts = {row.method: row.significant for row in dunn.comparisons}
     assert verdicts == {"C4.5+m": False, "C4.5+cf": False, "C4.5+m+cf": True}
-    json.dumps([friedman.to_dict(), nemenyi.to_dict(), dunn.to_dict()])
+    json.dumps([encode(friedman), encode(nemenyi), encode(dunn)])
 
 
 def test_hand_computed_case_with_a_tie():
@@ -102,14 +103,14 @@ def test_hand_computed_case_with_a_tie():
     nemenyi = nemenyi_test(scores, ["A", "B", "C"])
     # CD = 2.343 * sqrt(3 * 4 / 24) = 1.657; the largest gap, A vs C (1.625), stays below it.
     assert nemenyi.cd == pytest.approx(2.3437 * np.sqrt(0.5), abs=1e-3)
-    assert [p["significant"] for p in nemenyi.pairs] == [False, False, False]
+    assert [p.significant for p in nemenyi.pairs] == [False, False, False]
     dunn = bonferroni_dunn_test(scores, ["A", "B", "C"], control="C")
-    by_method = {row["method"]: row for row in dunn.comparisons}
-    assert by_method["A"]["difference"] == pytest.approx(-1.625)
-    assert by_method["A"]["z"] == pytest.approx(-1.625 / np.sqrt(0.5))
+    by_method = {row.method: row for row in dunn.comparisons}
+    assert by_method["A"].difference == pytest.approx(-1.625)
+    assert by_method["A"].z == pytest.approx(-1.625 / np.sqrt(0.5))
     # z = -2.298, two-sided p = 0.0216, times 2 comparisons: 0.0431 < 0.05, and |d| >= CD 1.585.
-    assert by_method["A"]["p_adjusted"] == pytest.approx(0.0431, abs=5e-4)
-    assert by_method["A"]["significant"] and not by_method["B"]["significant"]
+    assert by_method["A"].p_adjusted == pytest.approx(0.0431, abs=5e-4)
+    assert by_method["A"].significant and not by_method["B"].significant
 
 
 def test_identical_orderings_give_an_infinite_iman_davenport():

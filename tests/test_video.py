@@ -8,6 +8,7 @@ import pytest
 from cli_helpers import assert_user_error, run
 from model_helpers import untrained_checkpoint, write_video
 
+from feratt.codec import encode
 from feratt.datasets.detect import FaceBox
 from feratt.inference.predict import predict
 from feratt.inference.scenes import astronaut_portrait, compose, demo_portrait
@@ -44,16 +45,16 @@ def test_every_frame_is_read_and_each_face_keeps_its_track(model, clip, tmp_path
     path, scenes = clip
     result = predict(checkpoint=model, images=[path], annotate=tmp_path / "out", device="cpu")
     [video] = result.videos
-    assert video.frames == FRAMES and len(video.records) == FRAMES and video.fps == pytest.approx(10.0)
-    for record, scene in zip(video.records, scenes, strict=True):
-        assert [face["track"] for face in record["faces"]] == [1, 2]
-        for face, truth in zip(record["faces"], scene.faces, strict=True):
-            x, y, w, h = face["box"]
+    assert video.frames == FRAMES and video.classified_frames == FRAMES and video.fps == pytest.approx(10.0)
+    for record, scene in zip(video.frame_records, scenes, strict=True):
+        assert [face.track for face in record.faces] == [1, 2]
+        for face, truth in zip(record.faces, scene.faces, strict=True):
+            x, y, w, h = face.box
             assert (
                 truth.x <= x + w / 2 <= truth.x + truth.width
                 and truth.y <= y + h / 2 <= truth.y + truth.height
             )
-    assert [t["frames"] for t in video.tracks()] == [FRAMES, FRAMES]
+    assert [t.frames for t in video.tracks] == [FRAMES, FRAMES]
     # The annotated video has every frame, boxes drawn; one JSON line per classified frame.
     capture = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
@@ -61,19 +62,19 @@ def test_every_frame_is_read_and_each_face_keeps_its_track(model, clip, tmp_path
     assert ok and first.shape == (240, 360, 3)
     capture.release()
     lines = (tmp_path / "out" / "clip.jsonl").read_text().splitlines()
-    assert [json.loads(line) for line in lines] == video.records
+    assert [json.loads(line) for line in lines] == encode(video.frame_records)
     assert video.written == [tmp_path / "out" / "clip.mp4", tmp_path / "out" / "clip.jsonl"]
 
 
 def test_every_k_and_smoothing(model, clip):
     path, _ = clip
     [video] = predict(checkpoint=model, images=[path], every=3, smooth=2, device="cpu").videos
-    assert video.frames == FRAMES and [r["frame"] for r in video.records] == [0, 3, 6]
-    assert [r["time"] for r in video.records] == [0.0, 0.3, 0.6]
-    face = video.records[2]["faces"][0]  # smoothed over the classified frames 3 and 6
-    history = np.array([list(r["faces"][0]["probabilities"].values()) for r in video.records[1:]])
-    np.testing.assert_allclose(list(face["smoothed"].values()), history.mean(axis=0), atol=1e-12)
-    assert face["prediction"] == max(face["smoothed"], key=face["smoothed"].get)
+    assert video.frames == FRAMES and [r.frame for r in video.frame_records] == [0, 3, 6]
+    assert [r.time for r in video.frame_records] == [0.0, 0.3, 0.6]
+    face = video.frame_records[2].faces[0]  # smoothed over the classified frames 3 and 6
+    history = np.array([list(r.faces[0].probabilities.values()) for r in video.frame_records[1:]])
+    np.testing.assert_allclose(list(face.smoothed.values()), history.mean(axis=0), atol=1e-12)
+    assert face.prediction == max(face.smoothed, key=face.smoothed.get)
 
 
 def test_the_command_prints_one_line_per_face_followed(model, clip):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from feratt.errors import FerattError
 
+_T = TypeVar("_T")
+
 
 def _pair(owner: object, name: str) -> tuple[float, float]:
-    """Store field `name` as a (low, high) tuple of floats (from_dict hands over JSON lists)."""
+    """Store field `name` as a (low, high) tuple of floats (a caller may hand over a list)."""
     value = getattr(owner, name)
     where = f"{type(owner).__name__}.{name}"
     try:
@@ -28,23 +31,14 @@ def _check(ok: bool, owner: object, message: str) -> None:
         raise FerattError(f"{type(owner).__name__}: {message}")
 
 
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    """An instance of the dataclass `cls` from a dict; missing keys keep their defaults."""
-    if not isinstance(data, dict):
-        raise FerattError(f"{cls.__name__} settings must be a mapping, not {type(data).__name__}")
-    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+def _settings(cls: type[_T], value: _T | Mapping[str, Any]) -> _T:
+    """`value`, or the `cls` that a mapping of its fields describes (missing ones keep their defaults)."""
+    if not isinstance(value, Mapping):
+        return value
+    unknown = sorted(set(value) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
     if unknown:
         raise FerattError(f"{cls.__name__} has no setting {', '.join(unknown)}")
-    return cls(**data)
-
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists, recursively, so that to_dict() equals its own JSON round trip."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
+    return cls(**value)
 
 
 @dataclass(frozen=True)
@@ -65,15 +59,6 @@ class GeometryConfig:
             object.__setattr__(self, f.name, value)
         _check(self.scale < 1, self, f"scale must be < 1 (the factor must stay positive), not {self.scale}")
         _check(self.flip_p <= 1, self, f"flip_p must be a probability, not {self.flip_p}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The options as a JSON-serialisable dict."""
-        return _plain(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GeometryConfig:
-        """The options from a dict made by to_dict (missing keys take their defaults)."""
-        return _build(cls, data)
 
 
 #: (probability field, range field, whether the range must be > 0) for each colour augmentation.
@@ -109,15 +94,6 @@ class ColourConfig:
             _check(0 <= p <= 1, self, f"{prob} must be a probability, not {p}")
             object.__setattr__(self, prob, p)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The options as a JSON-serialisable dict."""
-        return _plain(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ColourConfig:
-        """The options from a dict made by to_dict (missing keys take their defaults)."""
-        return _build(cls, data)
-
     @classmethod
     def off(cls) -> ColourConfig:
         """No colour augmentation at all (every probability 0)."""
@@ -143,10 +119,8 @@ class RenderConfig:
     fit_mask: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.geometry, dict):
-            object.__setattr__(self, "geometry", GeometryConfig.from_dict(self.geometry))
-        if isinstance(self.colour, dict):
-            object.__setattr__(self, "colour", ColourConfig.from_dict(self.colour))
+        object.__setattr__(self, "geometry", _settings(GeometryConfig, self.geometry))
+        object.__setattr__(self, "colour", _settings(ColourConfig, self.colour))
         _check(isinstance(self.geometry, GeometryConfig), self, "geometry must be a GeometryConfig")
         _check(isinstance(self.colour, ColourConfig), self, "colour must be a ColourConfig")
         _check(
@@ -171,15 +145,6 @@ class RenderConfig:
             margin = float(self.fit_mask)
             _check(math.isfinite(margin) and margin >= 0, self, f"fit_mask must be >= 0, not {self.fit_mask}")
             object.__setattr__(self, "fit_mask", margin)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The options as a nested JSON-serialisable dict."""
-        return _plain(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RenderConfig:
-        """The options from a dict made by to_dict (missing keys take their defaults)."""
-        return _build(cls, data)
 
 
 #: Named configurations: the authors' training ranges, and the wider ranges of their evaluation renders.

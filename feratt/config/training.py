@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feratt.codec import JSONValue
 from feratt.config.methods import METHODS
 from feratt.errors import FerattError
 
@@ -27,7 +29,7 @@ PER_RUN_OPTIONS = (
 
 #: Presets: the paper's configuration, and one narrow enough to train on a CPU in a few epochs. A preset
 #: may set any TrainConfig field; TrainConfig.from_options says which value wins.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+TRAIN_PRESETS: dict[str, dict[str, bool | int | float | str]] = {
     "paper": {"in_size": 128, "width": 1.0},
     "cpu-small": {
         "in_size": 64,
@@ -247,14 +249,14 @@ class TrainConfig:
         )
 
     @staticmethod
-    def upgrade_record(data: dict[str, Any]) -> dict[str, Any]:
+    def upgrade_record(data: dict[str, JSONValue]) -> dict[str, JSONValue]:
         """A saved configuration of an older release in today's fields: `amp` was true or false."""
         if isinstance(data.get("amp"), bool):
             return {**data, "amp": "auto" if data["amp"] else "off"}
         return data
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> TrainConfig:
+    def from_options(cls, options: Mapping[str, object]) -> TrainConfig:
         """The config of the given `options`, the preset's settings filling the fields they leave out."""
         preset = options.get("preset", cls.preset)
         settings = TRAIN_PRESETS.get(preset, {}) if isinstance(preset, str) else {}
@@ -265,7 +267,7 @@ class TrainConfig:
         return cls(**data)
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
+def load_config_file(path: str | Path) -> dict[str, object]:
     """Read training options from a JSON or YAML file (YAML needs PyYAML installed)."""
     path = Path(path)
     try:

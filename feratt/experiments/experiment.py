@@ -218,9 +218,9 @@ def significance(
     return {
         "metric": "accuracy",
         "alpha": alpha,
-        "friedman": friedman.to_dict(),
-        "nemenyi": nemenyi.to_dict(),
-        "bonferroni_dunn": dunn.to_dict(),
+        "friedman": encode(friedman),
+        "nemenyi": encode(nemenyi),
+        "bonferroni_dunn": encode(dunn),
         "figure": figure.name,
     }
 

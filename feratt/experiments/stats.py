@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -41,10 +40,6 @@ class FriedmanResult:
     ranks: tuple[float, ...]
     n: int
     k: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-serialisable plain types."""
-        return {**asdict(self), "ranks": list(self.ranks)}
 
 
 def friedman_from_ranks(ranks: ArrayLike, n: int) -> FriedmanResult:
@@ -99,18 +94,23 @@ def _check_names(names: list[str], k: int) -> None:
 
 
 @dataclass(frozen=True)
+class NemenyiPair:
+    """Two methods, their difference in average rank, and whether it reaches the critical difference."""
+
+    a: str
+    b: str
+    difference: float
+    significant: bool
+
+
+@dataclass(frozen=True)
 class NemenyiResult:
     """Average ranks, the critical difference, and every pair of methods with its verdict."""
 
     alpha: float
     cd: float
     ranks: dict[str, float]
-    pairs: tuple[dict[str, Any], ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-serialisable plain types."""
-        pairs = [dict(pair) for pair in self.pairs]
-        return {"alpha": self.alpha, "cd": self.cd, "ranks": dict(self.ranks), "pairs": pairs}
+    pairs: tuple[NemenyiPair, ...]
 
 
 def nemenyi_test(
@@ -123,15 +123,22 @@ def nemenyi_test(
     ranks = dict(zip(names, (float(r) for r in average_ranks(matrix, higher_is_better)), strict=True))
     cd = critical_difference(k, n, alpha, "nemenyi")
     pairs = tuple(
-        {
-            "a": a,
-            "b": b,
-            "difference": abs(ranks[a] - ranks[b]),
-            "significant": bool(abs(ranks[a] - ranks[b]) >= cd),
-        }
+        NemenyiPair(a, b, abs(ranks[a] - ranks[b]), bool(abs(ranks[a] - ranks[b]) >= cd))
         for a, b in itertools.combinations(names, 2)
     )
     return NemenyiResult(alpha, cd, ranks, pairs)
+
+
+@dataclass(frozen=True)
+class DunnComparison:
+    """One method against the control: rank difference, z, two-sided p, Bonferroni-adjusted p, verdict."""
+
+    method: str
+    difference: float
+    z: float
+    p: float
+    p_adjusted: float
+    significant: bool
 
 
 @dataclass(frozen=True)
@@ -141,16 +148,7 @@ class BonferroniDunnResult:
     alpha: float
     control: str
     cd: float
-    comparisons: tuple[dict[str, Any], ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-serialisable plain types."""
-        return {
-            "alpha": self.alpha,
-            "control": self.control,
-            "cd": self.cd,
-            "comparisons": [dict(row) for row in self.comparisons],
-        }
+    comparisons: tuple[DunnComparison, ...]
 
 
 def bonferroni_dunn_test(
@@ -173,13 +171,6 @@ def bonferroni_dunn_test(
         z = difference / scale
         p = float(2 * stats.norm.sf(abs(z)))
         comparisons.append(
-            {
-                "method": name,
-                "difference": difference,
-                "z": z,
-                "p": p,
-                "p_adjusted": min(1.0, p * (k - 1)),
-                "significant": bool(abs(difference) >= cd),
-            }
+            DunnComparison(name, difference, z, p, min(1.0, p * (k - 1)), bool(abs(difference) >= cd))
         )
     return BonferroniDunnResult(alpha, control, cd, tuple(comparisons))

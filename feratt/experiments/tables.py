@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from feratt.codec import TRANSIENT, JSONValue
 
 if TYPE_CHECKING:
     from feratt.experiments.evaluate import SplitMetrics
@@ -25,9 +27,6 @@ class MetricSummary:
     std: float
     folds: list[float]
 
-    def to_dict(self) -> dict[str, float | list[float]]:
-        return {"mean": self.mean, "std": self.std, "folds": list(self.folds)}
-
     @classmethod
     def of(cls, fractions: Iterable[float]) -> MetricSummary:
         """The summary of per-fold values given as fractions in [0, 1]."""
@@ -43,17 +42,13 @@ class MetricSummary:
 Table = dict[str, dict[str, MetricSummary]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SplitTable:
-    """One test split of an experiment: its table, the significance tests and the table's markdown."""
+    """One test split of an experiment: its table and significance tests (as results.json holds them)."""
 
     table: Table
-    tests: dict[str, Any]
-    markdown: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The split as results.json holds it."""
-        return {"table": table_to_dict(self.table), "tests": self.tests}
+    tests: dict[str, JSONValue]  # the significance tests' results, or a note why there are none
+    markdown: str = field(default="", metadata=TRANSIENT)  # the table's markdown, not in results.json
 
 
 def method_title(method: str) -> str:
@@ -69,11 +64,6 @@ def summarise(per_fold: Mapping[str, Sequence[SplitMetrics]]) -> Table:
         method: {key: MetricSummary.of(getattr(row, key) for row in rows) for key, _ in TABLE_COLUMNS}
         for method, rows in per_fold.items()
     }
-
-
-def table_to_dict(table: Table) -> dict[str, dict[str, dict[str, float | list[float]]]]:
-    """The table as results.json holds it."""
-    return {method: {key: s.to_dict() for key, s in values.items()} for method, values in table.items()}
 
 
 def table_markdown(table: Table) -> str:

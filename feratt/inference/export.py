@@ -19,7 +19,7 @@ from typing import Any
 
 from feratt import __version__
 from feratt.atomic import atomic_path
-from feratt.codec import encode
+from feratt.codec import JSONValue, encode
 from feratt.config.framing import Framing
 from feratt.errors import FerattError
 from feratt.inference.backends import ONNX_KIND, open_checkpoint
@@ -37,25 +37,14 @@ class ExportResult:
     checkpoint: Path
     method: str
     classes: list[str]
-    in_size: int
+    input_size: int  # side of the model's square input, as the ONNX metadata names it
     outputs: list[str]
     framing: Framing
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "checkpoint": str(self.checkpoint),
-            "method": self.method,
-            "classes": self.classes,
-            "input_size": self.in_size,
-            "outputs": self.outputs,
-            "framing": encode(self.framing),
-        }
 
 
 def metadata(model: Any, outputs: list[str]) -> dict[str, str]:
     """The ONNX metadata of an exported TorchClassifier `model`: each value JSON text (but `kind`)."""
-    values = {
+    values: dict[str, JSONValue] = {
         "method": model.method,
         "classes": list(model.classes),
         "input_size": model.in_size,

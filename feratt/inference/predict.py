@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from feratt.codec import encode
+from feratt.codec import TRANSIENT
+from feratt.config.framing import Framing
 from feratt.datasets.detect import DetectorSettings
 from feratt.errors import FerattError
 from feratt.inference.annotate import draw_faces
@@ -59,66 +60,42 @@ class PredictRequest:
             raise FerattError(f"smooth must be at least 1, not {self.smooth}", field="smooth")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Prediction:
     """One face's class probabilities (in the model's class order), its class and where it is."""
 
     path: Path
-    probabilities: dict[str, float]
-    label: str
-    box: list[float] | None = None  # x, y, width, height in the image; None for a whole image
     face: int = 0  # the face's number in its image, largest first
+    box: list[float] | None = None  # x, y, width, height in the image; None for a whole image
+    probabilities: dict[str, float]
+    prediction: str  # the most probable class
 
     @property
     def probability(self) -> float:
         """The probability of the predicted class."""
-        return self.probabilities[self.label]
+        return self.probabilities[self.prediction]
 
     def ranked(self) -> list[tuple[str, float]]:
         """(class, probability) pairs, most probable first."""
         return sorted(self.probabilities.items(), key=lambda item: -item[1])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "face": self.face,
-            "box": self.box,
-            "probabilities": dict(self.probabilities),
-            "prediction": self.label,
-        }
 
-
-@dataclass
+@dataclass(kw_only=True)
 class PredictionResult:
-    """The faces a model found and classified in images and videos, and the files written."""
+    """The faces found and classified in images and videos (as `--json` prints them), and files written."""
 
     checkpoint: Path
     method: str
     fold: int | None
     epoch: int | None
     classes: list[str]
-    predictions: list[Prediction]
-    attention_written: list[Path] = field(default_factory=list)
-    framing: dict[str, Any] | None = None  # how faces were framed (None with detect=False)
+    framing: Framing | None = None  # how faces were framed (None with detect=False)
     detector: str | None = None
+    predictions: list[Prediction] = field(default_factory=list)
     no_face: list[Path] = field(default_factory=list)  # images in which no face was found
     videos: list[VideoResult] = field(default_factory=list)
-    annotated: list[Path] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document of `feratt predict --json` (key order as printed)."""
-        return {
-            "checkpoint": str(self.checkpoint),
-            "method": self.method,
-            "fold": self.fold,
-            "epoch": self.epoch,
-            "classes": self.classes,
-            "framing": self.framing,
-            "detector": self.detector,
-            "predictions": [prediction.to_dict() for prediction in self.predictions],
-            "no_face": [str(path) for path in self.no_face],
-            "videos": [video.to_dict() for video in self.videos],
-        }
+    attention_written: list[Path] = field(default_factory=list, metadata=TRANSIENT)
+    annotated: list[Path] = field(default_factory=list, metadata=TRANSIENT)
 
 
 def _targets(request: PredictRequest, paths: list[Path]) -> dict[Path, Path]:
@@ -183,8 +160,7 @@ def predict(
         fold=model.fold,
         epoch=model.epoch,
         classes=list(model.classes),
-        predictions=[],
-        framing=encode(model.framing) if request.detect else None,
+        framing=model.framing if request.detect else None,
         detector=detector.name if detector is not None else None,
     )
     targets = _targets(request, paths)
@@ -224,7 +200,9 @@ def _image(
         probabilities = dict(zip(model.classes, map(float, face.probabilities), strict=True))
         label = model.classes[int(np.argmax(face.probabilities))]
         box = None if face.box is None else face.box.as_list()
-        result.predictions.append(Prediction(path, probabilities, label, box, number))
+        result.predictions.append(
+            Prediction(path=path, face=number, box=box, probabilities=probabilities, prediction=label)
+        )
     annotated, attention = outputs
     if annotated is not None:
         boxed = [face for face in faces if face.box is not None]

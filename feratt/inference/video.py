@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from feratt.atomic import atomic_path
+from feratt.codec import OMIT_NONE, encode
 from feratt.datasets.detect import DetectorSettings, FaceBox, iou
 from feratt.errors import FerattError
 from feratt.inference.annotate import draw_faces
@@ -76,57 +77,69 @@ class Smoother:
         return np.mean(history, axis=0)
 
 
-@dataclass
+@dataclass(frozen=True)
+class FrameFace:
+    """One face of a classified frame: its track, box, probabilities and class (of the smoothed ones)."""
+
+    track: int
+    box: list[float]  # x, y, width, height
+    probabilities: dict[str, float]
+    prediction: str
+    smoothed: dict[str, float] | None = field(default=None, metadata=OMIT_NONE)  # smoothing over > 1 frame
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """A classified frame: its number, its time in seconds and its faces (one JSON line of `annotate`)."""
+
+    frame: int
+    time: float
+    faces: list[FrameFace]
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """One face followed: first and last frame, frames classified, mean probabilities and their class."""
+
+    track: int
+    first_frame: int
+    last_frame: int
+    frames: int
+    probabilities: dict[str, float]
+    prediction: str
+
+
+@dataclass(frozen=True)
 class VideoResult:
-    """What `predict` found in one video: a record per classified frame, a summary per track."""
+    """What `predict` found in one video, as `feratt predict --json` prints it: tracks and frame records."""
 
     path: Path
     frames: int  # frames read
+    classified_frames: int
     fps: float
     every: int
     smooth: int
-    records: list[dict[str, Any]] = field(default_factory=list)  # one per classified frame
-    written: list[Path] = field(default_factory=list)  # the annotated video and its JSON lines
-    notes: list[str] = field(default_factory=list)
+    tracks: list[TrackSummary]
+    written: list[Path]  # the annotated video and its JSON lines
+    notes: list[str]
+    frame_records: list[FrameRecord]
 
-    def tracks(self) -> list[dict[str, Any]]:
-        """Per track: first and last frame, frames classified, mean probabilities and their class."""
-        seen: dict[int, list[tuple[int, dict[str, float]]]] = {}
-        for record in self.records:
-            for face in record["faces"]:
-                seen.setdefault(face["track"], []).append((record["frame"], face["probabilities"]))
-        summary = []
-        for track, rows in sorted(seen.items()):
-            names = list(rows[0][1])
-            mean = np.mean([[p[name] for name in names] for _, p in rows], axis=0)
-            summary.append(
-                {
-                    "track": track,
-                    "first_frame": rows[0][0],
-                    "last_frame": rows[-1][0],
-                    "frames": len(rows),
-                    "probabilities": dict(zip(names, map(float, mean), strict=True)),
-                    "prediction": label_of(names, mean),
-                }
-            )
-        return summary
 
-    def to_dict(self, frames: bool = True) -> dict[str, Any]:
-        """The video's entry in `feratt predict --json`; with `frames`, every frame's record."""
-        data: dict[str, Any] = {
-            "path": str(self.path),
-            "frames": self.frames,
-            "classified_frames": len(self.records),
-            "fps": self.fps,
-            "every": self.every,
-            "smooth": self.smooth,
-            "tracks": self.tracks(),
-            "written": [str(p) for p in self.written],
-            "notes": list(self.notes),
-        }
-        if frames:
-            data["frame_records"] = self.records
-        return data
+def track_summaries(records: list[FrameRecord]) -> list[TrackSummary]:
+    """Per track: first and last frame, frames classified, mean probabilities and their class."""
+    seen: dict[int, list[tuple[int, dict[str, float]]]] = {}
+    for record in records:
+        for face in record.faces:
+            seen.setdefault(face.track, []).append((record.frame, face.probabilities))
+    summary = []
+    for track, rows in sorted(seen.items()):
+        names = list(rows[0][1])
+        mean = np.mean([[p[name] for name in names] for _, p in rows], axis=0)
+        probabilities = dict(zip(names, map(float, mean), strict=True))
+        summary.append(
+            TrackSummary(track, rows[0][0], rows[-1][0], len(rows), probabilities, label_of(names, mean))
+        )
+    return summary
 
 
 def open_video(path: Path) -> tuple[Any, float, int]:
@@ -168,28 +181,28 @@ def _frame_record(
     fps: float,
     state: tuple[DetectorSettings, IouTracker, Smoother],
     drawn: _Drawn,
-) -> dict[str, Any]:
-    """Classify one frame's faces; its JSON record, and what to draw updated."""
+) -> FrameRecord:
+    """Classify one frame's faces; its record, and what to draw updated."""
     detector, tracker, smoother = state
     faces = classify_faces(model, image, detector)
     tracks = tracker.update([face.box for face in faces if face.box is not None])
-    record: dict[str, Any] = {"frame": index, "time": round(index / fps, 3), "faces": []}
+    found = []
     drawn.boxes, drawn.labels, drawn.classes = [], [], []
     for face, track in zip(faces, tracks, strict=True):
         smoothed = smoother.add(track, face.probabilities)
-        entry = {
-            "track": track,
-            "box": face.box.as_list(),
-            "probabilities": dict(zip(model.classes, map(float, face.probabilities), strict=True)),
-            "prediction": label_of(model.classes, smoothed),
-        }
-        if smoother.frames > 1:
-            entry["smoothed"] = dict(zip(model.classes, map(float, smoothed), strict=True))
-        record["faces"].append(entry)
-        drawn.boxes.append(entry["box"])
+        mean = dict(zip(model.classes, map(float, smoothed), strict=True)) if smoother.frames > 1 else None
+        entry = FrameFace(
+            track=track,
+            box=face.box.as_list(),
+            probabilities=dict(zip(model.classes, map(float, face.probabilities), strict=True)),
+            prediction=label_of(model.classes, smoothed),
+            smoothed=mean,
+        )
+        found.append(entry)
+        drawn.boxes.append(entry.box)
         drawn.labels.append(face_label(model.classes, smoothed, track))
         drawn.classes.append(int(np.argmax(smoothed)))
-    return record
+    return FrameRecord(frame=index, time=round(index / fps, 3), faces=found)
 
 
 def classify_video(
@@ -209,7 +222,8 @@ def classify_video(
     """
     progress = progress or no_progress
     capture, fps, count = open_video(path)
-    result = VideoResult(path, 0, fps, every, smooth)
+    records: list[FrameRecord] = []
+    read = 0
     state = (detector, IouTracker(), Smoother(smooth))
     drawn = _Drawn()
     with contextlib.ExitStack() as stack:
@@ -217,25 +231,24 @@ def classify_video(
         writer = None
         for index, image in enumerate(frames(capture)):
             if index % every == 0:
-                result.records.append(_frame_record(model, image, index, fps, state, drawn))
+                records.append(_frame_record(model, image, index, fps, state, drawn))
             if annotate is not None:
                 if writer is None:
                     writer = _open_writer(stack, annotate[0], fps, image.shape[1::-1])
                 picture = draw_faces(image, drawn.boxes, drawn.labels, drawn.classes)
                 writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-            result.frames = index + 1
-            progress(result.frames, count or None)
-        if result.frames == 0:
+            read = index + 1
+            progress(read, count or None)
+        if read == 0:
             raise FerattError(f"{path}: not a readable video (no frame could be decoded)")
         if writer is not None:
             writer.release()
-    if count and result.frames < count:
-        result.notes.append(
-            f"{path}: frame {result.frames} of {count} could not be read; the video was read up to there"
-        )
-    if annotate is not None:
-        result.written = [annotate[0], _write_lines(annotate[1], result.records)]
-    return result
+    notes = []
+    if count and read < count:
+        notes.append(f"{path}: frame {read} of {count} could not be read; the video was read up to there")
+    written = [] if annotate is None else [annotate[0], _write_lines(annotate[1], records)]
+    tracks = track_summaries(records)
+    return VideoResult(path, read, len(records), fps, every, smooth, tracks, written, notes, records)
 
 
 def _open_writer(stack: contextlib.ExitStack, target: Path, fps: float, size: tuple[int, int]) -> Any:
@@ -247,7 +260,7 @@ def _open_writer(stack: contextlib.ExitStack, target: Path, fps: float, size: tu
     return writer
 
 
-def _write_lines(target: Path, records: list[dict[str, Any]]) -> Path:
+def _write_lines(target: Path, records: list[FrameRecord]) -> Path:
     with atomic_path(target) as tmp:
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+        tmp.write_text("".join(json.dumps(encode(record)) + "\n" for record in records))
     return target

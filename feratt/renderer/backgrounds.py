@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from feratt.atomic import atomic_path, atomic_write_bytes
+from feratt.codec import encode
 from feratt.datasets.imageio import read_image
 from feratt.errors import BadInputFile, FerattError
 from feratt.jsonfile import read_json
@@ -115,8 +116,8 @@ def _names(categories: Sequence[str] | str, option: str) -> tuple[str, ...]:
     return names
 
 
-def _load_coco_json(annotations: str) -> dict[str, Any]:
-    """Read and check a COCO instances JSON; every problem becomes a one-line FerattError."""
+def _load_coco_json(annotations: str) -> dict[str, object]:
+    """Read and check a COCO instances JSON (the document pycocotools takes); every problem a FerattError."""
     if not os.path.isfile(annotations):
         raise FerattError(f"COCO annotations file {annotations} does not exist", field="coco_annotations")
     try:
@@ -318,27 +319,32 @@ def folder_backgrounds(folder: str, min_side: int = 0) -> BackgroundSet:
     return BackgroundSet(folder, "folder", backgrounds, excluded, skipped)
 
 
-def _embedded_stamp(photos: Sequence[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _EmbeddedStamp:
+    """What the embedded background cache was made of, recorded in its COCO file's info."""
+
+    feratt_embedded_version: int
+    skimage: str
+    photos: list[str]
+
+
+def _embedded_stamp(photos: Sequence[str]) -> _EmbeddedStamp:
     import skimage
 
-    return {
-        "feratt_embedded_version": EMBEDDED_VERSION,
-        "skimage": skimage.__version__,
-        "photos": list(photos),
-    }
+    return _EmbeddedStamp(EMBEDDED_VERSION, skimage.__version__, list(photos))
 
 
-def _cache_is_complete(cache: Path, stamp: dict[str, Any]) -> bool:
+def _cache_is_complete(cache: Path, stamp: _EmbeddedStamp) -> bool:
     try:
         data = read_json(cache / _EMBEDDED_JSON)
     except FerattError:
         return False
     if not isinstance(data, dict) or not isinstance(data.get("info"), dict):
         return False
-    if data["info"].get("feratt") != stamp or not isinstance(data.get("images"), list):
+    if data["info"].get("feratt") != encode(stamp) or not isinstance(data.get("images"), list):
         return False
     names = [image.get("file_name") for image in data["images"] if isinstance(image, dict)]
-    if names != [f"{name}.jpg" for name in stamp["photos"]]:
+    if names != [f"{name}.jpg" for name in stamp.photos]:
         return False
     return all(isinstance(name, str) and _file_problem(str(cache / name)) is None for name in names)
 
@@ -366,7 +372,10 @@ def embedded_backgrounds(cache_dir: str) -> BackgroundSet:
                     rgb.save(tmp, format="JPEG", quality=95)
                 images.append({"id": index, "file_name": file_name, "width": rgb.width, "height": rgb.height})
             document = {
-                "info": {"description": "scikit-image sample photos used as backgrounds", "feratt": stamp},
+                "info": {
+                    "description": "scikit-image sample photos used as backgrounds",
+                    "feratt": encode(stamp),
+                },
                 "images": images,
                 "categories": [{"id": cat_id, "name": name} for cat_id, name in _EMBEDDED_CATEGORIES],
                 "annotations": [],

@@ -1,4 +1,4 @@
-"""The parameters of one rendered sample: typed, JSON-serialisable, and recorded as a float32 vector.
+"""The parameters of one rendered sample: typed, JSON values through feratt.codec, and a float32 vector.
 
 The renderer draws them once per sample (renderer/sample.py), applies them with the pure functions of
 renderer/functional.py, and records them in every shard's `params` dataset in PARAM_FIELDS order.
@@ -7,8 +7,7 @@ renderer/functional.py, and records them in every shard's `params` dataset in PA
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,15 +42,6 @@ class GeometryParams:
         object.__setattr__(self, "flip", bool(self.flip))
         object.__setattr__(self, "perspective", bool(self.perspective))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The parameters as a JSON-serialisable dict."""
-        return {**asdict(self), "corners": list(self.corners)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GeometryParams:
-        """The parameters from a dict made by to_dict."""
-        return cls(**data)
-
 
 @dataclass(frozen=True)
 class ColourParams:
@@ -64,15 +54,6 @@ class ColourParams:
     noise_sigma: float | None = None
     noise_seed: int = 0  # drawn for every sample, used only when noise_sigma is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The parameters as a JSON-serialisable dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ColourParams:
-        """The parameters from a dict made by to_dict."""
-        return cls(**data)
-
 
 @dataclass(frozen=True)
 class SampleParams:
@@ -80,15 +61,6 @@ class SampleParams:
 
     geometry: GeometryParams = field(default_factory=GeometryParams)
     colour: ColourParams = field(default_factory=ColourParams)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The parameters as a nested JSON-serialisable dict."""
-        return {"geometry": self.geometry.to_dict(), "colour": self.colour.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SampleParams:
-        """The parameters from a dict made by to_dict."""
-        return cls(GeometryParams.from_dict(data["geometry"]), ColourParams.from_dict(data["colour"]))
 
 
 #: The order of params_to_vector's values. Booleans are 0/1; absent corners and skipped colour steps NaN.

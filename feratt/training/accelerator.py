@@ -8,6 +8,7 @@ scales the loss with `torch.amp.GradScaler`, whose state travels in the checkpoi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -82,11 +83,11 @@ class Precision:
         self.scaler.update()
         return self.scaler.get_scale() >= scale  # update() lowers the scale only after inf gradients
 
-    def state_dict(self) -> dict[str, Any] | None:
-        """The scaler's state, for the checkpoint (None without a scaler)."""
+    def state_dict(self) -> dict[str, float] | None:
+        """The scaler's state (its scale, factors and counters) for the checkpoint; None without a scaler."""
         return self.scaler.state_dict() if self.scaler is not None else None
 
-    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+    def load_state_dict(self, state: Mapping[str, float] | None) -> None:
         """Restore the scaler's state from a checkpoint (a checkpoint without one leaves it fresh)."""
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)

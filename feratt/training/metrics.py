@@ -9,7 +9,7 @@ has recall 0.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -45,7 +45,27 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator > 0)
 
 
-def classification_metrics(confusion: Any) -> dict[str, Any]:
+class PerClassMetrics(TypedDict):
+    """Lists indexed by class: precision, recall, F1 (None for a class left out of the means), support."""
+
+    precision: list[float | None]
+    recall: list[float | None]
+    f1: list[float | None]
+    support: list[int]
+
+
+class ClassificationMetrics(TypedDict):
+    """classification_metrics' figures, a dict as metrics.jsonl and the evaluation JSON hold them."""
+
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    macro_f1: float
+    per_class: PerClassMetrics
+
+
+def classification_metrics(confusion: Any) -> ClassificationMetrics:
     """Accuracy, macro precision/recall, the paper's F1, macro-F1 and per-class values of a confusion matrix.
 
     `per_class` holds lists indexed by class; entries of classes left out of the macro means are None.
@@ -60,28 +80,21 @@ def classification_metrics(confusion: Any) -> dict[str, Any]:
     precision = _ratio(correct, predicted)
     recall = _ratio(correct, support)
     f1 = _ratio(2.0 * precision * recall, precision + recall)
+    accuracy = macro_p = macro_r = paper = macro_f1 = float("nan")
     if included.any():
         macro_p, macro_r = float(precision[included].mean()), float(recall[included].mean())
-        summary = {
-            "accuracy": float(correct.sum() / total),
-            "precision": macro_p,
-            "recall": macro_r,
-            "f1": paper_f1(macro_p, macro_r),
-            "macro_f1": float(f1[included].mean()),
-        }
-    else:
-        summary = dict.fromkeys(("accuracy", "precision", "recall", "f1", "macro_f1"), float("nan"))
+        accuracy, paper = float(correct.sum() / total), paper_f1(macro_p, macro_r)
+        macro_f1 = float(f1[included].mean())
 
     def listed(values: np.ndarray) -> list[float | None]:
         return [float(v) if keep else None for v, keep in zip(values, included, strict=True)]
 
-    summary["per_class"] = {
-        "precision": listed(precision),
-        "recall": listed(recall),
-        "f1": listed(f1),
-        "support": [int(s) for s in support],
-    }
-    return summary
+    per_class = PerClassMetrics(
+        precision=listed(precision), recall=listed(recall), f1=listed(f1), support=[int(s) for s in support]
+    )
+    return ClassificationMetrics(
+        accuracy=accuracy, precision=macro_p, recall=macro_r, f1=paper, macro_f1=macro_f1, per_class=per_class
+    )
 
 
 def knn_accuracy(
@@ -171,7 +184,7 @@ class MetricAccumulator:
         """The confusion matrix (rows true, columns predicted)."""
         return self._confusion.cpu().numpy()
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> ClassificationMetrics:
         """classification_metrics of the accumulated confusion matrix."""
         return classification_metrics(self.confusion())
 
