@@ -68,7 +68,14 @@ def encode(value: Any) -> JSONValue:
 
 @functools.cache
 def _hints(cls: type) -> dict[str, object]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, localns={"JSONValue": JSONValue})
+
+
+def _is_json(hint: Any) -> bool:
+    """Whether `hint` is JSONValue (as get_type_hints gives it back)."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return False
+    return {type(None), bool, int, float, str} <= set(typing.get_args(hint))
 
 
 def _fail(where: str, path: str, problem: str) -> FerattError:
@@ -170,9 +177,24 @@ def _sequence(hint: Any, value: Any, where: str, path: str) -> Any:
     return items if origin is list else tuple(items)
 
 
+def _json(value: Any, where: str, path: str) -> JSONValue:
+    """`value`, once checked to be JSON: null, true/false, numbers, strings, lists and objects of them."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return _scalar(float, value, where, path)
+    if isinstance(value, list):
+        return [_json(item, where, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: _json(item, where, f"{path}[{key!r}]") for key, item in value.items()}
+    raise _fail(where, path, "must be a JSON value")
+
+
 def _value(hint: Any, value: Any, where: str, path: str) -> Any:
     if hint is Any:
         return value
+    if _is_json(hint):
+        return _json(value, where, path)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return _union(hint, value, where, path)

@@ -57,9 +57,12 @@ def _try_lock(handle, shared: bool = False) -> bool:
     return True
 
 
-def _take(handle, shared: bool) -> bool:
+READING = "reading"
+
+
+def _take(handle, shared: bool, role: str = "") -> bool:
     """Take the lock; the first holder replaces the holder lines, a further shared holder adds its own."""
-    me = f"pid {os.getpid()} on {socket.gethostname()}\n"
+    me = f"pid {os.getpid()} on {socket.gethostname()}{f' {role}' if role else ''}\n"
     if _try_lock(handle):
         handle.seek(0)
         handle.truncate()
@@ -73,6 +76,13 @@ def _take(handle, shared: bool) -> bool:
     handle.write(me)
     handle.flush()
     return True
+
+
+def _refusal(handle, what: str, writer: bool = True) -> Locked:
+    holder = _holder(handle)
+    doing = "read" if holder.endswith(READING) else "written"
+    advice = "wait for it to finish" + (", or write elsewhere" if writer else "")
+    return Locked(f"{what} is being {doing} by another feratt process ({holder}); {advice}")
 
 
 @contextlib.contextmanager
@@ -92,8 +102,25 @@ def exclusive(
         raise FerattError(f"cannot lock {target}: {exc.strerror or exc}") from None
     with handle:
         if not _take(handle, shared):
-            raise Locked(
-                f"{what or target} is being written by another feratt process "
-                f"({_holder(handle)}); wait for it to finish, or write elsewhere"
-            )
+            raise _refusal(handle, what or str(target))
+        yield path
+
+
+@contextlib.contextmanager
+def reading(target: str | os.PathLike[str], what: str | None = None) -> Iterator[Path | None]:
+    """Hold `target`'s lock shared while reading it, so that no exclusive writer replaces it meanwhile.
+
+    Where the lock file cannot be made (a read-only folder, which no writer changes either) the block
+    runs without it; a writer holding the lock is refused with its holder named.
+    """
+    target = Path(target)
+    path = lock_path_for(target)
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the whole block
+    except OSError:
+        yield None
+        return
+    with handle:
+        if not _take(handle, shared=True, role=READING):
+            raise _refusal(handle, what or str(target), writer=False)
         yield path

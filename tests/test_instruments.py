@@ -138,7 +138,9 @@ def test_experiment_report_draws_learning_curves_and_the_attention_strip(render,
         assert strip["attention"].dtype == np.uint8
         # The first test samples, in shard order, whatever the loader's workers.
         split = json.loads((out / "runs" / "feratt-cls" / "folds.json").read_text())["folds"][0]
-        inputs, _ = first_samples(render, split["test"], TINY.resolved(), torch.device("cpu"), STRIP_SAMPLES)
+        inputs, _ = first_samples(
+            RenderSet.open(render), split["test"], TINY.resolved(), torch.device("cpu"), STRIP_SAMPLES
+        )
         assert np.array_equal(strip["inputs"], strip_images(inputs))
     epochs, curves = mean_curves([out / "runs" / "feratt-cls" / "fold-0"], "test")
     assert epochs == [0, 1] and set(curves) >= {"accuracy", "loss_attention", "att_iou"}
@@ -148,18 +150,19 @@ def test_experiment_report_draws_learning_curves_and_the_attention_strip(render,
 def test_strip_resumes_keeping_the_epochs_before_the_restart(render, tmp_path):
     config = TrainConfig(**{**encode(TINY), "method": "feratt-cls", "epochs": 4}).resolved()
     index = RenderSet.open(render)
+    fold = FoldFolder(tmp_path)
     subjects = sorted(index.subjects)[:2]
     cpu = torch.device("cpu")
-    assert AttentionStrip.open(tmp_path, render, subjects, replace(config, method="baseline"), cpu) is None
+    assert AttentionStrip.open(fold, index, subjects, replace(config, method="baseline"), cpu) is None
     model = build_model(config, len(index.classes)).train()
-    strip = AttentionStrip.open(tmp_path, render, subjects, config, cpu)
+    strip = AttentionStrip.open(fold, index, subjects, config, cpu)
     for epoch in range(3):
         strip.record(model, epoch)
     assert model.training
     with np.load(tmp_path / STRIP_FILE) as saved:
         assert saved["epochs"].tolist() == [0, 1, 2]
         first = saved["attention"][0]
-    resumed = AttentionStrip.open(tmp_path, render, subjects, config, cpu, start=2)
+    resumed = AttentionStrip.open(fold, index, subjects, config, cpu, start=2)
     assert resumed.epochs == [0, 1] and np.array_equal(resumed.attention[0], first)
     for epoch in (2, 3):
         resumed.record(model, epoch)

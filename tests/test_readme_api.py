@@ -42,3 +42,23 @@ def test_readme_python_example_runs_end_to_end(tmp_path):
     fold = work / "runs" / "baseline" / "fold-0"
     assert sorted(p.name for p in fold.glob("*.pt")) == ["best.pt", "last.pt"]
     assert (fold / "evaluation-best.json").is_file()
+
+
+def _shard_section() -> str:
+    return (
+        README.read_text()
+        .split("### A shard, for someone holding only an HDF5 viewer", 1)[1]
+        .split("\n#", 1)[0]
+    )
+
+
+def test_readme_shard_table_matches_the_schema_the_readers_check():
+    from feratt.artifacts.shard import SHARD_SCHEMA
+    from feratt.renderer.params import PARAM_FIELDS
+
+    rows = dict(re.findall(r"^\| `(\w+)` \| (\(N[^)]*\) \w+) \|", _shard_section(), re.MULTILINE))
+    for name, (dtype, tail) in SHARD_SCHEMA.items():
+        sizes = [str(n) if n is not None else str(len(PARAM_FIELDS)) if name == "params" else "HW"[i]
+                 for i, n in enumerate(tail)]  # fmt: skip
+        shape = f"(N, {', '.join(sizes)})" if sizes else "(N,)"
+        assert rows.get(name) == f"{shape} {'string' if dtype == 'object' else dtype}", name

@@ -29,6 +29,7 @@ import numpy as np
 
 from feratt import __version__
 from feratt.atomic import atomic_path
+from feratt.config.limits import MAX_CLASSES, MAX_IMAGE_SIDE
 from feratt.errors import FerattError
 from feratt.hdf5 import read_strings, set_image_attrs, write_strings
 
@@ -494,9 +495,9 @@ def _classes_and_size(h5: h5py.File, path: Path) -> tuple[tuple[str, ...], int]:
         classes = None
     named = isinstance(classes, list) and all(isinstance(name, str) and name for name in classes)
     _check(
-        named and 0 < len(classes) == len(set(classes)),
+        named and 0 < len(classes) == len(set(classes)) <= MAX_CLASSES,
         path,
-        "its class_names attribute is not a JSON list of distinct class names",
+        f"its class_names attribute is not a JSON list of 1 to {MAX_CLASSES} distinct class names",
     )
     checksum = h5.attrs["content_sha256"]
     _check(
@@ -505,7 +506,11 @@ def _classes_and_size(h5: h5py.File, path: Path) -> tuple[tuple[str, ...], int]:
         "its content_sha256 attribute is not a sha256 hex digest",
     )
     size = h5.attrs["face_size"]
-    _check(isinstance(size, int | np.integer) and size > 0, path, f"its face_size is {size}")
+    _check(
+        isinstance(size, int | np.integer) and 0 < size <= MAX_IMAGE_SIDE,
+        path,
+        f"its face_size is {size}, not 1 to {MAX_IMAGE_SIDE} pixels",
+    )
     return tuple(classes), int(size)
 
 

@@ -21,6 +21,7 @@ from feratt import __version__
 from feratt.atomic import atomic_write_bytes
 from feratt.codec import decode, encode
 from feratt.config.framing import Framing, from_checkpoint
+from feratt.config.limits import MAX_CLASSES
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 
@@ -184,5 +185,11 @@ def _check_fields(path: Path, state: dict[str, object]) -> None:
         )
     if not all(isinstance(name, str) for name in state["classes"]):
         raise FerattError(f"{path} is not a valid feratt checkpoint: its class names are not strings")
+    classes, count = len(state["classes"]), state["num_classes"]
+    if count != classes or not 1 <= count <= MAX_CLASSES:
+        raise FerattError(
+            f"{path} is not a valid feratt checkpoint: it declares {count} classes and names {classes} "
+            f"(feratt reads 1 to {MAX_CLASSES})"
+        )
     if not isinstance(state.get("scaler"), dict | None):  # a float16 run's gradient scaler
         raise FerattError(f"{path} is not a valid feratt checkpoint: its gradient scaler state is not a dict")

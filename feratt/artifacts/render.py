@@ -49,8 +49,9 @@ from feratt.config.framing import DEFAULT_BANK_MARGIN, DEFAULT_BANK_SIZE, Framin
 from feratt.config.rendering import RenderConfig
 from feratt.errors import FerattError
 from feratt.jsonfile import dumps, read_json, write_json
-from feratt.locks import exclusive
+from feratt.locks import exclusive, reading
 from feratt.manifests.plan import ShardTask
+from feratt.names import inside
 from feratt.progress import Progress, no_progress
 
 
@@ -111,24 +112,25 @@ class RenderSet:
     @property
     def run_file(self) -> Path:
         """render.json."""
-        return self.path / RUN_FILE
+        return inside(self.path, self.path / RUN_FILE, RUN_FILE)
 
     @property
     def index_file(self) -> Path:
         """index.json."""
-        return self.path / INDEX_FILE
+        return inside(self.path, self.path / INDEX_FILE, INDEX_FILE)
 
     def shard_path(self, task: ShardTask) -> Path:
-        """Where the shard of `task` lies."""
-        return self.path / task.relpath
+        """Where the shard of `task` lies (checked to stay inside the folder, links resolved)."""
+        return inside(self.path, self.path / task.relpath, f"shard {task.relpath}")
 
     def record_path(self, task: ShardTask) -> Path:
         """Where a finished shard's record lies: beside the shard, same name, .json."""
-        return self.path / record_relpath(task)
+        return inside(self.path, self.path / record_relpath(task), f"the record of {task.relpath}")
 
     def manifest_path(self, subject: str) -> Path:
-        """Where a subject's manifest lies."""
-        return self.path / manifest_relpath(subject)
+        """Where a subject's manifest lies (checked to stay inside the folder, links resolved)."""
+        relpath = manifest_relpath(subject)
+        return inside(self.path, self.path / relpath, f"the manifest {relpath}")
 
     def shard_files(self) -> list[Path]:
         """The shard files in the folder, sorted; a FerattError when there are none."""
@@ -141,6 +143,12 @@ class RenderSet:
     def lock(self, shared: bool = False) -> Iterator[Path]:
         """The folder's writer lock (shared by the parts of one plan); the lock file."""
         with exclusive(self.path, what=f"the render folder {self.path}", shared=shared) as lock:
+            yield lock
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Path | None]:
+        """Hold the folder's lock shared while reading it, so that no render replaces it meanwhile."""
+        with reading(self.path, what=f"the render folder {self.path}") as lock:
             yield lock
 
     def remove_stale_files(self) -> None:
@@ -228,9 +236,10 @@ class RenderSet:
                     f"subject {subject!r} is not in the render {self.path} (its subjects: {listed})"
                 )
             manifest = self.manifest(subject)
-            refs.extend(
-                ShardRef(str(self.path / s.path), s.samples, s.sha256, subject) for s in manifest.shards
-            )
+            size, classes = self.config.size, len(self.classes)
+            for shard in manifest.shards:
+                path = inside(self.path, self.path / shard.path, f"shard {shard.path}")
+                refs.append(ShardRef(str(path), shard.samples, shard.sha256, subject, size, classes))
         return refs
 
     # -------------------------------------------------------------------------------------- the run file

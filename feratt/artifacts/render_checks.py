@@ -61,6 +61,13 @@ def _load(path: Path, name: str, problems: list[str]) -> JSONObject | None:
     return value
 
 
+def _size(run: JSONObject) -> int | None:
+    """The side of the render's images, as its run file says (None when it says nothing usable)."""
+    config = run.get("config")
+    size = config.get("size") if isinstance(config, dict) else None
+    return size if _typed(size, int) else None
+
+
 def _typed(value: Any, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
@@ -209,7 +216,7 @@ def _verify_shard(
             return None
         _compare(problems, task.relpath, "its manifest's byte count", entry["bytes"], size)
         _compare(problems, task.relpath, "its manifest's sample count", entry["samples"], len(task))
-    schema = schema_problems(shard)
+    schema = schema_problems(shard, _size(run), len(run["classes"]))
     problems.extend(f"{task.relpath}: {p}" for p in schema)
     counts = None if schema else _shard_counts(shard, run, task, problems)
     _verify_record(target, run, task, (size, digest), counts, problems)

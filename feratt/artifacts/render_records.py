@@ -9,9 +9,11 @@ from pathlib import Path
 
 from feratt.codec import OMIT_NONE, encode
 from feratt.config.framing import Framing
+from feratt.config.limits import MAX_CLASSES
 from feratt.config.rendering import RenderConfig
 from feratt.errors import FerattError
 from feratt.manifests.plan import ShardTask
+from feratt.names import file_name
 
 RUN_FILE = "render.json"
 INDEX_FILE = "index.json"
@@ -57,6 +59,9 @@ class RenderRun:
     config_sha256: str = ""
     skipped_backgrounds: tuple[tuple[str, str], ...] = ()
     shards: tuple[ShardTask, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_classes(self.classes)
 
     def digest(self) -> str:
         """The sha256 that identifies the configuration: where the bank lies and the plan do not count."""
@@ -158,6 +163,7 @@ class RenderIndex:
             raise FerattError(
                 f"schema_version is {self.schema_version}; this feratt reads {INDEX_SCHEMA_VERSION}"
             )
+        check_classes(self.classes)
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,14 @@ class ShardRef:
     samples: int
     sha256: str
     subject: str
+    size: int | None = None  # the side of its images, as the render's configuration says
+    classes: int | None = None  # its labels lie in [0, classes)
+
+
+def check_classes(classes: tuple[str, ...]) -> None:
+    """A FerattError unless `classes` are 1 to MAX_CLASSES distinct names."""
+    if not 1 <= len(classes) <= MAX_CLASSES or len(set(classes)) != len(classes):
+        raise FerattError(f"it names {len(classes)} classes; feratt reads 1 to {MAX_CLASSES} distinct names")
 
 
 def record_relpath(task: ShardTask) -> str:
@@ -176,5 +190,5 @@ def record_relpath(task: ShardTask) -> str:
 
 
 def manifest_relpath(subject: str) -> str:
-    """Where a subject's manifest lies in the folder."""
-    return f"{MANIFESTS}/{subject}.json"
+    """Where a subject's manifest lies in the folder (the subject's name made a safe file name)."""
+    return f"{MANIFESTS}/{file_name(subject)}.json"

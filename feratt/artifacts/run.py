@@ -28,12 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from feratt.artifacts.output import check_output, claim_output
 from feratt.atomic import atomic_path
-from feratt.codec import OMIT_NONE, TRANSIENT, JSONObject, JSONValue, decode, encode
+from feratt.codec import OMIT_NONE, TRANSIENT, JSONObject, decode, encode
 from feratt.config.training import PER_RUN_OPTIONS, TrainConfig, config_changes, describe_changes
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json, write_json
 from feratt.locks import exclusive
+from feratt.names import inside
 
 RUN_CONFIG = "config.json"
 FOLDS_FILE = "folds.json"
@@ -332,8 +334,8 @@ class RunFolder:
         return str(self.path)
 
     def fold(self, index: int) -> FoldFolder:
-        """The folder of fold `index`."""
-        return FoldFolder(self.path / f"fold-{index}")
+        """The folder of fold `index` (checked to stay inside the run folder, links resolved)."""
+        return FoldFolder(inside(self.path, self.path / f"fold-{index}", f"fold {index}"))
 
     def folds_present(self, which: str = "best") -> list[int]:
         """The folds whose folder holds checkpoint `which`, in order."""
@@ -347,7 +349,7 @@ class RunFolder:
     @property
     def config_file(self) -> Path:
         """config.json."""
-        return self.path / RUN_CONFIG
+        return inside(self.path, self.path / RUN_CONFIG, RUN_CONFIG)
 
     def config(self) -> TrainConfig | None:
         """The configuration config.json holds, or None when there is none; an option added since reads
@@ -393,7 +395,7 @@ class RunFolder:
     @property
     def folds_file(self) -> Path:
         """folds.json."""
-        return self.path / FOLDS_FILE
+        return inside(self.path, self.path / FOLDS_FILE, FOLDS_FILE)
 
     def folds(self) -> FoldsRecord:
         """folds.json."""
@@ -405,7 +407,7 @@ class RunFolder:
     @property
     def summary_file(self) -> Path:
         """summary.json."""
-        return self.path / SUMMARY_FILE
+        return inside(self.path, self.path / SUMMARY_FILE, SUMMARY_FILE)
 
     def summary(self) -> RunSummary:
         """summary.json."""
@@ -456,9 +458,11 @@ class RunFolder:
             raise FerattError(
                 "resume continues a run and overwrite starts it again: choose one", field="overwrite"
             )
+        check_output(self.path, "run", overwrite=overwrite, field="run")
         if self.path.is_dir():  # a first look, before writing anything (the files are replaced atomically)
             self._check_config(config, folds, chosen, resume=resume, overwrite=overwrite)
             self._check_folds(chosen, config.epochs, resume, overwrite)
+        claim_output(self.path, "run", overwrite=overwrite, field="run")
         with contextlib.ExitStack() as stack:
             for index in chosen:
                 fold = self.fold(index)
@@ -475,14 +479,13 @@ class RunFolder:
         self, config: TrainConfig, folds: FoldsRecord, chosen: list[int], *, resume: bool, overwrite: bool
     ) -> Extension | None:
         """Refuse a folder of other settings (resume may raise epochs); the extension resume makes, if any."""
-        if self.folds_file.is_file() and read_json(self.folds_file) != encode(folds) and not overwrite:
+        if self.folds_file.is_file() and read_json(self.folds_file) != encode(folds):
             raise FerattError(
-                f"{self.path} holds a run of another render or fold split; use another run folder, "
-                f"or overwrite {_folds_text(chosen)}",
+                f"{self.path} holds a run of another render or fold split; use another run folder",
                 field="render",
             )
         saved = self.config()
-        changes = [] if saved is None or overwrite else config_changes(config, saved)
+        changes = [] if saved is None else config_changes(config, saved)
         if saved is None or not changes:
             return None
         if resume and "epochs" in changes and config.epochs < saved.epochs:
@@ -502,9 +505,15 @@ class RunFolder:
                 f"its own settings, except for more epochs and the options {', '.join(PER_RUN_OPTIONS)}",
                 field=changes[0],
             )
+        if overwrite:
+            raise FerattError(
+                f"{self.path} was trained with other settings ({described}); overwrite trains its folds "
+                "again with the run's own settings and never changes them: use another run folder",
+                field=changes[0],
+            )
         raise FerattError(
             f"{self.path} holds a run of other settings ({described}); resume continues it with its own "
-            f"settings, overwrite replaces {_folds_text(chosen)}, or use another run folder",
+            f"settings, overwrite trains {_folds_text(chosen)} again, or use another run folder",
             field="run",
         )
 
@@ -537,11 +546,10 @@ class RunFolder:
                     time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 )
                 self._write_config(dataclasses.replace(saved, epochs=extension.after), [*history, record])
-            elif saved is None or (overwrite and encode(config) != encode(saved)):
+            elif saved is None:
                 self._write_config(config, history)
-            payload: JSONValue = encode(folds)
-            if not self.folds_file.is_file() or (overwrite and read_json(self.folds_file) != payload):
-                write_json(self.folds_file, payload)
+            if not self.folds_file.is_file():
+                write_json(self.folds_file, encode(folds))
 
 
 def _folds_text(chosen: list[int]) -> str:

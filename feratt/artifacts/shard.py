@@ -150,6 +150,8 @@ def write_shard(path: str | Path, data: ShardData, compression: str = "gzip", le
             h5.create_dataset("luminance_ratio", data=data.luminance_ratio.astype(np.float32), **small)
             h5.create_dataset("params", data=data.params.astype(np.float32), **small)
             write_strings(h5, "background_ids", data.background_ids)
+            h5.attrs["kind"] = SHARD_KIND
+            h5.attrs["schema_version"] = SHARD_SCHEMA_VERSION
             for key, value in data.attrs.items():
                 h5.attrs[key] = value
         digest = file_sha256(tmp)
@@ -180,29 +182,44 @@ def read_shard_attrs(path: str | Path) -> dict[str, object]:
     return attrs
 
 
-def schema_problems(path: str | os.PathLike[str]) -> list[str]:
-    """What is wrong with a shard's layout; empty when it follows the schema."""
+def layout_problems(
+    h5: h5py.File, size: int | None = None, classes: int | None = None, samples: int | None = None
+) -> list[str]:
+    """What is wrong with an open shard: its kind and version, each dataset's dtype and shape (images
+    `size` x `size` when given), equal lengths (`samples` when given) and labels in [0, `classes`)."""
+    if h5.attrs.get("kind") != SHARD_KIND:
+        return ["not a feratt shard"]
+    if h5.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
+        return [f"schema version {h5.attrs.get('schema_version')}, expected {SHARD_SCHEMA_VERSION}"]
+    problems = []
+    count = samples
+    for name, (dtype, tail) in SHARD_SCHEMA.items():
+        if name not in h5 or not isinstance(h5[name], h5py.Dataset):
+            problems.append(f"dataset {name} missing")
+            continue
+        dataset = h5[name]
+        count = dataset.shape[0] if count is None and dataset.shape else count
+        kind = "object" if h5py.check_string_dtype(dataset.dtype) else str(dataset.dtype)
+        want = tuple(size if name in IMAGE_FIELDS and i < 2 and v is None else v for i, v in enumerate(tail))
+        shape_ok = len(dataset.shape) == 1 + len(want) and all(
+            w is None or w == got for w, got in zip(want, dataset.shape[1:], strict=True)
+        )
+        if kind != dtype or not shape_ok or dataset.shape[0] != count:
+            problems.append(f"dataset {name} is {kind} {dataset.shape}")
+    if not problems and classes is not None:
+        labels = h5["labels"][()]
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            problems.append(f"labels outside 0..{classes - 1}")
+    return problems
+
+
+def schema_problems(
+    path: str | os.PathLike[str], size: int | None = None, classes: int | None = None
+) -> list[str]:
+    """What is wrong with a shard's layout (see layout_problems); empty when it follows the schema."""
     try:
         with open_shard(path) as h5:
-            if h5.attrs.get("kind") != SHARD_KIND:
-                return ["not a feratt shard"]
-            if h5.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
-                return [f"schema version {h5.attrs.get('schema_version')}, expected {SHARD_SCHEMA_VERSION}"]
-            problems = []
-            count = None
-            for name, (dtype, tail) in SHARD_SCHEMA.items():
-                if name not in h5 or not isinstance(h5[name], h5py.Dataset):
-                    problems.append(f"dataset {name} missing")
-                    continue
-                dataset = h5[name]
-                count = dataset.shape[0] if count is None and dataset.shape else count
-                kind = "object" if h5py.check_string_dtype(dataset.dtype) else str(dataset.dtype)
-                shape_ok = len(dataset.shape) == 1 + len(tail) and all(
-                    want is None or want == got for want, got in zip(tail, dataset.shape[1:], strict=True)
-                )
-                if kind != dtype or not shape_ok or dataset.shape[0] != count:
-                    problems.append(f"dataset {name} is {kind} {dataset.shape}")
-            return problems
+            return layout_problems(h5, size, classes)
     except OSError as exc:
         return [f"cannot be opened: {exc}"]
 

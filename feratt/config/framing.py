@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from feratt.codec import TRANSIENT, decode
+from feratt.config.limits import MAX_IMAGE_SIDE, MAX_MARGIN
 from feratt.errors import FerattError
 
 #: The face bank's defaults (BankOptions), what a render or checkpoint without the record falls back to.
@@ -34,12 +35,15 @@ class Framing:
     recorded: bool = field(default=True, metadata=TRANSIENT)
 
     def __post_init__(self) -> None:
-        sizes_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (self.bank_size, self.size))
-        if not sizes_ok or self.bank_size < 1 or self.size < 1:
-            raise FerattError(f"framing sizes must be positive integers, not {self.bank_size}, {self.size}")
+        sizes = (self.bank_size, self.size)
+        sizes_ok = all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIDE for v in sizes
+        )
+        if not sizes_ok:
+            raise FerattError(f"framing sizes must be whole numbers from 1 to {MAX_IMAGE_SIDE}, not {sizes}")
         margins = [self.bank_margin] + ([] if self.fit_mask is None else [self.fit_mask])
-        if not all(isinstance(m, int | float) and math.isfinite(m) and m >= 0 for m in margins):
-            raise FerattError(f"framing margins must be numbers >= 0, not {margins}")
+        if not all(isinstance(m, int | float) and math.isfinite(m) and 0 <= m <= MAX_MARGIN for m in margins):
+            raise FerattError(f"framing margins must be numbers from 0 to {MAX_MARGIN:g}, not {margins}")
 
     def describe(self) -> str:
         """One line: how faces are framed."""

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
+from feratt.config.limits import MAX_IMAGE_SIDE
 from feratt.errors import FerattError
 
 _T = TypeVar("_T")
@@ -124,9 +125,11 @@ class RenderConfig:
         _check(isinstance(self.geometry, GeometryConfig), self, "geometry must be a GeometryConfig")
         _check(isinstance(self.colour, ColourConfig), self, "colour must be a ColourConfig")
         _check(
-            not isinstance(self.size, bool) and int(self.size) == self.size and self.size >= 1,
+            not isinstance(self.size, bool)
+            and int(self.size) == self.size
+            and 1 <= self.size <= MAX_IMAGE_SIDE,
             self,
-            f"size must be a positive integer, not {self.size!r}",
+            f"size must be a whole number from 1 to {MAX_IMAGE_SIDE}, not {self.size!r}",
         )
         object.__setattr__(self, "size", int(self.size))
         object.__setattr__(self, "luminance", bool(self.luminance))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from feratt.codec import JSONValue
+from feratt.config.limits import MAX_IMAGE_SIDE
 from feratt.config.methods import METHODS
 from feratt.errors import FerattError
 
@@ -120,6 +121,8 @@ def _int_problem(name: str, value: Any) -> str | None:
         return f"must be at least {least}"
     if name == "in_size" and value % 32:
         return "must be a multiple of 32"
+    if name == "in_size" and value > MAX_IMAGE_SIDE:
+        return f"must be at most {MAX_IMAGE_SIDE}"
     return None
 
 

@@ -50,6 +50,7 @@ class BankRequest:
     jobs: int = -1
     min_side: int = 32
     preview: str | os.PathLike[str] | None = None
+    overwrite: bool = False  # replace an existing file at `out` (or `preview`) that is not this bank
 
     def __post_init__(self) -> None:
         if not 32 <= self.size <= 1024:
@@ -210,6 +211,53 @@ def write_faces(
     return tally.result(path, checksum)
 
 
+def _check_outputs(request: BankRequest, listing: FaceListing) -> None:
+    """Refuse a bank or preview path that is one of the inputs or lies in the source tree, and an existing
+    file there unless it is a bank of the same source and settings (rebuilt) or `overwrite` is given."""
+    source = Path(request.source) if request.source != DEMO_SOURCE else None
+    trees = [path for path in (source, request.masks_root) if path is not None and Path(path).is_dir()]
+    inputs = {Path(entry.source).resolve() for entry in listing.entries}
+    inputs |= {Path(entry.landmarks).resolve() for entry in listing.entries if entry.landmarks}
+    if source is not None and source.is_file():
+        inputs.add(source.resolve())
+    rebuilt = _same_bank(Path(request.out), bank_header(listing, request.bank_options()))
+    for name in ("out", "preview"):
+        path = getattr(request, name)
+        if path is None:
+            continue
+        resolved, shown = Path(path).resolve(), os.fspath(path)
+        if resolved in inputs:
+            raise FerattError(f"{shown} is one of the inputs: write the {name} elsewhere", field=name)
+        tree = next((Path(t) for t in trees if Path(t).resolve() in resolved.parents), None)
+        if tree is not None:
+            message = f"{shown} lies in the source tree {tree}: write the {name} elsewhere"
+            raise FerattError(message, field=name)
+        if Path(path).exists() and not rebuilt and not request.overwrite:
+            what = "face bank of another source or settings" if _is_bank(Path(path)) else "file"
+            raise FerattError(
+                f"{os.fspath(path)} exists already (a {what}); overwrite replaces it, or write elsewhere",
+                field="overwrite",
+            )
+
+
+def _is_bank(path: Path) -> bool:
+    try:
+        FaceBank.open(path, verify=False)
+    except FerattError:
+        return False
+    return True
+
+
+def _same_bank(path: Path, header: BankHeader) -> bool:
+    """Whether `path` holds a bank of the same source and settings as `header` (a rerun rebuilds it)."""
+    try:
+        theirs = FaceBank.open(path, verify=False).header
+    except FerattError:
+        return False
+    keep = ("feratt_version", "notes")
+    return replace(theirs, **{k: getattr(header, k) for k in keep}) == header
+
+
 def write_preview(bank: str | os.PathLike[str], sheet: str | os.PathLike[str]) -> None:
     """Write a contact sheet of `bank`, a row per class, as a PNG at `sheet`."""
     from feratt.datasets.preview import contact_sheet, encode_png
@@ -234,7 +282,9 @@ def build_bank(
         log(f"detected format: {listing.format}")
     log(f"{len(listing.entries)} faces listed in {safe_text(listing.root)} ({len(listing.classes)} classes)")
     out = Path(request.out)
+    _check_outputs(request, listing)
     with exclusive(out, what=f"face bank {out}"):
+        _check_outputs(request, listing)  # again, now that no other writer can change them
         removed = remove_temporaries(out)
         if removed:
             files = "file" if len(removed) == 1 else "files"
@@ -257,5 +307,5 @@ def ensure_demo_bank(path: Path, seed: int = 0, jobs: int = -1) -> Path:
         except FerattError:
             pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    build_bank(source=DEMO_SOURCE, out=path, seed=seed, jobs=jobs)
+    build_bank(source=DEMO_SOURCE, out=path, seed=seed, jobs=jobs, overwrite=True)  # a broken cache goes
     return path

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from feratt import __version__
+from feratt.artifacts.output import check_output, claim_output
 from feratt.artifacts.render import RenderSet
 from feratt.atomic import atomic_path
 from feratt.codec import TRANSIENT, encode
@@ -204,6 +205,7 @@ class EmbedRequest:
     render: str | os.PathLike[str] | RenderSet
     fold: int | None = None
     out: str | os.PathLike[str] | None = None  # default: the fold folder's embed/
+    overwrite: bool = False  # replace an earlier run's results, or write into a folder of other files
     max_points: int = 4000  # test points on the t-SNE map at most
     perplexity: float = 30.0
     seed: int = 0
@@ -237,8 +239,10 @@ def embed(
     check_render(trained, render)
     split = fold_split(trained, render)
     out = Path(out) if out is not None else trained.checkpoint.parent / "embed"
+    check_output(out, "embed", overwrite=request.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, what=f"the embed output folder {out}"):
+        claim_output(out, "embed", overwrite=request.overwrite)
         test = _outputs(trained, render, split.test, batch_size, workers, target, progress)
         train = _outputs(trained, render, split.train, batch_size, workers, target, progress)
         if test.embeddings is None or train.embeddings is None:

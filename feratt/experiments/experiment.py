@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from feratt import __version__
+from feratt.artifacts.output import check_output, claim_output
 from feratt.artifacts.render import RenderSet
 from feratt.artifacts.run import RunFolder
 from feratt.atomic import atomic_write_bytes
@@ -51,6 +52,7 @@ class ExperimentRequest:
     folds: str | int = "all"
     config: TrainConfig = field(default_factory=TrainConfig)
     eval_render: Path | None = None
+    overwrite: bool = False  # write into a folder that holds files feratt did not write
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "render", Path(self.render))
@@ -336,8 +338,10 @@ def run_experiment(
         progress = progress if place.main else None
 
         def claim() -> None:  # rank 0 locks and binds the folder for every rank
+            check_output(request.out, "experiment", overwrite=request.overwrite)
             request.out.mkdir(parents=True, exist_ok=True)
             held.enter_context(exclusive(request.out, what=f"the experiment folder {request.out}"))
+            claim_output(request.out, "experiment", overwrite=request.overwrite)
             bind_folder(request.out, settings)
 
         place.on_main(claim, target)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from feratt import __version__
+from feratt.artifacts.output import check_output, claim_output
 from feratt.artifacts.render import RenderSet
 from feratt.artifacts.run import MeanStd
 from feratt.atomic import atomic_write_bytes
@@ -462,6 +463,7 @@ class NoiseRequest:
     render: str | os.PathLike[str] | RenderSet
     sigmas: tuple[float, ...]  # noise sigmas as fractions of the full range; 0 is always scored
     out: str | os.PathLike[str] | None = None  # default: the first run's noise/ folder
+    overwrite: bool = False  # replace an earlier run's results, or write into a folder of other files
     real_test: str | os.PathLike[str] | None = None
     lab_l: bool = False  # noise on Lab lightness rather than on RGB
     fold: str = "all"
@@ -519,8 +521,10 @@ def noise_robustness(
     )
     # Every run's checkpoints are found first, so that a bad RUN fails before any evaluation.
     checkpoints = [fold_checkpoints(run, request.fold) for run in runs]
+    check_output(out, "noise", overwrite=request.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out, what=f"the noise output folder {out}"):
+        claim_output(out, "noise", overwrite=request.overwrite)
         methods: list[NoiseRun] = []
         figure: AttentionFigure | None = None
         for run, paths in zip(runs, checkpoints, strict=True):

@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from feratt.artifacts.render import RenderSet
-from feratt.codec import JSONObject, encode
+from feratt.codec import JSONObject, decode, encode
 from feratt.config.framing import Framing, from_checkpoint
+from feratt.config.limits import MAX_CLASSES, MAX_IMAGE_SIDE
 from feratt.errors import FerattError
 
 #: The `kind` an exported model's metadata names, and the metadata every one holds.
@@ -138,7 +139,30 @@ class OnnxClassifier:
         )
 
 
-def _onnx_metadata(path: Path, session: Any) -> JSONObject:
+@dataclass(frozen=True)
+class OnnxMetadata:
+    """What an exported model says of itself: checked before anything is sized from it."""
+
+    kind: str
+    method: str
+    classes: list[str]
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    framing: JSONObject
+    fold: int
+    epoch: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.classes) <= MAX_CLASSES:
+            raise FerattError(f"it names {len(self.classes)} classes; feratt reads 1 to {MAX_CLASSES}")
+        if not 1 <= self.input_size <= MAX_IMAGE_SIDE:
+            raise FerattError(f"its input size {self.input_size} is not 1 to {MAX_IMAGE_SIDE} pixels")
+        if not all(value > 0 for value in self.std):
+            raise FerattError(f"its std {list(self.std)} is not positive")
+
+
+def _onnx_metadata(path: Path, session: Any) -> OnnxMetadata:
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get("kind") != ONNX_KIND:
         raise FerattError(f"{path} is an ONNX model, but not one feratt exported (it has no feratt metadata)")
@@ -146,9 +170,10 @@ def _onnx_metadata(path: Path, session: Any) -> JSONObject:
     if missing:
         raise FerattError(f"{path} lacks the feratt metadata {', '.join(missing)}")
     try:
-        return {key: json.loads(meta[key]) if key != "kind" else meta[key] for key in ONNX_KEYS}
+        values = {key: json.loads(meta[key]) if key != "kind" else meta[key] for key in ONNX_KEYS}
     except ValueError as exc:
         raise FerattError(f"{path} holds unreadable feratt metadata: {exc}") from None
+    return decode(OnnxMetadata, values, f"{path} (its feratt metadata)")
 
 
 def open_onnx(path: str | os.PathLike[str], render: str | os.PathLike[str] | None = None) -> OnnxClassifier:
@@ -166,18 +191,17 @@ def open_onnx(path: str | os.PathLike[str], render: str | os.PathLike[str] | Non
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FerattError(f"{path} is not a loadable ONNX model ({reason})") from None
     meta = _onnx_metadata(path, session)
-    in_size = int(meta["input_size"])
     return OnnxClassifier(
         session=session,
         source=path,
-        method=str(meta["method"]),
-        classes=[str(name) for name in meta["classes"]],
-        in_size=in_size,
-        framing=_framing_of(meta["framing"], in_size, str(path), render),
-        mean=np.asarray(meta["mean"], np.float32).reshape(1, -1, 1, 1),
-        std=np.asarray(meta["std"], np.float32).reshape(1, -1, 1, 1),
-        fold=meta["fold"],
-        epoch=meta["epoch"],
+        method=meta.method,
+        classes=meta.classes,
+        in_size=meta.input_size,
+        framing=_framing_of(meta.framing, meta.input_size, str(path), render),
+        mean=np.asarray(meta.mean, np.float32).reshape(1, -1, 1, 1),
+        std=np.asarray(meta.std, np.float32).reshape(1, -1, 1, 1),
+        fold=meta.fold,
+        epoch=meta.epoch,
         has_attention=len(session.get_outputs()) > 1,
     )
 

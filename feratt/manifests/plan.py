@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from feratt.errors import FerattError
+from feratt.names import file_name
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,8 @@ class ShardTask:
 
     @property
     def relpath(self) -> str:
-        return f"shards/{self.subject}/shard-{self.index:05d}.h5"
+        """Where the shard lies in its render folder: the subject's name made a safe folder name."""
+        return f"shards/{file_name(self.subject)}/shard-{self.index:05d}.h5"
 
     @property
     def key(self) -> str:

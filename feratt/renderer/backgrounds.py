@@ -22,6 +22,7 @@ from feratt.codec import encode
 from feratt.datasets.imageio import read_image
 from feratt.errors import BadInputFile, FerattError
 from feratt.jsonfile import read_json
+from feratt.names import stays_inside
 
 FOLDER_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 EMBEDDED_SOURCE = "builtin:skimage"
@@ -234,6 +235,8 @@ def coco_backgrounds(
         if reason is None and min(width, height) < min_side:
             reason = f"smaller than {min_side} px"
         path = os.path.join(images_dir, image["file_name"])
+        if reason is None and not stays_inside(image["file_name"]):
+            reason = "file_name leads outside the images folder"
         if reason is None:
             reason = _file_problem(path)
         if reason is not None:

@@ -18,8 +18,6 @@ from feratt.artifacts.render import RenderSet
 from feratt.artifacts.render_records import BackgroundsRecord, PlanSettings, RenderRun, ShardRecord
 from feratt.artifacts.shard import (
     IMAGE_FIELDS,
-    SHARD_KIND,
-    SHARD_SCHEMA_VERSION,
     ChunkDeflater,
     ShardData,
     write_shard,
@@ -143,7 +141,7 @@ def render_shard(job: RenderJob, task: ShardTask) -> ShardRecord | None:
     The shard's own lock lets parts of one plan share a folder: whoever holds it writes the shard and
     may remove the shard's temporaries, left by a killed writer; the lock file goes once the shard is done.
     """
-    shard_path = Path(job.out) / task.relpath
+    shard_path = RenderSet(job.out).shard_path(task)
     shard_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with exclusive(shard_path) as lock:
@@ -161,8 +159,6 @@ def _render_and_write(job: RenderJob, task: ShardTask) -> ShardRecord:
     data, skipped = render_shard_data(job, task)
     subject = task.subject
     data.attrs = {
-        "kind": SHARD_KIND,
-        "schema_version": SHARD_SCHEMA_VERSION,
         "feratt_version": __version__,
         "subject": subject,
         "shard": task.index,
@@ -175,7 +171,7 @@ def _render_and_write(job: RenderJob, task: ShardTask) -> ShardRecord:
         "config_sha256": job.config_sha256,
     }
     out = Path(job.out)
-    shard_path = out / task.relpath
+    shard_path = RenderSet(out).shard_path(task)
     sha256 = write_shard(shard_path, data, job.compression, job.level)
     counts = np.bincount(data.labels, minlength=len(job.classes))
     record = ShardRecord(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from feratt.artifacts.bank import FaceBank
+from feratt.artifacts.output import MARKER, check_output, claim_output
 from feratt.artifacts.render import RenderSet
 from feratt.artifacts.render_records import PlanSettings, RenderTotals
 from feratt.artifacts.shard import COMPRESSIONS
@@ -266,11 +267,13 @@ def render(
     request = request_from(RenderRequest, request, fields)
     out = Path(request.render)
     created = not out.exists()
+    check_output(out, "render", overwrite=request.overwrite, field="render")
     _writable_folder(out)
     part = request.part is not None
     folder = RenderSet(out)
     with folder.lock(shared=part) as lock:
         try:
+            claim_output(out, "render", overwrite=request.overwrite, field="render")
             if not part:
                 folder.remove_stale_files()
             return _render_locked(request, folder, progress, log or no_log)
@@ -283,9 +286,10 @@ def render(
 
 
 def _remove_if_empty(out: Path, lock: Path) -> None:
-    """Remove the folder `out` if it holds nothing but its lock file."""
+    """Remove the folder `out` if it holds nothing but its lock file and marker."""
     with contextlib.suppress(OSError):
-        if [path.name for path in out.iterdir()] == [lock.name]:
+        if {path.name for path in out.iterdir()} <= {lock.name, MARKER}:
+            (out / MARKER).unlink(missing_ok=True)
             lock.unlink()
             out.rmdir()
 

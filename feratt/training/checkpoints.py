@@ -73,11 +73,20 @@ def restore_checkpoint(
     and torch's RNG; its epoch and best validation accuracy."""
     checkpoint = Checkpoint.load(path)
     checkpoint.check_matches(path, method, num_classes)
-    model.load_state_dict(checkpoint.model)
-    optimizer.load_state_dict(checkpoint.optimizer)
-    if precision is not None:
-        precision.load_state_dict(checkpoint.scaler)
-    torch.set_rng_state(checkpoint.rng["torch"])
+    if checkpoint.optimizer is None or not isinstance(checkpoint.rng, dict) or "torch" not in checkpoint.rng:
+        raise FerattError(f"{path} holds no optimizer or random state to resume from")
+    parts = (
+        ("model", lambda: model.load_state_dict(checkpoint.model)),
+        ("optimizer state", lambda: optimizer.load_state_dict(checkpoint.optimizer)),
+        ("gradient scaler state", lambda: precision and precision.load_state_dict(checkpoint.scaler)),
+        ("random state", lambda: torch.set_rng_state(checkpoint.rng["torch"])),
+    )
+    for what, restore in parts:
+        try:
+            restore()
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FerattError(f"{path} holds a {what} that does not fit this run ({reason})") from None
     return checkpoint.epoch, checkpoint.best_accuracy
 
 

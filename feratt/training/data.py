@@ -38,7 +38,7 @@ except ImportError:  # a bare GPU machine (bench/gpu_check.py): numpy's transpos
     cv2 = None
 
 from feratt.artifacts.render_records import ShardRef
-from feratt.artifacts.shard import file_sha256, open_shard
+from feratt.artifacts.shard import file_sha256, layout_problems, open_shard
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 
@@ -110,6 +110,13 @@ class _PieceReader:
                 raise FerattError(
                     f"shard {ref.path} holds {length} samples, its manifest {ref.samples}: "
                     "the render folder changed after the manifests were written"
+                )
+            # Shapes and labels are checked before anything is sized from them (its checksum may match).
+            problems = layout_problems(self.file, ref.size, ref.classes, ref.samples)
+            if problems:
+                raise FerattError(
+                    f"shard {ref.path} does not follow the shard schema ({'; '.join(problems[:3])}); "
+                    "feratt inspect --verify lists every problem"
                 )
         except BaseException:
             self.file.close()

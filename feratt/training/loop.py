@@ -226,6 +226,12 @@ def _resume(
     epoch, best_accuracy = restore_checkpoint(
         fold_dir.last, model, optimizer, config.method, num_classes, precision
     )
+    pretrain = pretrain_epochs(config)
+    if not -pretrain <= epoch < config.epochs or not -1.0 <= best_accuracy <= 1.0:
+        raise FerattError(
+            f"{fold_dir.last} says it holds epoch {epoch} (best accuracy {best_accuracy}); this run's "
+            f"epochs are {-pretrain} to {config.epochs - 1}: it is not this run's checkpoint"
+        )
     metrics.truncate_after(epoch)
     log(f"fold {fold}: resumed after {_epoch_name(epoch, pretrain_epochs(config))}")
     return epoch + 1, best_accuracy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from feratt.progress import Log, Progress
 from feratt.requests import request_from
 from feratt.training.accelerator import amp_dtype
 from feratt.training.device import distributed_job, pick_device
-from feratt.training.folds import render_folds, resolve_folds, split_fold
+from feratt.training.folds import FoldSplit, render_folds, resolve_folds, split_fold
 from feratt.training.loop import train_fold
 
 __all__ = ["TrainRequest", "TrainResult", "train"]
@@ -69,6 +70,32 @@ def aggregate(folds: list[FoldResult]) -> dict[str, dict[str, MeanStd]]:
     return result
 
 
+def check_fits(config: TrainConfig, split: FoldSplit, samples: Mapping[str, int], world_size: int) -> None:
+    """Refuse a batch or an epoch larger than what a rank of the fold's training subjects holds."""
+    training = sum(samples[subject] for subject in split.train) // world_size
+    per_rank = f" per process ({world_size})" if world_size > 1 else ""
+    for name, value in (("batch_size", config.batch_size), ("samples_per_epoch", config.samples_per_epoch)):
+        if value is not None and value > training:
+            raise FerattError(
+                f"--{name.replace('_', '-')} {value} is more than the {training} training samples{per_rank} "
+                f"of fold {split.fold}; use {training} or fewer",
+                field=name,
+            )
+
+
+def _with_other_finished_folds(
+    results: list[FoldResult], run: RunFolder, test_folds: list[list[str]], config: TrainConfig
+) -> list[FoldResult]:
+    """`results` and the figures of the run's other folds that finished all epochs, in fold order."""
+    done = {result.fold: result for result in results}
+    for fold in range(len(test_folds)):
+        folder = run.fold(fold)
+        if fold not in done and folder.finished(config.epochs):
+            split = split_fold(test_folds, fold, config.val_subjects, config.seed)
+            done[fold] = folder.summary(fold, split.test, split.validation)
+    return [done[fold] for fold in sorted(done)]
+
+
 def _set_determinism(config: TrainConfig, device: torch.device) -> None:
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -111,9 +138,14 @@ def train(
         target = place.device_for(target)
         amp_dtype(config.amp, target)  # an AMP mode the device lacks fails before anything is written
         render = RenderSet.open(request.render)
+        held.enter_context(render.reading())
         classes = list(render.classes)
         test_folds = render_folds(render, config.fold_size, config.seed)
         chosen = resolve_folds(folds, len(test_folds))
+        # Everything a fold needs is checked before the run folder is written, so a refusal leaves nothing.
+        splits = [split_fold(test_folds, fold, config.val_subjects, config.seed) for fold in chosen]
+        for split in splits:
+            check_fits(config, split, render.subjects, place.world_size)
         _set_determinism(config, target)
         payload = FoldsRecord.of(test_folds, config.seed, config.fold_size)
 
@@ -124,11 +156,9 @@ def train(
 
         place.on_main(claim, target)
         options = {"resume": resume, "device": target, "place": place, "progress": progress, "log": log}
-        results = []
-        for fold in chosen:
-            split = split_fold(test_folds, fold, config.val_subjects, config.seed)
-            results.append(train_fold(render, run_dir, split, classes, config, **options))
+        results = [train_fold(render, run_dir, split, classes, config, **options) for split in splits]
         place.barrier()
+        results = _with_other_finished_folds(results, RunFolder(run_dir), test_folds, config)
         result = TrainResult(
             method=config.method,
             classes=classes,
