@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from feratt import __version__
+from feratt.cli_errors import (
+    FerattCommand,
+    InternalError,
+    UserError,
+    interrupted,
+    one_line_usage_errors,
+    os_error_line,
+    user_error,
+)
 from feratt.cli_options import (
     device_option,
     echo_main,
@@ -28,59 +37,30 @@ if TYPE_CHECKING:
 FACE_FORMATS = ("auto", "ckplus", "ckplus-folders", "bu3dfe", "jaffe", "folders", "csv")
 
 
-class UserError(click.ClickException):
-    """A user error: printed as one 'Error:' line, exit status 2."""
-
-    exit_code = 2
-
-
-#: Library fields whose command-line option is not simply `--field-name`.
-FIELD_OPTIONS: dict[str, str] = {"masks_root": "--masks"}
-
-
-def option_for(field: str, command: click.Command | None = None) -> str:
-    """The command-line option (or argument) of `command` that sets library field `field`."""
-    for param in command.params if command is not None else ():
-        if param.name == field:
-            if isinstance(param, click.Option):
-                return next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
-            return param.human_readable_name
-    return FIELD_OPTIONS.get(field, "--" + field.replace("_", "-"))
-
-
-def user_error(exc: FerattError, command: click.Command | None = None) -> UserError:
-    """The one-line CLI error for a library error, naming the option when the error names a field."""
-    message = str(exc)
-    if exc.field is not None:
-        message = f"{option_for(exc.field, command)}: {message}"
-    return UserError(message)
-
-
-class InternalError(click.ClickException):
-    """A bug or an unforeseen failure: one 'Error:' line, exit status 1 (a traceback with --debug)."""
-
-    exit_code = 1
-
-
-def os_error_line(exc: OSError) -> str:
-    """One line for an operating-system error, naming the file it concerns."""
-    reason = exc.strerror or str(exc)
-    return f"{exc.filename}: {reason}" if exc.filename else reason
-
-
 class FerattGroup(click.Group):
     """The command group: the one place where errors become exit codes and one 'Error:' line.
 
-    0 success; 2 a user error, bad input or a failing file system; 1 an internal error, with its
-    traceback only under `feratt --debug` or FERATT_DEBUG=1.
+    0 success; 2 a user error, bad input, a usage error or a failing file system; 1 an internal error,
+    with its traceback only under `feratt --debug` or FERATT_DEBUG=1; 130 Ctrl-C (see feratt.cli_errors).
     """
+
+    command_class = FerattCommand
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with one_line_usage_errors():
+                return super().invoke(ctx)
         except FerattError as exc:
             command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
             raise user_error(exc, command) from None
+        except KeyboardInterrupt:
+            raise interrupted(None, {}) from None
         except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
             raise
         except OSError as exc:
@@ -91,7 +71,8 @@ class FerattGroup(click.Group):
             if ctx.params.get("debug"):
                 raise
             raise InternalError(
-                f"internal error: {type(exc).__name__}: {exc} (feratt --debug shows the traceback)"
+                f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+                "(feratt --debug shows the traceback)"
             ) from None
 
 
@@ -162,7 +143,7 @@ def main(debug: bool) -> None:
     "--demo-per-class", type=click.IntRange(1), default=2, help="builtin:demo: faces per subject and class."
 )
 @click.option("--min-side", type=click.IntRange(1), default=32, help="Skip images with a side under this.")
-@click.option("--jobs", "-j", type=int, default=-1, help="Parallel workers (-1: all cores).")
+@click.option("--jobs", "-j", type=int, default=-1, help="Parallel workers (-1: all cores, -2: all but one).")
 @click.option("--preview", type=click.Path(dir_okay=False), help="Write a contact sheet PNG here.")
 def faces_command(source: str, fmt: str, no_neutral: bool, **options) -> None:
     """Read a face data set (or builtin:demo), mask and crop every face, and write a face bank."""
@@ -255,7 +236,7 @@ def _part(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple
     help="Samples that share one decoded background photo (each with its own crop).",
 )
 @click.option("--seed", type=int, default=0)
-@click.option("--jobs", "-j", type=int, default=-1, help="Parallel workers (-1: all).")
+@click.option("--jobs", "-j", type=int, default=-1, help="Parallel workers (-1: all cores, -2: all but one).")
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky")
 @click.option("--scheduler", help="Dask scheduler address, with --backend dask.")
 @click.option("--part", callback=_part, help="Render only part I of K of the plan (I/K), for job arrays.")

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from feratt.cli_errors import FerattCommand
 from feratt.cli_options import device_option, progress_bar
 
 fold_option = click.option("--fold", type=click.IntRange(0), help="Fold, when the run folder holds several.")
@@ -32,7 +33,7 @@ def warnings_as_lines() -> Iterator[None]:
                     click.echo(f"warning: {warning.message}", err=True)
 
 
-@click.command("predict")
+@click.command("predict", cls=FerattCommand)
 @click.argument("checkpoint", metavar="CHECKPOINT", type=click.Path(exists=True))
 @click.argument("images", metavar="INPUT...", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
@@ -144,7 +145,7 @@ def _print_table(result: Any) -> None:
             click.echo(f"  face #{track.track} ({span}): {label} ({mean:.3f} mean)")
 
 
-@click.command("export")
+@click.command("export", cls=FerattCommand)
 @click.argument("checkpoint", metavar="CHECKPOINT", type=click.Path(exists=True))
 @click.argument("out", metavar="OUT.onnx", type=click.Path(dir_okay=False))
 @fold_option

@@ -27,10 +27,13 @@ class Locked(FerattError):
 
 
 def lock_path_for(target: str | os.PathLike[str]) -> Path:
-    """The lock file of `target`: `.feratt.lock` inside a folder, `.NAME.lock` beside a file."""
+    """The lock file of `target`: `.feratt.lock` inside a folder, `.NAME.lock` beside a file (beside the
+    file a symbolic link points to, which is what a write through the link replaces)."""
     target = Path(target)
     if target.is_dir():
         return target / ".feratt.lock"
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     return target.with_name(f".{target.name}.lock")
 
 

@@ -273,7 +273,11 @@ def test_build_bank_takes_a_request_and_field_overrides(small_demo_bank, tmp_pat
         ({"size": 16}, "size", "the face size must be 32 to 1024 pixels, got 16"),
         ({"margin": -0.1}, "margin", "the margin must be 0 to 2, got -0.1"),
         ({"forehead": 1.5}, "forehead", "the forehead raise must be 0 to 1, got 1.5"),
-        ({"jobs": 0}, "jobs", "the number of parallel workers must not be 0 (-1: all cores)"),
+        (
+            {"jobs": 0},
+            "jobs",
+            "the number of parallel workers must not be 0 (1 or more; -1: all cores, -2: all but one, ...)",
+        ),
         ({"demo_subjects": 0}, "demo_subjects", "the demo set needs at least one subject"),
         ({"demo_per_class": 0}, "demo_per_class", "the demo set needs at least one face per class"),
         ({"masks_root": "no-masks"}, "masks_root", "masks folder no-masks does not exist"),

@@ -229,7 +229,7 @@ def test_bad_inputs(runs, tmp_path):
             device="cpu",
         )
     assert error.value.field == "image_index"
-    with pytest.raises(FerattError, match="a noise sigma must be a finite number") as error:
+    with pytest.raises(FerattError, match="a noise sigma must be a number from 0 to 100") as error:
         noise_robustness(
             runs=[runs["baseline"]], render=runs["render"], sigmas=[0.1, -0.2], out=out, device="cpu"
         )

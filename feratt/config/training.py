@@ -14,6 +14,7 @@ from feratt.codec import JSONValue
 from feratt.config.limits import MAX_IMAGE_SIDE
 from feratt.config.methods import METHODS
 from feratt.errors import FerattError
+from feratt.requests import MAX_SEED
 
 #: Training options that may differ between the runs of one run folder, a resumed run included: they
 #: change how a run goes (loader workers, checks, logs, how often it tests, kernels), not what it learns.
@@ -84,6 +85,7 @@ _LEAST_INT = {
     "pretrain_attention": 0,
     "samples_per_epoch": 1,
     "test_every": 1,
+    "seed": 0,
 }
 #: The range of each number option: least, most (None: unbounded), and whether the least is excluded.
 _NUMBER_RANGES: dict[str, tuple[float, float | None, bool]] = {
@@ -229,6 +231,8 @@ class TrainConfig:
             problem = _problem(field.name, field.type.split(" | ")[0], value)
             if problem is not None:
                 raise FerattError(f"training option {field.name}: {value!r} {problem}", field=field.name)
+        if isinstance(self.seed, int) and self.seed > MAX_SEED:
+            raise FerattError(f"training option seed: {self.seed} must be at most {MAX_SEED}", field="seed")
         method = METHODS.get(self.method)  # an unknown method is refused where it is looked up
         if method is not None and self.in_size is not None and self.in_size % method.input_multiple:
             reason = f" ({method.input_reason})" if method.input_reason else ""

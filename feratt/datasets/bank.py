@@ -19,7 +19,7 @@ from feratt.datasets.sources import list_faces
 from feratt.errors import FerattError
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
-from feratt.requests import request_from
+from feratt.requests import check_fields, check_jobs, check_seed, request_from
 
 __all__ = ["BankRequest", "BankResult", "build_bank", "ensure_demo_bank"]
 
@@ -53,6 +53,7 @@ class BankRequest:
     overwrite: bool = False  # replace an existing file at `out` (or `preview`) that is not this bank
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 32 <= self.size <= 1024:
             raise FerattError(f"the face size must be 32 to 1024 pixels, got {self.size}", field="size")
         if not 0 <= self.margin <= 2:
@@ -63,8 +64,8 @@ class BankRequest:
             raise FerattError(
                 f"the minimum image side must be at least 1 pixel, got {self.min_side}", field="min_side"
             )
-        if self.jobs == 0:
-            raise FerattError("the number of parallel workers must not be 0 (-1: all cores)", field="jobs")
+        check_jobs(self.jobs)
+        check_seed(self.seed)
 
     def reader_options(self) -> ReaderOptions:
         """The options the data set readers take."""

@@ -18,6 +18,7 @@ from feratt.datasets.imageio import IMAGE_EXTENSIONS, read_image, read_landmarks
 from feratt.datasets.records import FaceEntry, FaceListing, FaceRecord
 from feratt.errors import BadInputFile
 from feratt.progress import Progress, no_progress
+from feratt.workers import ignore_interrupts
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def build_faces(
     total = len(listing.entries)
     report(0, total)
     tasks = (delayed(build_face)(entry, listing.classes, options) for entry in listing.entries)
-    results = Parallel(n_jobs=jobs, return_as="generator", batch_size=4)(tasks)
+    results = Parallel(n_jobs=jobs, return_as="generator", batch_size=4, initializer=ignore_interrupts)(tasks)
     try:
         for done, result in enumerate(results, 1):
             report(done, total)

@@ -29,7 +29,7 @@ from feratt.experiments.figures import new_figure, save_png
 from feratt.jsonfile import write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
-from feratt.requests import request_from
+from feratt.requests import check_fields, check_seed, request_from
 from feratt.training.checkpoints import TrainedModel, load_trained
 from feratt.training.device import pick_device
 from feratt.training.metrics import knn_accuracy
@@ -214,7 +214,9 @@ class EmbedRequest:
     device: str | torch.device = "auto"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         _check_settings(self.max_points, self.perplexity)
+        check_seed(self.seed)
 
 
 def embed(

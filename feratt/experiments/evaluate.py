@@ -18,7 +18,7 @@ from feratt.codec import OMIT_NONE, TRANSIENT, encode
 from feratt.errors import FerattError
 from feratt.jsonfile import write_json
 from feratt.progress import Log, Progress, no_log
-from feratt.requests import request_from
+from feratt.requests import check_fields, request_from
 from feratt.training.checkpoints import TrainedModel, load_trained
 from feratt.training.data import (
     Batch,
@@ -324,6 +324,7 @@ class EvaluateRequest:
     device: str | torch.device = "auto"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.which not in ("best", "last"):
             raise FerattError(f"which checkpoint: 'best' or 'last', not {self.which!r}", field="which")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from feratt.experiments.tables import SplitTable, Table, summarise, table_csv, t
 from feratt.jsonfile import read_json, write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
-from feratt.requests import request_from
+from feratt.requests import check_fields, request_from
 from feratt.training.checkpoints import find_checkpoint, load_trained
 from feratt.training.device import SINGLE_PROCESS, Distributed, distributed_job, pick_device
 from feratt.training.folds import render_folds, resolve_folds
@@ -55,11 +56,8 @@ class ExperimentRequest:
     overwrite: bool = False  # write into a folder that holds files feratt did not write
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "render", Path(self.render))
-        object.__setattr__(self, "out", Path(self.out))
+        check_fields(self)  # paths become Paths
         object.__setattr__(self, "methods", tuple(dict.fromkeys(self.methods)))
-        if self.eval_render is not None:
-            object.__setattr__(self, "eval_render", Path(self.eval_render))
         if not self.methods:
             raise FerattError("name at least one method", field="methods")
         unknown = [method for method in self.methods if method not in METHODS]
@@ -312,6 +310,19 @@ def _write_split(
     return SplitTable(table=table, tests=tests, markdown=markdown)
 
 
+@contextlib.contextmanager
+def _kept_on_write_error(out: Path) -> Iterator[None]:
+    """A failed read or write (a full disk, say) as one line: the file, the reason, and what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        reason = " ".join((exc.strerror or str(exc)).split())
+        raise FerattError(
+            f"{exc.filename or out}: {reason}; the finished folds and evaluations in {out} are kept: "
+            "rerun the same command to continue"
+        ) from None
+
+
 def run_experiment(
     request: ExperimentRequest | None = None,
     /,
@@ -332,7 +343,7 @@ def run_experiment(
     target = pick_device(device)
     folds = _experiment_folds(request, config)
     settings = _settings(request, folds, config)
-    with distributed_job(target) as place, contextlib.ExitStack() as held:
+    with _kept_on_write_error(request.out), distributed_job(target) as place, contextlib.ExitStack() as held:
         target = place.device_for(target)
         log = (log or no_log) if place.main else no_log
         progress = progress if place.main else None

@@ -36,7 +36,7 @@ from feratt.experiments.figures import new_figure, save_png
 from feratt.jsonfile import write_json
 from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log
-from feratt.requests import request_from
+from feratt.requests import check_fields, check_seed, request_from
 from feratt.training.checkpoints import TrainedModel, find_checkpoint, load_trained
 from feratt.training.data import Batch, normalise_batch, prepare_inputs
 from feratt.training.device import pick_device
@@ -49,6 +49,10 @@ NOISE_KIND = "feratt-noise"
 NOISE_SCHEMA_VERSION = 1
 
 
+#: The largest noise sigma: past about 1 every pixel is clipped to 0 or 1 already; far larger ones overflow.
+MAX_SIGMA = 100.0
+
+
 def parse_sigmas(text: str) -> list[float]:
     """The noise levels of a comma-separated list, sorted, without repeats, with 0 (the clean reference)."""
     values = []
@@ -59,8 +63,8 @@ def parse_sigmas(text: str) -> list[float]:
             value = float(part)
         except ValueError:
             raise ValueError(f"{part!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"a noise sigma must be a finite number, 0 or more, not {part}")
+        if not math.isfinite(value) or not 0 <= value <= MAX_SIGMA:
+            raise ValueError(f"a noise sigma must be a number from 0 to {MAX_SIGMA:g}, not {part}")
         values.append(value)
     if not values:
         raise ValueError("give at least one sigma, such as 0.01,0.05,0.1")
@@ -474,19 +478,20 @@ class NoiseRequest:
     device: str | torch.device = "auto"
 
     def __post_init__(self) -> None:
-        runs = (self.runs,) if isinstance(self.runs, str | os.PathLike) else tuple(self.runs)
-        object.__setattr__(self, "runs", runs)
-        object.__setattr__(self, "sigmas", tuple(self.sigmas))
-        if not runs:
+        if isinstance(self.runs, str | os.PathLike):  # one run
+            object.__setattr__(self, "runs", (self.runs,))
+        check_fields(self)
+        check_seed(self.seed)
+        if not self.runs:
             raise FerattError("give at least one run", field="runs")
         if self.image_index < 0:
             raise FerattError(
                 f"the image index must be 0 or more, not {self.image_index}", field="image_index"
             )
         for sigma in self.sigmas:
-            if not math.isfinite(sigma) or sigma < 0:
+            if not 0 <= sigma <= MAX_SIGMA:
                 raise FerattError(
-                    f"a noise sigma must be a finite number, 0 or more, not {sigma}", field="sigmas"
+                    f"a noise sigma must be a number from 0 to {MAX_SIGMA:g}, not {sigma}", field="sigmas"
                 )
 
 

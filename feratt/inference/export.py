@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from feratt import __version__
-from feratt.atomic import atomic_path
+from feratt.atomic import atomic_path, remove_temporaries
 from feratt.codec import JSONValue, encode
 from feratt.config.framing import Framing
 from feratt.errors import FerattError
 from feratt.inference.backends import ONNX_KIND, open_checkpoint
+from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log, no_progress
-from feratt.requests import request_from
+from feratt.requests import check_fields, request_from
 
 OPSET = 18
 
@@ -116,6 +117,9 @@ class ExportRequest:
     render: str | os.PathLike[str] | None = None  # frame faces as this render did (an old checkpoint)
     overwrite: bool = False  # replace an existing file
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 def export_onnx(
     request: ExportRequest | None = None,
@@ -128,13 +132,21 @@ def export_onnx(
     """Write the model of a checkpoint (run folder, fold folder or .pt file) as ONNX; the fields are
     ExportRequest's."""
     request = request_from(ExportRequest, request, fields)
-    checkpoint, fold, render, overwrite = request.checkpoint, request.fold, request.render, request.overwrite
-    report, say = progress or no_progress, log or no_log
     out = Path(request.out)
     if out.suffix.lower() != ".onnx":
         raise FerattError(f"the exported model's name must end in .onnx, not {out.name}", field="out")
-    if out.exists() and not overwrite:
-        raise FerattError(f"{out} exists already; overwrite replaces it", field="overwrite")
+    if not out.parent.is_dir():
+        raise FerattError(f"cannot write {out}: folder {out.parent} does not exist", field="out")
+    with exclusive(out, what=f"the exported model {out}"):
+        if out.exists() and not request.overwrite:
+            raise FerattError(f"{out} exists already; overwrite replaces it", field="overwrite")
+        remove_temporaries(out)
+        return _export(request, out, progress or no_progress, log or no_log)
+
+
+def _export(request: ExportRequest, out: Path, report: Progress, say: Log) -> ExportResult:
+    """`export_onnx`, once the lock of `out` is held."""
+    checkpoint, fold, render = request.checkpoint, request.fold, request.render
     try:
         import onnx
     except ImportError:

@@ -106,5 +106,5 @@ def write_png(target: Path, image: np.ndarray) -> Path:
         with atomic_path(target) as tmp:
             tmp.write_bytes(encode_png(image))
     except OSError as exc:
-        raise FerattError(f"cannot write {target}: {exc}") from None
+        raise FerattError(f"cannot write {target}: {exc.strerror or exc}") from None
     return target

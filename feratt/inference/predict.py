@@ -7,6 +7,7 @@ No torch is imported for an ONNX model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from feratt.atomic import remove_temporaries
 from feratt.codec import TRANSIENT
 from feratt.config.framing import Framing
 from feratt.datasets.detect import DetectorSettings
@@ -31,8 +33,9 @@ from feratt.inference.inputs import (
     write_png,
 )
 from feratt.inference.video import VideoResult, classify_video
+from feratt.locks import exclusive
 from feratt.progress import Log, Progress, no_log, no_progress
-from feratt.requests import request_from
+from feratt.requests import check_fields, request_from
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +56,7 @@ class PredictRequest:
     overwrite: bool = False  # replace annotated files already in `annotate`
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "images", tuple(self.images))
+        check_fields(self)  # images become a tuple
         if self.every < 1:
             raise FerattError(f"every must be at least 1, not {self.every}", field="every")
         if self.smooth < 1:
@@ -98,19 +101,26 @@ class PredictionResult:
     annotated: list[Path] = field(default_factory=list, metadata=TRANSIENT)
 
 
-def _targets(request: PredictRequest, paths: list[Path]) -> dict[Path, Path]:
-    """Where each input's annotated copy goes; a FerattError for one that exists, unless overwriting."""
+def _targets(
+    request: PredictRequest, paths: list[Path], held: contextlib.ExitStack, log: Log
+) -> dict[Path, Path]:
+    """Where each input's annotated copy goes, its folder locked for the run; a FerattError for one that
+    exists, unless overwriting. Temporary files a killed run left there go."""
     if request.annotate is None:
         return {}
-    folder = Path(request.annotate)
+    folder = make_folder(request.annotate)
+    held.enter_context(exclusive(folder, what=f"the annotate folder {folder}"))
     targets = {}
     for path, stem in zip(paths, unique_stems(paths), strict=True):
         targets[path] = folder / (f"{stem}.mp4" if is_video_file(path) else f"{stem}.png")
     existing = [t for t in targets.values() if t.exists()] if not request.overwrite else []
     if existing:
         raise FerattError(f"{existing[0]} exists already; overwrite replaces it", field="overwrite")
-    if targets:
-        make_folder(folder)
+    written = [*targets.values(), *(t.with_suffix(".jsonl") for t in targets.values() if t.suffix == ".mp4")]
+    removed = [gone for target in written for gone in remove_temporaries(target)]
+    if removed:
+        files = "file" if len(removed) == 1 else "files"
+        log(f"removed {len(removed)} temporary {files} an interrupted run left in {folder}")
     return targets
 
 
@@ -163,15 +173,16 @@ def predict(
         framing=model.framing if request.detect else None,
         detector=detector.name if detector is not None else None,
     )
-    targets = _targets(request, paths)
-    attention = make_folder(request.save_attention) if request.save_attention is not None else None
+    with contextlib.ExitStack() as held:
+        targets = _targets(request, paths, held, log)
+        attention = make_folder(request.save_attention) if request.save_attention is not None else None
+        for done, (path, stem) in enumerate(zip(paths, unique_stems(paths), strict=True), 1):
+            if is_video_file(path):
+                _video(request, model, path, targets, result, progress, log)
+                continue
+            _image(model, path, stem, detector, (targets.get(path), attention), result)
+            progress(done, len(paths))
     images = [path for path in paths if not is_video_file(path)]
-    for done, (path, stem) in enumerate(zip(paths, unique_stems(paths), strict=True), 1):
-        if is_video_file(path):
-            _video(request, model, path, targets, result, progress, log)
-            continue
-        _image(model, path, stem, detector, (targets.get(path), attention), result)
-        progress(done, len(paths))
     if images and len(result.no_face) == len(images) and not result.videos:
         raise FerattError(
             f"no face found in {_count(len(images), 'image')}; --no-detect takes face crops whole"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +23,12 @@ from feratt.inference.annotate import draw_faces
 from feratt.inference.backends import Classifier
 from feratt.inference.classify import classify_faces, face_label, label_of
 from feratt.progress import Progress, no_progress
+
+# FFmpeg's own log lines ("moov atom not found") would reach stderr raw; OpenCV reads this before it first
+# opens a video. Each failure is reported as one line instead; set it (to 32, say) to see them.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+#: Free bytes under which a video that could not be written whole is put down to a full disk.
+_NEARLY_FULL = 1 << 20
 
 
 class IouTracker:
@@ -221,12 +229,12 @@ def classify_video(
     one JSON line per classified frame.
     """
     progress = progress or no_progress
-    capture, fps, count = open_video(path)
     records: list[FrameRecord] = []
     read = 0
     state = (detector, IouTracker(), Smoother(smooth))
     drawn = _Drawn()
-    with contextlib.ExitStack() as stack:
+    with quiet_opencv(), _unwritten_named(annotate), contextlib.ExitStack() as stack:
+        capture, fps, count = open_video(path)
         stack.callback(capture.release)
         writer = None
         for index, image in enumerate(frames(capture)):
@@ -234,33 +242,96 @@ def classify_video(
                 records.append(_frame_record(model, image, index, fps, state, drawn))
             if annotate is not None:
                 if writer is None:
-                    writer = _open_writer(stack, annotate[0], fps, image.shape[1::-1])
-                picture = draw_faces(image, drawn.boxes, drawn.labels, drawn.classes)
-                writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                    writer = AnnotatedVideo(stack, annotate[0], fps, image.shape[1::-1])
+                writer.write(draw_faces(image, drawn.boxes, drawn.labels, drawn.classes))
             read = index + 1
             progress(read, count or None)
         if read == 0:
             raise FerattError(f"{path}: not a readable video (no frame could be decoded)")
         if writer is not None:
-            writer.release()
+            writer.finish()
+            # Both files take their names together, once both are whole.
+            _write_lines(stack, annotate[1], records)
     notes = []
     if count and read < count:
         notes.append(f"{path}: frame {read} of {count} could not be read; the video was read up to there")
-    written = [] if annotate is None else [annotate[0], _write_lines(annotate[1], records)]
+    written = [] if annotate is None else [annotate[0], annotate[1]]
     tracks = track_summaries(records)
     return VideoResult(path, read, len(records), fps, every, smooth, tracks, written, notes, records)
 
 
-def _open_writer(stack: contextlib.ExitStack, target: Path, fps: float, size: tuple[int, int]) -> Any:
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """OpenCV's warnings ("Failed to write frame", once a frame) kept off stderr for the block."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(min(level, logging.LOG_LEVEL_ERROR))
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
+
+
+@contextlib.contextmanager
+def _unwritten_named(annotate: tuple[Path, Path] | None) -> Iterator[None]:
+    """An OSError while writing the annotated video or its JSON lines as one FerattError, saying that
+    neither was written."""
+    try:
+        yield
+    except OSError as exc:
+        if annotate is None:
+            raise
+        where = exc.filename or annotate[0]
+        raise FerattError(f"{where}: {exc.strerror or exc}; {_neither(annotate[0])}") from None
+
+
+def _neither(target: Path) -> str:
+    return f"neither {target.name} nor {target.with_suffix('.jsonl').name} was written"
+
+
+class AnnotatedVideo:
     """An mp4 writer into a temporary file that replaces `target` once the stack closes without error."""
+
+    def __init__(self, stack: contextlib.ExitStack, target: Path, fps: float, size: tuple[int, int]) -> None:
+        self.target = target
+        self.tmp = stack.enter_context(atomic_path(target))
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        stack.callback(self.writer.release)  # on an error too, before the temporary file goes
+        if not self.writer.isOpened():
+            raise FerattError(f"cannot write the video {target}: OpenCV has no mp4 encoder here")
+        self.frames = 0
+
+    def write(self, picture: np.ndarray) -> None:
+        """Add an RGB frame."""
+        self.writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def finish(self) -> None:
+        """Close the file; a FerattError unless it reads back with every frame (OpenCV's writer reports
+        no error of its own: a full disk shows only here)."""
+        self.writer.release()
+        capture = cv2.VideoCapture(str(self.tmp))
+        try:
+            whole = capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == self.frames
+        finally:
+            capture.release()
+        if not whole:
+            raise FerattError(f"{self.target}: {_why_unwritten(self.tmp.parent)}; {_neither(self.target)}")
+
+
+def _why_unwritten(folder: Path) -> str:
+    """Why OpenCV could not write a whole video into `folder`, as far as can be told afterwards."""
+    try:
+        full = shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        full = False
+    return "No space left on device" if full else "OpenCV could not write the video whole"
+
+
+def _write_lines(stack: contextlib.ExitStack, target: Path, records: list[FrameRecord]) -> None:
+    """The JSON lines of `records` into a temporary file that replaces `target` once the stack closes."""
     tmp = stack.enter_context(atomic_path(target))
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise FerattError(f"cannot write the video {target}: OpenCV has no mp4 encoder here")
-    return writer
-
-
-def _write_lines(target: Path, records: list[FrameRecord]) -> Path:
-    with atomic_path(target) as tmp:
-        tmp.write_text("".join(json.dumps(encode(record)) + "\n" for record in records))
-    return target
+    tmp.write_text("".join(json.dumps(encode(record)) + "\n" for record in records))

@@ -38,6 +38,7 @@ from feratt.renderer.backgrounds import (
 )
 from feratt.renderer.params import PARAM_FIELDS, params_to_vector
 from feratt.renderer.sample import render_sample, sample_params
+from feratt.workers import ignore_interrupts
 
 _SHARD_STREAM = 0x5A4D  # separates the shard-level random stream from the per-sample ones
 
@@ -226,7 +227,7 @@ def run_tasks(
         context = parallel_config(backend="dask")
     else:
         client = None
-        context = parallel_config(backend=backend, n_jobs=jobs)
+        context = parallel_config(backend=backend, n_jobs=jobs, initializer=ignore_interrupts)
     total = sum(len(task) for task in tasks)
     done = 0
     try:

@@ -35,7 +35,7 @@ from feratt.progress import Log, Progress, no_log
 from feratt.renderer import backgrounds
 from feratt.renderer.backgrounds import BackgroundSet
 from feratt.renderer.engine import build_run, render_tasks
-from feratt.requests import request_from
+from feratt.requests import check_fields, check_jobs, check_seed, request_from
 
 __all__ = [
     "BackgroundSource",
@@ -70,14 +70,16 @@ class BackgroundSource:
     min_side: int = 0  # drop photos whose shorter side is smaller, in pixels
 
     def __post_init__(self) -> None:
+        for name in ("exclude_categories", "include_categories"):  # one category may come as a string
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, (value,))
+        check_fields(self)
         coco = (self.coco_annotations, self.coco_images)
         missing = "coco_images" if coco[0] else "coco_annotations"
         _require(all(coco) or not any(coco), "COCO annotations and COCO images go together", missing)
         both = all(coco) and bool(self.folder)
         _require(not both, "give COCO backgrounds or a folder of backgrounds, not both", "backgrounds")
-        for name in ("exclude_categories", "include_categories"):
-            value = getattr(self, name)
-            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         _require(self.min_side >= 0, f"the minimum side must be 0 or more, not {self.min_side}", "min_side")
 
     def load(self) -> BackgroundSet:
@@ -118,16 +120,11 @@ class RenderRequest:
     crops_per_background: int = 16  # samples that share one decoded background photo
 
     def __post_init__(self) -> None:
-        if isinstance(self.backgrounds, str | os.PathLike):
+        if isinstance(self.backgrounds, str | os.PathLike):  # a folder of photos
             object.__setattr__(self, "backgrounds", BackgroundSource(folder=self.backgrounds))
-        if self.part is not None:
-            try:
-                part, parts = (int(value) for value in self.part)
-            except (TypeError, ValueError):
-                raise FerattError(
-                    f"part takes (i, k), such as (2, 8); got {self.part!r}", field="part"
-                ) from None
-            object.__setattr__(self, "part", (part, parts))
+        check_fields(self)
+        check_jobs(self.jobs)
+        check_seed(self.seed)
         for holds, message, name in self._rules():
             _require(holds, message, name)
 
@@ -136,7 +133,6 @@ class RenderRequest:
         part, parts = self.part or (1, 1)
         level = self.compression_level
         return [
-            (isinstance(self.config, RenderConfig), "config must be a RenderConfig", "config"),
             (
                 self.per_face is None or self.total is None,
                 "give samples per face or a total, not both",
@@ -278,6 +274,8 @@ def render(
                 folder.remove_stale_files()
             return _render_locked(request, folder, progress, log or no_log)
         except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) and not part:
+                folder.remove_stale_files()  # what workers stopped in mid-shard left
             if created:
                 _remove_if_empty(out, lock)
             if isinstance(exc, OSError):
@@ -297,9 +295,12 @@ def _remove_if_empty(out: Path, lock: Path) -> None:
 def _write_error(exc: OSError, out: Path) -> FerattError:
     """One line for a failed read or write during a render: the file, the reason, and what was kept."""
     kept = len(list(out.glob("shards/*/shard-*.json")))
-    message = f"{exc.filename or out}: {exc.strerror or exc}"
+    reason = " ".join((exc.strerror or str(exc)).split())  # HDF5's reports run over several lines
+    message = f"{exc.filename or out}: {reason}"
     if kept:
         message += f"; the {kept} complete shards in {out} are kept: rerun the same command to resume"
+    else:
+        message += f"; {out} holds no complete shard yet: rerun the same command to render them"
     return FerattError(message)
 
 

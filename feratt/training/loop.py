@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from feratt.artifacts.checkpoint import Checkpoint
 from feratt.artifacts.render import RenderSet
 from feratt.artifacts.run import (
     FoldFolder,
@@ -475,16 +476,36 @@ def train_fold(
     return fold_dir.summary(split.fold, split.test, split.validation)
 
 
+def _best_epoch(fold: FoldFolder) -> int | None:
+    """The epoch of the fold's best.pt, or None when there is none that can be read."""
+    if not fold.best.is_file():
+        return None
+    try:
+        return Checkpoint.load(fold.best).epoch
+    except (FerattError, OSError):  # a failing run's report: an unreadable best.pt counts as none
+        return None
+
+
 def _with_what_is_kept(exc: OSError, fold: FoldFolder, saved: int, pretrain: int = 0) -> OSError:
-    """`exc`, its message extended by what the fold folder holds after it."""
+    """`exc`, its message extended by what the fold folder holds after it: last.pt of epoch `saved`, and
+    best.pt, which the epoch that failed may have written before last.pt."""
     fold_dir = fold.path
-    if saved >= 0:
+    best = _best_epoch(fold)
+    if saved >= 0 and best is not None and best > saved:
+        kept = (
+            f"{fold_dir} keeps last.pt of epoch {saved} and best.pt of epoch {best}, "
+            f"and resume continues after epoch {saved}"
+        )
+    elif saved >= 0:
         kept = f"{fold_dir} keeps its checkpoints of epoch {saved}, and resume continues from there"
     elif saved >= -pretrain:
         kept = (
             f"{fold_dir} keeps its checkpoint of attention pre-training epoch {saved + pretrain}, "
             "and resume continues from there"
         )
+    elif best is not None:
+        kept = f"{fold_dir} keeps best.pt of epoch {best} but no last.pt, so resume starts the fold again"
     else:
         kept = f"{fold_dir} holds no checkpoint of this run"
-    return OSError(exc.errno, f"{exc.strerror or exc}; {kept}", exc.filename)
+    reason = " ".join((exc.strerror or str(exc)).split())
+    return OSError(exc.errno, f"{reason}; {kept}", exc.filename)

@@ -19,7 +19,7 @@ from feratt.config.methods import get_method
 from feratt.config.training import TrainConfig
 from feratt.errors import FerattError
 from feratt.progress import Log, Progress
-from feratt.requests import request_from
+from feratt.requests import check_fields, request_from
 from feratt.training.accelerator import amp_dtype
 from feratt.training.device import distributed_job, pick_device
 from feratt.training.folds import FoldSplit, render_folds, resolve_folds, split_fold
@@ -41,8 +41,7 @@ class TrainRequest:
     device: str | torch.device = "auto"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.config, TrainConfig):
-            raise FerattError("config must be a TrainConfig", field="config")
+        check_fields(self)
         if self.resume and self.overwrite:
             raise FerattError(
                 "resume continues a run and overwrite starts it again: choose one", field="overwrite"
