@@ -21,6 +21,7 @@ from feratt.cli_options import (
     device_option,
     echo_main,
     method_option,
+    overwrite_option,
     parse_range,
     progress_bar,
     run_folder_options,
@@ -145,6 +146,7 @@ def main(debug: bool) -> None:
 @click.option("--min-side", type=click.IntRange(1), default=32, help="Skip images with a side under this.")
 @click.option("--jobs", "-j", type=int, default=-1, help="Parallel workers (-1: all cores, -2: all but one).")
 @click.option("--preview", type=click.Path(dir_okay=False), help="Write a contact sheet PNG here.")
+@overwrite_option("an existing file at --out or --preview that is not a bank of these settings")
 def faces_command(source: str, fmt: str, no_neutral: bool, **options) -> None:
     """Read a face data set (or builtin:demo), mask and crop every face, and write a face bank."""
     from feratt.datasets.bank import BankRequest, build_bank
@@ -240,7 +242,7 @@ def _part(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky")
 @click.option("--scheduler", help="Dask scheduler address, with --backend dask.")
 @click.option("--part", callback=_part, help="Render only part I of K of the plan (I/K), for job arrays.")
-@click.option("--overwrite", is_flag=True, help="Replace a render of another configuration in --out.")
+@overwrite_option("a render of another configuration in --out, or files feratt did not write there")
 def render_command(bank: str, render: str, **options) -> None:
     """Composite the faces of BANK onto background photos into sharded HDF5 (default: the demo set)."""
     from feratt.renderer.render import render as render_samples
@@ -385,6 +387,7 @@ def train_command(
     type=click.Path(file_okay=False),
     help="Test on this render of the same bank instead (e.g. one made with --geometry eval).",
 )
+@overwrite_option("what --out holds that feratt's experiments did not write")
 @training_options
 @device_option
 @click.pass_context
@@ -397,6 +400,7 @@ def experiment_command(
     eval_shards: str | None,
     config_file: str | None,
     device: str,
+    overwrite: bool,
     **options,
 ) -> None:
     """Train and evaluate each method on each fold of SHARDS; tables, significance tests and report.md."""
@@ -415,6 +419,7 @@ def experiment_command(
             config=config,
             eval_render=Path(eval_shards) if eval_shards else None,
             device=device,
+            overwrite=overwrite,
             progress=progress,
             log=click.echo,
         )
@@ -504,6 +509,7 @@ def _sigmas(ctx: click.Context, param: click.Parameter, value: str) -> list[floa
     help="Figure 7: this sample of the test split.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed, shared by every method.")
+@overwrite_option("an earlier noise run's results in --out, or files feratt did not write there")
 @scoring_options
 def noise_command(**options) -> None:
     """Accuracy of each RUN (one method each) under Gaussian noise: figures 7-9, noise.json and noise.csv."""
@@ -533,6 +539,7 @@ def noise_command(**options) -> None:
 )
 @click.option("--perplexity", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@overwrite_option("an earlier embedding in --out, or files feratt did not write there")
 @scoring_options
 def embed_command(**options) -> None:
     """Embed a FERAtt fold's samples: k-NN accuracy on z, embeddings.npz and the t-SNE of figure 6."""

@@ -36,6 +36,12 @@ def echo_main(message: str = "") -> None:
 
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 
+
+def overwrite_option(replaces: str) -> Decorator:
+    """The `--overwrite` flag of a command whose output may hold earlier files: what it `replaces`."""
+    return click.option("--overwrite", is_flag=True, help=f"Replace {replaces}.")
+
+
 #: Batch size, loader workers and device of the commands that score a trained model.
 scoring_options = compose(
     click.option("--batch-size", type=click.IntRange(1), default=100, show_default=True),
@@ -267,7 +273,7 @@ run_folder_options = compose(
     click.option(
         "--overwrite",
         is_flag=True,
-        help="Replace the files of the folds being trained (another configuration's too); nothing else.",
+        help="Train the folds again with the run's own settings, replacing their files; nothing else.",
     ),
 )
 

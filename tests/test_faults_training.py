@@ -182,21 +182,126 @@ def test_overwrite_replaces_the_trained_folds_files_and_nothing_else(render, two
     (run_dir / "fold-0" / "notes.txt").write_text("mine")
     (tmp_path / "runs" / "beside.txt").write_text("also mine")
     before, outside = hashes(run_dir), hashes(tmp_path / "runs")
-    result = run(*train_args(render, run_dir, "--lr", 0.5, "--overwrite"))
+    inodes = {name: (run_dir / name).stat().st_ino for name in before}
+    result = run(*train_args(render, run_dir, "--overwrite"))
     assert result.exit_code == 0, result.output
     after = hashes(run_dir)
-    kept = [k for k in before if k.startswith("fold-1/") or k == "fold-0/notes.txt" or k == "folds.json"]
-    assert kept and all(after[k] == before[k] for k in kept)
-    for name in ("fold-0/best.pt", "fold-0/last.pt", "fold-0/metrics.jsonl", "config.json"):
-        assert after[name] != before[name], name
-    assert json.loads((run_dir / "config.json").read_text())["lr"] == 0.5
-    assert torch.load(run_dir / "fold-0" / "last.pt", weights_only=True)["config"]["lr"] == 0.5
+    kept = [
+        k for k in before if k.startswith("fold-1/") or k in ("fold-0/notes.txt", "folds.json", "config.json")
+    ]
+    assert kept and all(after[k] == before[k] and (run_dir / k).stat().st_ino == inodes[k] for k in kept)
+    for name in ("fold-0/best.pt", "fold-0/last.pt", "fold-0/metrics.jsonl"):
+        assert (run_dir / name).stat().st_ino != inodes[name], f"{name} was not written again"
     assert hashes(tmp_path / "runs")["beside.txt"] == outside["beside.txt"]
 
 
-def test_a_second_writer_of_a_fold_is_refused_while_other_folds_train(render, tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--lr", 0.5), "--lr: {run} was trained with other settings (lr 0.0001 there, 0.5 here)"),
+        (
+            ("--method", "feratt-cls"),
+            "--method: {run} was trained with other settings (method 'baseline' there",
+        ),
+    ],
+)
+def test_overwrite_never_changes_the_runs_settings(render, two_folds, flags, message):
+    before = hashes(two_folds)
+    result = run(*train_args(render, two_folds, "--fold", 1, "--overwrite", *flags))
+    assert_user_error(result, message.format(run=two_folds))
+    assert "overwrite trains its folds again with the run's own settings" in error_lines(result)[0]
+    assert hashes(two_folds) == before
+
+
+def test_the_summary_covers_every_finished_fold(two_folds):
+    summary = json.loads((two_folds / "summary.json").read_text())
+    assert [fold["fold"] for fold in summary["folds"]] == [0, 1]
+
+
+def test_refused_settings_leave_nothing_and_the_corrected_rerun_goes(render, tmp_path):
     run_dir = tmp_path / "run"
-    (run_dir / "fold-0").mkdir(parents=True)
+    refused = run(*train_args(render, run_dir, "--val-subjects", 10))
+    assert_user_error(refused, "--val-subjects: fold 0 has 2 training subjects, too few to hold 10 out")
+    assert not run_dir.exists()
+    for flag, value, what in (
+        ("--batch-size", 10**9, "a batch of 1000000000"),
+        ("--samples-per-epoch", 10**12, "an epoch of 1000000000000 samples"),
+    ):
+        too_many = run(*train_args(render, run_dir, flag, value))
+        assert_user_error(too_many, f"{flag}: {what} is more than the 14 training samples of fold 0")
+        assert not run_dir.exists()
+    assert run(*train_args(render, run_dir)).exit_code == 0
+
+
+def tampered_last(trained: Path, run_dir: Path, change) -> Path:
+    shutil.copytree(trained, run_dir)
+    last = run_dir / "fold-0" / "last.pt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    change(state)
+    torch.save(state, last)
+    return last
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update(epoch=-5), "says it holds epoch -5 (best accuracy"),
+        (lambda s: s.update(epoch=10**9), "says it holds epoch 1000000000 (best accuracy"),
+        (lambda s: s.update(best_accuracy=7.0), "(best accuracy 7.0); this run's epochs are 0 to 1"),
+        (lambda s: s.update(optimizer={"state": {}, "param_groups": "no"}), "optimizer"),
+        (lambda s: s.update(rng={"torch": torch.zeros(3)}), "random"),
+    ],
+    ids=["epoch -5", "epoch 1e9", "accuracy 7", "optimizer", "rng"],
+)
+def test_resume_refuses_a_tampered_last_pt_in_one_line(render, trained, tmp_path, change, message):
+    last = tampered_last(trained, tmp_path / "run", change)
+    before = hashes(tmp_path)
+    result = run(*train_args(render, tmp_path / "run", "--epochs", 2, "--resume"))
+    assert_user_error(result, message)
+    assert str(last) in error_lines(result)[0]
+    assert len(error_lines(result)) == 1
+    # The run folder records the extension to 2 epochs; its checkpoints stay as they were.
+    assert {k: v for k, v in hashes(tmp_path).items() if k.endswith(".pt")} == {
+        k: v for k, v in before.items() if k.endswith(".pt")
+    }
+
+
+def test_render_overwrite_is_refused_while_a_training_reads_the_render(render, tmp_path):
+    from feratt.artifacts.render import RenderSet
+
+    copy = tmp_path / "render"
+    shutil.copytree(render, copy)
+    reader = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import sys, time; from feratt.artifacts.render import RenderSet\n"
+            "with RenderSet(sys.argv[1]).reading():\n    print('reading', flush=True); time.sleep(120)",
+            str(copy),
+        ],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout.readline().strip() == "reading"
+        before = hashes(copy)
+        result = run(
+            "render", render.parent / "bank.h5", "--out", copy, "--per-face", 1, "--size", 32, "-j", 1,
+            "--backgrounds", render.parent / "backgrounds", "--overwrite",
+        )  # fmt: skip
+        assert_user_error(result, f"the render folder {copy} is being read by another feratt process")
+        assert f"pid {reader.pid}" in error_lines(result)[0]
+        assert hashes(copy) == before
+        with RenderSet(copy).reading():  # readers share the folder
+            pass
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_a_second_writer_of_a_fold_is_refused_while_other_folds_train(render, tmp_path):
+    from feratt.artifacts.output import claim_output
+
+    run_dir = claim_output(tmp_path / "run", "run", overwrite=False)  # as the holder claimed it
+    (run_dir / "fold-0").mkdir()
     holder = subprocess.Popen(
         [
             sys.executable, "-c",

@@ -150,6 +150,43 @@ def test_an_onnx_model_not_from_feratt_is_one_line(tmp_path):
     )
 
 
+#: Metadata a spoofed model may carry, and the line each is refused with (issue 21, item 9).
+SPOOFED_METADATA = {
+    "input size 6000": ({"input_size": "6000"}, "its input size 6000 is not 1 to 1024 pixels"),
+    "100000 classes": ({"classes": json.dumps([f"c{i}" for i in range(100000)])}, "names 100000 classes"),
+    "classes not a list": ({"classes": '"happy"'}, "classes"),
+    "not JSON": ({"framing": "{not json"}, "unreadable feratt metadata: framing"),
+    "a framing of 10^6 px": (
+        {
+            "framing": json.dumps(
+                {"bank_size": 10**6, "bank_margin": 0.2, "size": 64, "fit_mask": None, "grey": False}
+            )
+        },
+        "framing sizes must be whole numbers from 1 to 1024",
+    ),
+    "a negative std": ({"std": "[0.2, -1, 0.2]"}, "is not positive"),
+}
+
+
+@pytest.mark.parametrize("spoof", list(SPOOFED_METADATA))
+def test_spoofed_onnx_metadata_is_one_line_before_anything_is_sized(exported, tmp_path, spoof):
+    import onnx
+
+    changes, message = SPOOFED_METADATA[spoof]
+    model = onnx.load(str(exported["baseline"][1].path))
+    for entry in model.metadata_props:
+        if entry.key in changes:
+            entry.value = changes[entry.key]
+    spoofed = tmp_path / "spoofed.onnx"
+    onnx.save(model, str(spoofed))
+    photo = write_rgb(tmp_path / "face.png", np.full((64, 64, 3), 128, np.uint8))
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    result = run("predict", spoofed, photo, "--no-detect")
+    assert_user_error(result, str(spoofed))
+    assert message in result.output.strip().splitlines()[-1]
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
 @pytest.mark.slow
 def test_an_old_checkpoint_exports_with_the_default_framing_and_a_warning(tmp_path):
     old = untrained_checkpoint(tmp_path / "old.pt", "baseline", framing=None)

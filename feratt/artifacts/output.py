@@ -76,7 +76,7 @@ def check_output(path: str | os.PathLike[str], kind: str, *, overwrite: bool, fi
         return
     if marked is not None:
         raise FerattError(
-            f"{folder} is a feratt {marked} folder, not a {kind} folder: write the {kind} elsewhere",
+            f"{folder} is a feratt {marked} folder, not {_an(kind)} folder: write the {kind} elsewhere",
             field=field,
         )
     foreign = foreign_entries(folder)
@@ -87,6 +87,10 @@ def check_output(path: str | os.PathLike[str], kind: str, *, overwrite: bool, fi
             "folder, or overwrite to write into it (only feratt's own files there are replaced)",
             field="overwrite",
         )
+
+
+def _an(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def claim_output(path: str | os.PathLike[str], kind: str, *, overwrite: bool, field: str = "out") -> Path:

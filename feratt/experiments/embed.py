@@ -243,7 +243,7 @@ def embed(
     out = Path(out) if out is not None else trained.checkpoint.parent / "embed"
     check_output(out, "embed", overwrite=request.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out, what=f"the embed output folder {out}"):
+    with exclusive(out, what=f"the embed output folder {out}"), render.reading():
         claim_output(out, "embed", overwrite=request.overwrite)
         test = _outputs(trained, render, split.test, batch_size, workers, target, progress)
         train = _outputs(trained, render, split.train, batch_size, workers, target, progress)

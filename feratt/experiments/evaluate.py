@@ -345,15 +345,17 @@ def evaluate(
     request = request_from(EvaluateRequest, request, fields)
     target = pick_device(request.device)
     trained = load_trained(request.run, fold=request.fold, which=request.which, device=target)
-    result = evaluate_model(
-        trained,
-        RenderSet.open(request.render),
-        real_test=request.real_test,
-        batch_size=request.batch_size,
-        workers=request.workers,
-        device=target,
-        progress=progress,
-    )
+    render = RenderSet.open(request.render)
+    with render.reading():
+        result = evaluate_model(
+            trained,
+            render,
+            real_test=request.real_test,
+            batch_size=request.batch_size,
+            workers=request.workers,
+            device=target,
+            progress=progress,
+        )
     for note in result.notes:
         (log or no_log)(f"note: {note}")
     default = trained.checkpoint.parent / f"evaluation-{trained.checkpoint.stem}.json"

@@ -354,6 +354,7 @@ def run_experiment(
             held.enter_context(exclusive(request.out, what=f"the experiment folder {request.out}"))
             claim_output(request.out, "experiment", overwrite=request.overwrite)
             bind_folder(request.out, settings)
+            held.enter_context(RenderSet.open(request.render).reading())
 
         place.on_main(claim, target)
         evaluations: dict[str, list[EvaluationResult]] = {}

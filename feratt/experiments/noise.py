@@ -528,7 +528,7 @@ def noise_robustness(
     checkpoints = [fold_checkpoints(run, request.fold) for run in runs]
     check_output(out, "noise", overwrite=request.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out, what=f"the noise output folder {out}"):
+    with exclusive(out, what=f"the noise output folder {out}"), render.reading():
         claim_output(out, "noise", overwrite=request.overwrite)
         methods: list[NoiseRun] = []
         figure: AttentionFigure | None = None

@@ -169,10 +169,12 @@ def _onnx_metadata(path: Path, session: Any) -> OnnxMetadata:
     missing = [key for key in ONNX_KEYS if key not in meta]
     if missing:
         raise FerattError(f"{path} lacks the feratt metadata {', '.join(missing)}")
-    try:
-        values = {key: json.loads(meta[key]) if key != "kind" else meta[key] for key in ONNX_KEYS}
-    except ValueError as exc:
-        raise FerattError(f"{path} holds unreadable feratt metadata: {exc}") from None
+    values: dict[str, object] = {"kind": meta["kind"]}
+    for key in ONNX_KEYS[1:]:
+        try:
+            values[key] = json.loads(meta[key])
+        except ValueError as exc:
+            raise FerattError(f"{path} holds unreadable feratt metadata: {key}: {exc}") from None
     return decode(OnnxMetadata, values, f"{path} (its feratt metadata)")
 
 

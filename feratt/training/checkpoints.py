@@ -156,8 +156,10 @@ def load_trained(
     model = build_model(config, checkpoint.num_classes)
     try:
         model.load_state_dict(checkpoint.model)
-    except RuntimeError as exc:
-        raise FerattError(f"{path} does not fit its own configuration: {exc}") from None
+    except RuntimeError as exc:  # torch lists each mismatch on a line of its own
+        problems = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        shown = "; ".join(problems[:2]) + (f"; and {len(problems) - 2} more" if len(problems) > 2 else "")
+        raise FerattError(f"{path} does not fit its own configuration: {shown or exc}") from None
     model.to(pick_device(device)).eval()
     return TrainedModel(
         model=model,

@@ -73,11 +73,15 @@ def check_fits(config: TrainConfig, split: FoldSplit, samples: Mapping[str, int]
     """Refuse a batch or an epoch larger than what a rank of the fold's training subjects holds."""
     training = sum(samples[subject] for subject in split.train) // world_size
     per_rank = f" per process ({world_size})" if world_size > 1 else ""
-    for name, value in (("batch_size", config.batch_size), ("samples_per_epoch", config.samples_per_epoch)):
+    asked = (
+        ("batch_size", config.batch_size, f"a batch of {config.batch_size}"),
+        ("samples_per_epoch", config.samples_per_epoch, f"an epoch of {config.samples_per_epoch} samples"),
+    )
+    for name, value, what in asked:
         if value is not None and value > training:
             raise FerattError(
-                f"--{name.replace('_', '-')} {value} is more than the {training} training samples{per_rank} "
-                f"of fold {split.fold}; use {training} or fewer",
+                f"{what} is more than the {training} training samples{per_rank} of fold {split.fold}; "
+                f"use {training} or fewer",
                 field=name,
             )
 
