@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,11 +74,25 @@ def _take(handle, shared: bool, role: str = "") -> bool:
         handle.flush()
         # Downgrade to shared; not atomic, so an exclusive taker may slip in between and win.
         return not shared or fcntl is None or _try_lock(handle, shared=True)
-    if not shared or fcntl is None or not _try_lock(handle, shared=True):
+    if not shared or fcntl is None or not _shared_soon(handle):
         return False
     handle.seek(0, os.SEEK_END)
     handle.write(me)
     handle.flush()
+    return True
+
+
+#: How long a shared taker waits out another shared taker's moment of exclusive hold (its first line).
+_SHARED_WAIT = 1.0
+
+
+def _shared_soon(handle) -> bool:
+    """Take the lock shared, waiting out another shared taker that holds it exclusively for a moment."""
+    deadline = time.monotonic() + _SHARED_WAIT
+    while not _try_lock(handle, shared=True):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
     return True
 
 

@@ -107,7 +107,7 @@ def test_config_round_trips_through_json():
         ({"geometry": {"flip_p": 2}}, "GeometryConfig: flip_p must be a probability, not 2.0"),
         ({"colour": {"gamma": [0, 1]}}, "ColourConfig: gamma must be > 0"),
         ({"colour": {"blur_p": -0.1}}, "ColourConfig: blur_p must be a probability, not -0.1"),
-        ({"size": 0}, "RenderConfig: size must be a positive integer, not 0"),
+        ({"size": 0}, "RenderConfig: size must be a whole number from 1 to 1024, not 0"),
         ({"fit_mask": -0.1}, "RenderConfig: fit_mask must be >= 0, not -0.1"),
         ({"unknown": 1}, "the document has unknown field(s) unknown"),
         ({"size": 1.5}, "size must be a whole number"),

@@ -114,9 +114,9 @@ def test_every_refusal_names_the_option_given(render, finished, tmp_path):
     base = ("train", render, "--out", run_dir, "--device", "cpu", "--workers", 0)
     fewer = run(*base, "--resume", "--epochs", 1)
     assert_user_error(fewer, f"--epochs: {run_dir} trains for 2 epochs; resume continues up to that number")
-    other = run(*base, "--resume", "--epochs", 4, "--batch-size", 16)
+    other = run(*base, "--resume", "--epochs", 4, "--batch-size", 4)
     assert_user_error(other, "--batch-size: ")
-    assert "batch_size 8 there, 16 here" in other.output
+    assert "batch_size 8 there, 4 here" in other.output
     plain = run(
         *base, "--epochs", 4, "--fold-size", 2, "--val-subjects", 1
     )  # neither --resume nor --overwrite

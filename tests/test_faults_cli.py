@@ -695,7 +695,10 @@ def test_out_through_a_symbolic_link_writes_the_file_it_points_to(tmp_path, dang
     link = tmp_path / "link.h5"
     link.symlink_to(target)
     args = ["faces", "builtin:demo", "--out", link, "--demo-subjects", 1, "--demo-per-class", 1, "--size", 64]
-    result = run(*args, "--jobs", 1)
+    if not dangling:  # a file that is not a bank of these settings: replaced only when told to
+        assert_user_error(run(*args, "--jobs", 1), f"--overwrite: {link} exists already (a file)")
+        assert target.read_bytes() == b"an older bank"
+    result = run(*args, "--jobs", 1, "--overwrite")
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and link.resolve() == target and len(FaceBank.open(target)) == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.h5", "store"]

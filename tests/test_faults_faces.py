@@ -294,7 +294,7 @@ def test_a_full_disk_stops_the_bank_at_the_first_error(tmp_path, monkeypatch, ex
         build_bank(source="builtin:demo", out=out, demo_subjects=1, demo_per_class=1, size=64, jobs=1)
         before = _sha(out)
     files = _fill_disk_after(monkeypatch, budget=200_000)
-    result = run("faces", "builtin:demo", "--out", out, "--demo-subjects", 4, "--jobs", 1)
+    result = run("faces", "builtin:demo", "--out", out, "--demo-subjects", 4, "--jobs", 1, "--overwrite")
     kept = "the face bank already there is unchanged" if existing else "no face bank was written"
     assert_user_error(result, f"Error: {out}: No space left on device; {kept}")
     assert result.output.count("Error") == 1 and "Traceback" not in result.output
@@ -356,7 +356,9 @@ def test_a_full_tmpfs_ends_in_one_line_not_a_crash(small_tmpfs):
     )
     before = _sha(out)
     for subjects in ("1", "3"):  # 7 faces of 160 px nearly fit, 21 do not
-        done = subprocess.run([*faces, "--demo-subjects", subjects], capture_output=True, text=True)
+        done = subprocess.run(
+            [*faces, "--demo-subjects", subjects, "--overwrite"], capture_output=True, text=True
+        )
         assert done.returncode == 2, (done.returncode, done.stderr)  # 139 was a segfault
         assert (
             done.stderr

@@ -14,6 +14,7 @@ import pytest
 from cli_helpers import assert_user_error, hashes, render_tiny, run, write_backgrounds, write_demo_bank
 from lock_helpers import held_by_child
 
+from feratt.artifacts.output import MARKER, claim_output
 from feratt.errors import FerattError
 from feratt.experiments.noise import noise_robustness
 from feratt.jsonfile import read_json
@@ -90,7 +91,7 @@ def test_a_part_is_refused_while_a_full_render_holds_the_folder(inputs, tmp_path
 
 
 def test_a_part_leaves_a_shard_that_another_writer_holds(inputs, reference, tmp_path):
-    out = tmp_path / "out"
+    out = claim_output(tmp_path / "out", "render", overwrite=False)  # as the holder claimed it
     held = out / "shards" / "D01" / "shard-00000.h5"
     held.parent.mkdir(parents=True)
     stale = held.with_name(".shard-00000.h5.x1.tmp.h5")
@@ -155,7 +156,7 @@ def test_a_rerun_removes_what_a_killed_render_left(inputs, reference, tmp_path):
     result = run(*render_args(inputs, out))
     assert result.exit_code == 0, result.output
     assert [path for path in stale if path.exists()] == []
-    assert [p for p in out.rglob("*") if p.name.startswith(".")] == [out / ".feratt.lock"]
+    assert sorted(p for p in out.rglob("*") if p.name.startswith(".")) == [out / MARKER, out / ".feratt.lock"]
     assert hashes(out) == hashes(reference)
 
 

@@ -167,7 +167,9 @@ def test_noise_writes_json_csv_and_figures(runs, noise_out, tmp_path):
     robustness(runs, again, real_test=runs["bank"])
     assert (again / "noise.json").read_bytes() == (noise_out / "noise.json").read_bytes()
     assert (again / "noise.csv").read_bytes() == (noise_out / "noise.csv").read_bytes()
-    result = run(*noise_args(runs, again, "--real-test", runs["bank"]))
+    refused = run(*noise_args(runs, again, "--real-test", runs["bank"]))
+    assert_user_error(refused, f"--overwrite: {again} holds the results of an earlier noise run (noise.json)")
+    result = run(*noise_args(runs, again, "--real-test", runs["bank"], "--overwrite"))
     assert result.exit_code == 0, result.output
     assert result.output.endswith(
         "".join(

@@ -16,6 +16,7 @@ import pytest
 from cli_helpers import assert_user_error, run, write_backgrounds, write_demo_bank
 from fixture_trees import make_coco_tree
 
+from feratt.artifacts.output import MARKER
 from feratt.config.rendering import GeometryConfig, RenderConfig, preset_config
 from feratt.errors import FerattError
 from feratt.jsonfile import read_json
@@ -110,9 +111,9 @@ def test_render_layout_manifests_and_index(inputs, reference):
             # The attention target is black wherever the mask is off.
             assert (faces[masks == 0] == 0).all()
             assert set(np.unique(masks)) <= {0, 255} and (masks > 0).any()
-    # Nothing hidden but the folder's lock file: no temporaries, no shard locks.
+    # Nothing hidden but the folder's marker and lock file: no temporaries, no shard locks.
     hidden = [p for p in reference.rglob("*") if p.name.startswith(".")]
-    assert hidden == [reference / ".feratt.lock"]
+    assert sorted(hidden) == [reference / MARKER, reference / ".feratt.lock"]
 
 
 def test_result_reports_the_plan_and_the_index_totals(inputs, tmp_path):
@@ -250,7 +251,7 @@ def test_killed_render_resumes_to_the_same_output(inputs, tmp_path):
     assert_same_render(whole, out)
     samples = np.concatenate([v["sample_index"] for v in shard_contents(out).values()])
     assert sorted(samples.tolist()) == list(range(420))
-    assert [p for p in out.rglob("*") if p.name.startswith(".")] == [out / ".feratt.lock"]
+    assert sorted(p for p in out.rglob("*") if p.name.startswith(".")) == [out / MARKER, out / ".feratt.lock"]
 
 
 def test_inspect_describes_verifies_and_draws(reference, tmp_path):

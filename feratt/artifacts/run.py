@@ -437,6 +437,20 @@ class RunFolder:
                 yield
             return
 
+    def check(
+        self, config: TrainConfig, folds: FoldsRecord, chosen: list[int], *, resume: bool, overwrite: bool
+    ) -> None:
+        """Refuse, writing nothing, what `claim` refuses: another configuration, or a chosen fold trained
+        already that neither `resume` nor `overwrite` says what to do with."""
+        if resume and overwrite:
+            raise FerattError(
+                "resume continues a run and overwrite starts it again: choose one", field="overwrite"
+            )
+        check_output(self.path, "run", overwrite=overwrite, field="run")
+        if self.path.is_dir():  # a first look (claim looks again under the locks)
+            self._check_config(config, folds, chosen, resume=resume, overwrite=overwrite)
+            self._check_folds(chosen, config.epochs, resume, overwrite)
+
     @contextlib.contextmanager
     def claim(
         self,
@@ -454,14 +468,7 @@ class RunFolder:
         says what to do. `resume` with more epochs than the run's extends it: config.json then holds the
         new number and a record of the extension.
         """
-        if resume and overwrite:
-            raise FerattError(
-                "resume continues a run and overwrite starts it again: choose one", field="overwrite"
-            )
-        check_output(self.path, "run", overwrite=overwrite, field="run")
-        if self.path.is_dir():  # a first look, before writing anything (the files are replaced atomically)
-            self._check_config(config, folds, chosen, resume=resume, overwrite=overwrite)
-            self._check_folds(chosen, config.epochs, resume, overwrite)
+        self.check(config, folds, chosen, resume=resume, overwrite=overwrite)
         claim_output(self.path, "run", overwrite=overwrite, field="run")
         with contextlib.ExitStack() as stack:
             for index in chosen:

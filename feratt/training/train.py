@@ -69,10 +69,10 @@ def aggregate(folds: list[FoldResult]) -> dict[str, dict[str, MeanStd]]:
     return result
 
 
-def check_fits(config: TrainConfig, split: FoldSplit, samples: Mapping[str, int], world_size: int) -> None:
-    """Refuse a batch or an epoch larger than what a rank of the fold's training subjects holds."""
-    training = sum(samples[subject] for subject in split.train) // world_size
-    per_rank = f" per process ({world_size})" if world_size > 1 else ""
+def check_fits(config: TrainConfig, split: FoldSplit, samples: Mapping[str, int]) -> None:
+    """Refuse a batch or an epoch larger than the fold's training subjects hold (what would size buffers
+    and loops from a number alone); a process of a distributed run may get less than a batch."""
+    training = sum(samples[subject] for subject in split.train)
     asked = (
         ("batch_size", config.batch_size, f"a batch of {config.batch_size}"),
         ("samples_per_epoch", config.samples_per_epoch, f"an epoch of {config.samples_per_epoch} samples"),
@@ -80,7 +80,7 @@ def check_fits(config: TrainConfig, split: FoldSplit, samples: Mapping[str, int]
     for name, value, what in asked:
         if value is not None and value > training:
             raise FerattError(
-                f"{what} is more than the {training} training samples{per_rank} of fold {split.fold}; "
+                f"{what} is more than the {training} training samples of fold {split.fold}; "
                 f"use {training} or fewer",
                 field=name,
             )
@@ -145,12 +145,13 @@ def train(
         classes = list(render.classes)
         test_folds = render_folds(render, config.fold_size, config.seed)
         chosen = resolve_folds(folds, len(test_folds))
+        payload = FoldsRecord.of(test_folds, config.seed, config.fold_size)
         # Everything a fold needs is checked before the run folder is written, so a refusal leaves nothing.
+        RunFolder(run_dir).check(config, payload, chosen, resume=resume, overwrite=overwrite)
         splits = [split_fold(test_folds, fold, config.val_subjects, config.seed) for fold in chosen]
         for split in splits:
-            check_fits(config, split, render.subjects, place.world_size)
+            check_fits(config, split, render.subjects)
         _set_determinism(config, target)
-        payload = FoldsRecord.of(test_folds, config.seed, config.fold_size)
 
         def claim() -> None:  # rank 0 checks, binds and locks the run folder for every rank
             held.enter_context(
