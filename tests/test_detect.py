@@ -10,6 +10,7 @@ from feratt.datasets import align
 from feratt.datasets.detect import (
     DetectorSettings,
     FaceBox,
+    box_is_grey,
     detect_faces,
     feature_contrast,
     find_faces,
@@ -21,7 +22,7 @@ from feratt.datasets.faces import BankOptions, crop_face
 from feratt.datasets.records import FaceRecord
 from feratt.errors import FerattError
 from feratt.inference.crops import bank_crop, frame_detection
-from feratt.inference.scenes import astronaut_portrait, compose, demo_portrait, matches
+from feratt.inference.scenes import astronaut_portrait, compose, demo_portrait, grey_portrait, matches
 
 
 def test_the_astronaut_photo_gives_one_face_on_her_face():
@@ -44,6 +45,26 @@ def test_a_group_photo_gives_one_box_per_pasted_face(count):
     for truth in scene.faces:  # one box per pasted head, about the face's size
         [box] = [b for b in boxes if iou(b, truth) > 0.2]
         assert 0.5 <= box.width / truth.width <= 1.0
+
+
+@pytest.mark.parametrize("photo", ["coffee", "rocket", "chelsea", "brick"])
+def test_grey_faces_are_found_in_colour_and_in_grey_photos(photo):
+    import cv2
+
+    placed = [
+        (grey_portrait(demo_portrait(2, "surprise")), 60, 120, 150),
+        (grey_portrait(astronaut_portrait()), 380, 160, 140),
+    ]
+    scene = compose(photo, (640, 480), placed)
+    assert matches(find_faces(scene.image), scene.faces) == (2, 0)
+    grey = cv2.cvtColor(cv2.cvtColor(scene.image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    assert matches(find_faces(grey), scene.faces) == (2, 0)
+    # A grey box in a colour photo is judged by its own colour: no skin to check, stronger features.
+    for truth in scene.faces:
+        assert box_is_grey(scene.image, truth)
+    # The same faces in colour keep the skin rule.
+    coloured = compose(photo, (640, 480), [(demo_portrait(2, "surprise"), 60, 120, 150)])
+    assert not box_is_grey(coloured.image, coloured.faces[0])
 
 
 def test_the_readme_group_photo_has_every_face_found():

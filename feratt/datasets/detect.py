@@ -176,14 +176,49 @@ def skin_fraction(image: np.ndarray, box: FaceBox) -> float:
     """The fraction of skin-coloured pixels (YCrCb rule of Chai and Ngan) in the middle of `box`."""
     if image.ndim == 2:
         return 1.0
-    x0, y0 = int(box.x + 0.25 * box.width), int(box.y + 0.25 * box.height)
-    x1, y1 = int(box.x + 0.75 * box.width) + 1, int(box.y + 0.85 * box.height) + 1
-    patch = image[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
+    patch = _middle(image, box)
     if patch.size == 0:
         return 0.0
-    ycrcb = cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_RGB2YCrCb)
+    ycrcb = cv2.cvtColor(patch, cv2.COLOR_RGB2YCrCb)
     skin = cv2.inRange(ycrcb, (0, 133, 77), (255, 173, 127))
     return float(np.count_nonzero(skin)) / skin.size
+
+
+#: Chroma (|Cr - 128| + |Cb - 128|) that 90 % of a grey face's pixels stay under, JPEG noise included.
+_GREY_CHROMA = 6
+#: A grey box in a colour photo has no skin colour to judge: it needs this many times the feature
+#: contrast instead (grey faces measured 0.28 and up, grey walls, suits and metal 0.26 and under).
+GREY_BOX_CONTRAST = 2.5
+
+
+def box_is_grey(image: np.ndarray, box: FaceBox) -> bool:
+    """Whether the middle of `box` is grey: a grey face pasted into a colour photo, or a grey object."""
+    if image.ndim == 2:
+        return True
+    patch = _middle(image, box)
+    if patch.size == 0:
+        return False
+    ycrcb = cv2.cvtColor(patch, cv2.COLOR_RGB2YCrCb)
+    chroma = np.abs(ycrcb[..., 1:].astype(np.int16) - 128).sum(axis=-1)
+    return bool(np.percentile(chroma, 90) <= _GREY_CHROMA)
+
+
+def _middle(image: np.ndarray, box: FaceBox) -> np.ndarray:
+    """The middle of `box` (columns 0.25 to 0.75, rows 0.25 to 0.85): cheeks, nose and mouth."""
+    x0, y0 = int(box.x + 0.25 * box.width), int(box.y + 0.25 * box.height)
+    x1, y1 = int(box.x + 0.75 * box.width) + 1, int(box.y + 0.85 * box.height) + 1
+    return np.ascontiguousarray(image[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)])
+
+
+def keeps_box(image: np.ndarray, box: FaceBox, settings: DetectorSettings) -> bool:
+    """Whether a cascade detection passes the filters: skin colour (judged on the box's own colour) and
+    dark features in the eye band."""
+    contrast = feature_contrast(image, box)
+    if is_grey(image):  # a grey photo has no skin colour to check
+        return contrast >= settings.min_contrast
+    if box_is_grey(image, box):
+        return contrast >= GREY_BOX_CONTRAST * settings.min_contrast
+    return skin_fraction(image, box) >= settings.min_skin and contrast >= settings.min_contrast
 
 
 def feature_contrast(image: np.ndarray, box: FaceBox) -> float:
@@ -212,10 +247,7 @@ def find_faces(image: np.ndarray, settings: DetectorSettings | None = None) -> l
         boxes = yunet_boxes(image, settings.model, settings.min_score)
     else:
         raw = cascade_boxes(image, settings.side, settings.min_neighbours)
-        boxes = merge_overlapping(raw, settings.overlap)
-        if not is_grey(image):  # a grey photo has no skin colour to check
-            boxes = [b for b in boxes if skin_fraction(image, b) >= settings.min_skin]
-        boxes = [b for b in boxes if feature_contrast(image, b) >= settings.min_contrast]
+        boxes = [b for b in merge_overlapping(raw, settings.overlap) if keeps_box(image, b, settings)]
     boxes = suppress(boxes, settings.overlap, merge=False)
     return sorted(boxes, key=lambda b: (-b.area, b.y, b.x))
 

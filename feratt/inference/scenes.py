@@ -56,6 +56,12 @@ def astronaut_portrait() -> Portrait:
     return Portrait(np.ascontiguousarray(photo[crop]), mask[crop], FaceBox(0.0, 0.0, width, height))
 
 
+def grey_portrait(portrait: Portrait) -> Portrait:
+    """`portrait` made grey (three equal channels), as the faces of most lab expression sets are."""
+    grey = cv2.cvtColor(portrait.image, cv2.COLOR_RGB2GRAY)
+    return Portrait(np.repeat(grey[:, :, None], 3, axis=2), portrait.region, portrait.face)
+
+
 def _region_box(region: np.ndarray) -> FaceBox:
     x, y, width, height = cv2.boundingRect(region.astype(np.uint8))
     return FaceBox(float(x), float(y), float(width), float(height))
