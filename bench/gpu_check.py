@@ -95,7 +95,7 @@ class Plan:
 
 
 SMOKE = Plan(
-    size=64, width=0.25, batch=4, amp="bf16", steps=2, warmup=1, workers=(0, 1), loader_steps=2,
+    size=64, width=0.25, batch=4, amp="bf16", steps=1, warmup=1, workers=(0, 1), loader_steps=1,
     compile=False, subjects=6, per_subject=14, run_epochs=2, run_batch=8, run_workers=0, run_fold_size=2,
     run_max_batches=3, jobs=1, enforce=False, run_amp="off",
 )  # fmt: skip
