@@ -36,12 +36,24 @@ def feratt(*args, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, **kwargs)
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C's default handling, as a shell gives a command: a test runner's process may ignore SIGINT,
+    and a child that inherits SIG_IGN would never see the interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def started(*args) -> subprocess.Popen:
     """`python -m feratt ARGS` started in a child process of its own process group."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FERATT_DEBUG": ""}
     command = [sys.executable, "-m", "feratt", *map(str, args)]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_as_from_a_terminal,
     )
 
 
