@@ -4,21 +4,19 @@ disk-full lines, stray lines around `Error:`, and outputs that are symbolic link
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pytest
 from cli_helpers import assert_user_error, hashes, render_tiny, run, write_demo_bank
+from disk_helpers import tmpfs
 from lock_helpers import held_by_child
 from model_helpers import untrained_checkpoint, write_video
 from test_video import moving_faces
@@ -68,23 +66,6 @@ def wait_for(found, child: subprocess.Popen, seconds: float = 120) -> None:
 
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("Error:")]
-
-
-@contextlib.contextmanager
-def tmpfs(folder: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `folder`, where this process may mount one (root on Linux)."""
-    folder.mkdir()
-    if not sys.platform.startswith("linux") or os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root on Linux: the monkeypatched test stands")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
 
 
 @pytest.fixture(scope="module")

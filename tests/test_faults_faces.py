@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import assert_user_error, run
+from disk_helpers import tmpfs
 from PIL import Image
 from skimage import data
 
@@ -326,22 +327,8 @@ def test_an_os_error_while_writing_a_face_names_the_bank(tmp_path, monkeypatch):
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 256 KiB tmpfs mounted in the test's folder, where this process may mount one."""
-    import shutil
-    import subprocess
-
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
+    with tmpfs(tmp_path / "tmpfs", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_full_tmpfs_ends_in_one_line_not_a_crash(small_tmpfs):
