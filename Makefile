@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # What `make demo` and `make test` install is pinned, every package at one version, by this lock
 # (`make lock` rewrites it); setup.cfg keeps ranges for those who install feratt as a library.
 LOCK ?= constraints.txt
-EXTRAS ?= test,onnx
+EXTRAS ?= test,onnx,landmarks
 # The CPU build of torch lies on this machine's disk; asking for it first keeps pip from pulling a
 # multi-gigabyte CUDA build when `torch>=2.1` is resolved without the lock (`make lock`).
 TORCH ?= torch==2.13.0

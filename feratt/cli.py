@@ -118,6 +118,12 @@ def main(debug: bool) -> None:
     default=0.0,
     help="Raise a landmark mask over the forehead by this fraction of the brow-to-chin height.",
 )
+@click.option(
+    "--mask-method",
+    type=click.Choice(("auto", "landmarks", "grabcut", "ellipse")),
+    default="auto",
+    help="Masks without a mask file: auto (landmark file, dlib landmarks, GrabCut, ellipse) or one of them.",
+)
 @click.option("--seed", type=int, default=0, help="Seed for the CK+ neutral choice and the demo faces.")
 @click.option(
     "--neutral-subjects", type=click.IntRange(0), default=33, help="CK+: subjects with a neutral first frame."

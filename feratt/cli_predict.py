@@ -61,16 +61,24 @@ def warnings_as_lines() -> Iterator[None]:
     help="Videos: average each face's probabilities over N classified frames.",
 )
 @click.option(
+    "--detector",
+    type=click.Choice(("auto", "hog", "cnn", "cascade", "yunet")),
+    default="auto",
+    show_default=True,
+    help="auto: dlib's HOG with 68 landmarks (feratt[landmarks]), else the LBP cascade; cnn: dlib's MMOD; "
+    "yunet: OpenCV's YuNet from --detector-model.",
+)
+@click.option(
     "--detector-model",
     type=click.Path(exists=True, dir_okay=False),
-    help="A local YuNet .onnx file: OpenCV's FaceDetectorYN instead of the LBP cascade.",
+    help="A local YuNet .onnx file (--detector yunet, or auto).",
 )
 @click.option(
     "--detector-side",
     type=click.IntRange(48),
     default=640,
     show_default=True,
-    help="The cascade runs on a copy no larger than this (larger finds smaller faces, slower).",
+    help="The cascade and HOG run on a copy no larger than this (larger finds smaller faces, slower).",
 )
 @click.option(
     "--min-neighbours",
@@ -92,6 +100,7 @@ def predict_command(checkpoint: str, images: tuple[str, ...], as_json: bool, **o
     from feratt.inference.predict import predict as run_predict
 
     detector = DetectorSettings(
+        detector=options.pop("detector"),
         side=options.pop("detector_side"),
         min_neighbours=options.pop("min_neighbours"),
         model=options.pop("detector_model"),

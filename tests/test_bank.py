@@ -29,9 +29,10 @@ from feratt.errors import FerattError
 
 #: content_sha256 of a 2-subject, 1-face-per-class demo bank at 64 px under constraints.txt. The bytes come
 #: from third-party code (OpenCV's anti-aliased drawing, resize and GrabCut, scikit-image's cascade,
-#: NumPy's random streams), so a new release of one of them may change it: only the pinned test uses it.
-LOCKED_DEMO_BANK_CHECKSUM = "9e0a3f9ee138380a06720035f1f1cc3d52e596915f99984dd6419cfee817aace"
-LOCKED_LIBRARIES = ("numpy", "opencv-python-headless", "scikit-image", "scipy")
+#: dlib's HOG detector and shape predictor, NumPy's random streams), so a new release of one of them may
+#: change it: only the pinned test uses it.
+LOCKED_DEMO_BANK_CHECKSUM = "e815c94da5bd9a06ed00783eb1d469be9060c3e200410aeadc8d9e52bc5f022e"
+LOCKED_LIBRARIES = ("numpy", "opencv-python-headless", "scikit-image", "scipy", "dlib-bin")
 
 
 def _write(path, listing, options=None, jobs=1):
@@ -75,9 +76,16 @@ def test_demo_bank_contents(demo_bank):
     assert summary.per_class == dict.fromkeys(bank.classes, 2)
     assert summary.per_subject == {"D01": 7, "D02": 7}
     assert summary.per_method == dict(sorted(Counter(bank.methods).items()))
-    assert set(bank.methods) <= {"grabcut", "fallback"}
-    # The crop is centred on the mask, whose box spans 1 / (1 + 2 x margin 0.2) of the crop.
-    for mask in bank.masks:
+    assert set(bank.methods) <= {"grabcut", "fallback", "landmarks"} and "landmarks" in bank.methods
+    # Faces cut out by their landmarks keep them, eyes level, inside the crop; the others have NaN rows.
+    cut_by_points = np.array(bank.methods) == "landmarks"
+    points = bank.landmarks
+    assert points.shape == (14, 68, 2) and points.dtype == np.float32
+    assert np.isnan(points[~cut_by_points]).all() and not np.isnan(points[cut_by_points]).any()
+    assert np.abs(points[cut_by_points, 39, 1] - points[cut_by_points, 42, 1]).max() < 0.01
+    assert ((points[cut_by_points] > 0) & (points[cut_by_points] < 96)).all()
+    # A GrabCut crop is centred on the mask, whose box spans 1 / (1 + 2 x margin 0.2) of the crop.
+    for mask in bank.masks[np.flatnonzero(~cut_by_points)]:
         rows, cols = np.nonzero(mask)
         assert abs((rows.min() + rows.max()) / 2 - 47.5) <= 1.5
         assert abs((cols.min() + cols.max()) / 2 - 47.5) <= 1.5
@@ -245,13 +253,12 @@ def test_build_bank_reports_progress_and_log_lines(small_demo_bank, tmp_path):
         tmp_path / "b.h5", size=64, progress=lambda done, total: calls.append((done, total)), log=lines.append
     )
     assert calls == [(done, 14) for done in range(15)]
-    assert lines == ["detected format: demo", "14 faces listed in builtin:demo (7 classes)"]
+    landmarks = "landmarks: dlib HOG detector and 68-point shape predictor (feratt[landmarks])"
+    assert lines == ["detected format: demo", "14 faces listed in builtin:demo (7 classes)", landmarks]
     assert result.checksum == small_demo_bank[1].checksum
     lines.clear()
-    _demo(tmp_path / "c.h5", size=64, format="demo", log=lines.append)
-    assert lines == [
-        "14 faces listed in builtin:demo (7 classes)"
-    ]  # nothing detected when the format is given
+    _demo(tmp_path / "c.h5", size=64, format="demo", log=lines.append, mask_method="grabcut")
+    assert lines == ["14 faces listed in builtin:demo (7 classes)"]  # no format detected, no landmarks
 
 
 def test_build_bank_takes_a_request_and_field_overrides(small_demo_bank, tmp_path):
@@ -330,10 +337,13 @@ def test_astronaut_in_a_class_folder(tmp_path):
         source=tmp_path / "faces", out=tmp_path / "bank.h5", preview=tmp_path / "a.png", log=lines.append
     )
     assert lines[0] == "detected format: folders"
-    assert result.format == "folders" and result.per_method == {"grabcut": 1}
+    assert result.format == "folders" and result.per_method == {"landmarks": 1}
     bank = FaceBank.open(tmp_path / "bank.h5")
     assert bank.subjects == ["eileen"] and bank.classes == ("happy",)
     assert 0.3 < (bank.masks[0] > 0).mean() < 0.7
+    grabcut = build_bank(source=tmp_path / "faces", out=tmp_path / "g.h5", mask_method="grabcut")
+    assert grabcut.per_method == {"grabcut": 1}
+    assert np.isnan(FaceBank.open(tmp_path / "g.h5").landmarks).all()
 
 
 def test_bad_images_are_skipped_and_converted_ones_kept(tmp_path):

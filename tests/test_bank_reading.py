@@ -61,6 +61,8 @@ def _raw_checksum(h5) -> str:
         digest.update(np.int16(h5["labels"][i]).tobytes())
         digest.update(subjects[i].encode() + b"\0")
         digest.update(sources[i].encode() + b"\0")
+    if "landmarks" in h5:
+        digest.update(np.asarray(h5["landmarks"][()], np.float32).tobytes())
     return digest.hexdigest()
 
 

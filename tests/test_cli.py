@@ -42,9 +42,10 @@ def test_faces_on_demo_prints_the_summary(tmp_path):
     result = run("faces", "builtin:demo", "--out", out, *args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[:3] == [
+    assert lines[:4] == [
         "detected format: demo",
         "21 faces listed in builtin:demo (7 classes)",
+        "landmarks: dlib HOG detector and 68-point shape predictor (feratt[landmarks])",
         "faces per class:",
     ]
     assert "  happy     3" in lines

@@ -31,7 +31,7 @@ def test_the_astronaut_photo_gives_one_face_on_her_face():
     assert 160 <= box.x <= 190 and 55 <= box.y <= 80
     assert 260 <= box.x + box.width <= 290 and 150 <= box.y + box.height <= 190
     # Without suppression and filters the cascade also fires on her suit and the flag.
-    raw = DetectorSettings(min_neighbours=2, min_skin=0.0, min_contrast=0.0)
+    raw = DetectorSettings(detector="cascade", min_neighbours=2, min_skin=0.0, min_contrast=0.0)
     assert len(find_faces(data.astronaut(), raw)) >= 3
 
 
@@ -163,10 +163,11 @@ def _square(affine: np.ndarray, size: int) -> np.ndarray:
     "subject,expression,width", [(0, "happy", 110), (2, "surprise", 90), (4, "anger", 130)]
 )
 def test_framing_matches_the_bank_crop_of_the_same_face(subject, expression, width):
+    """An unaligned bank (GrabCut masks): predict's crop of a face is the bank's, within 2 pixels."""
     scene = compose("brick", (320, 240), [(demo_portrait(subject, expression), 100, 40, width)])
-    options = BankOptions()
+    options = BankOptions(mask_method="grabcut")
     bank = crop_face(FaceRecord(scene.image, 0, "x", "s", "scene", None, None, None), options)
-    [box] = find_faces(scene.image)
+    [box] = find_faces(scene.image, DetectorSettings(detector="cascade"))
     crop, mask, affine, method = bank_crop(scene.image, box, Framing())
     assert method == bank.method == "grabcut"
     # The bank's square around the mask, from its own detection, against ours: within 2 pixels.
@@ -177,6 +178,29 @@ def test_framing_matches_the_bank_crop_of_the_same_face(subject, expression, wid
     np.testing.assert_allclose(_square(affine, options.size), expected, atol=2.0)
     assert np.abs(crop.astype(int) - bank.image.astype(int)).mean() < 4.0
     assert (mask > 0).mean() == pytest.approx((bank.mask > 0).mean(), abs=0.03)
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_framing_matches_the_aligned_bank_crop_of_a_real_face(grey):
+    """An aligned bank (landmarks): predict aligns and crops a photo's face as the bank did, to a pixel."""
+    portrait = astronaut_portrait()
+    portrait = grey_portrait(portrait) if grey else portrait
+    scene = compose("coffee", (480, 360), [(portrait, 150, 60, 180)])
+    bank = crop_face(FaceRecord(scene.image, 0, "x", "s", "scene", None, None, None), BankOptions())
+    assert bank.method == "landmarks" and bank.landmarks is not None
+    [box] = find_faces(scene.image)
+    assert box.landmarks is not None and box.landmarks.shape == (68, 2)
+    crop, mask, affine, method = bank_crop(scene.image, box, Framing(aligned=True))
+    assert method == "landmarks"
+    # The bank and predict detect on their own (HOG without and with upsampling): the points, and so the
+    # crops, agree within a few pixels of the 160 px crop.
+    ours = align.transform_points(affine, box.landmarks)
+    error = np.linalg.norm(ours - bank.landmarks, axis=1)
+    assert np.median(error) < 2.0 and error.max() < 5.0
+    assert ((mask > 0) != (bank.mask > 0)).mean() < 0.05
+    assert np.abs(crop.astype(int) - bank.image.astype(int)).mean() < 10.0
+    # The eyes are level in both crops.
+    assert abs(ours[39, 1] - ours[42, 1]) < 0.5 and abs(bank.landmarks[39, 1] - bank.landmarks[42, 1]) < 0.5
 
 
 def test_frame_detection_frames_as_the_render_does():

@@ -194,7 +194,7 @@ _LARGE_FACE_CHILD = """
 import json, resource, sys, time
 from feratt.datasets.bank import build_bank
 start = time.perf_counter()
-result = build_bank(source=sys.argv[1], out=sys.argv[2], jobs=1)
+result = build_bank(source=sys.argv[1], out=sys.argv[2], jobs=1, mask_method=sys.argv[3])
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 print(json.dumps({"methods": result.per_method, "seconds": seconds, "peak": peak}))
@@ -202,7 +202,8 @@ print(json.dumps({"methods": result.per_method, "seconds": seconds, "peak": peak
 
 
 @pytest.mark.slow
-def test_a_6000_px_face_finishes_in_bounded_time_and_memory(tmp_path):
+@pytest.mark.parametrize("method", ["landmarks", "grabcut"])
+def test_a_6000_px_face_finishes_in_bounded_time_and_memory(tmp_path, method):
     import subprocess
     import sys
 
@@ -212,11 +213,18 @@ def test_a_6000_px_face_finishes_in_bounded_time_and_memory(tmp_path):
     large = cv2.resize(data.astronaut(), (6000, 6000), interpolation=cv2.INTER_CUBIC)
     cv2.imwrite(str(tmp_path / "faces" / "happy" / "s1_big.jpg"), cv2.cvtColor(large, cv2.COLOR_RGB2BGR))
     del large
-    command = [sys.executable, "-c", _LARGE_FACE_CHILD, str(tmp_path / "faces"), str(tmp_path / "b.h5")]
+    command = [
+        sys.executable,
+        "-c",
+        _LARGE_FACE_CHILD,
+        str(tmp_path / "faces"),
+        str(tmp_path / "b.h5"),
+        method,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     measured = json.loads(done.stdout)
-    assert measured["methods"] == {"grabcut": 1}
+    assert measured["methods"] == {method: 1}
     # OpenCV's buffers are invisible to tracemalloc; the child's peak resident set size counts them.
     assert measured["seconds"] < 30 and measured["peak"] < 2 << 30, measured
     assert (FaceBank.open(tmp_path / "b.h5").masks[0] > 0).mean() > 0.2

@@ -167,22 +167,27 @@ def test_an_unreadable_image_is_one_clear_line(models, tmp_path):
 def test_training_records_the_framing_in_every_checkpoint(tmp_path):
     from cli_helpers import render_tiny, train_tiny
 
+    from feratt.artifacts.bank import FaceBank
     from feratt.artifacts.checkpoint import Checkpoint
     from feratt.jsonfile import read_json
 
     render = render_tiny(tmp_path, config={"fit_mask": 0.05})
     index = read_json(render / "index.json")
+    bank = FaceBank.open(render.parent / "bank.h5")
+    assert bank.aligned  # most demo faces were cut out by their dlib landmarks
     assert index["framing"] == {
         "bank_size": 96, "bank_margin": 0.2, "size": 64, "fit_mask": 0.05, "grey": False, "bank_read": True,
+        "aligned": True, "bank_forehead": 0.0,
     }  # fmt: skip
     run_dir = train_tiny(render, tmp_path / "run", "baseline")
     for name in ("best.pt", "last.pt"):
         assert Checkpoint.load(run_dir / "fold-0" / name).framing == Framing(
-            bank_size=96, size=64, fit_mask=0.05
+            bank_size=96, size=64, fit_mask=0.05, aligned=True
         )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning: the checkpoint says how it was framed
-        assert open_model(run_dir, device="cpu").framing == Framing(bank_size=96, size=64, fit_mask=0.05)
+        framing = open_model(run_dir, device="cpu").framing
+        assert framing == Framing(bank_size=96, size=64, fit_mask=0.05, aligned=True)
 
 
 def test_an_experiment_bound_to_a_render_indexed_before_the_framing_record_still_matches(tmp_path):

@@ -1,10 +1,11 @@
 """The face bank file: one HDF5 file of square face crops, their masks, labels, subjects and sources.
 
 Layout (schema version 1): `images` (N, S, S, 3) uint8 and `masks` (N, S, S) uint8 (0 or 255), one gzip
-chunk per face; `labels` (N,) int16; `grey` (N,) bool; the string tables `subjects`, `sources`,
-`methods` and `conversions`; the group `skipped` with the string tables `path` and `reason`; and the
-attributes of `BankHeader`, plus `content_sha256`, a sha256 of the classes and of every face's pixels,
-label, subject and source, in order.
+chunk per face; `labels` (N,) int16; `grey` (N,) bool; `landmarks` (N, 68, 2) float32, each face's iBUG
+points in crop pixels, NaN where it has none (banks before feratt 0.x lack it: all NaN); the string
+tables `subjects`, `sources`, `methods` and `conversions`; the group `skipped` with the string tables
+`path` and `reason`; and the attributes of `BankHeader`, plus `content_sha256`, a sha256 of the classes
+and of every face's pixels, label, subject and source, in order, then of the landmarks if present.
 
 `FaceBank.open` checks the schema, reads the per-face metadata at once and the pixels on demand, and
 streams the checksum; `BankWriter` writes a bank atomically, a face at a time, and a write error (a full
@@ -38,6 +39,7 @@ BANK_SCHEMA_VERSION = 1
 _BLOCK_BYTES = 4 << 20  # pixels read at a time by the checksum and by bulk reads
 _REQUIRED_ATTRS = ("schema_version", "class_names", "content_sha256", "face_size")
 _STRING_TABLES = ("subjects", "sources", "methods")
+LANDMARK_SHAPE = (68, 2)
 
 
 def safe_text(text: str) -> str:
@@ -73,6 +75,12 @@ class BankFace:
     method: str
     grey: bool
     conversion: str
+    landmarks: np.ndarray | None = None  # (68, 2) float32 in crop pixels, when the face was cut by them
+
+
+def no_landmarks(count: int) -> np.ndarray:
+    """(count, 68, 2) float32 NaN: the landmarks of faces that have none."""
+    return np.full((count, *LANDMARK_SHAPE), np.nan, np.float32)
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class BankHeader:
     masks_root: str = ""
     seed: int = 0
     protocol: str = "{}"  # the reader's protocol choices, as JSON text
+    mask_method: str = "auto"  # --mask-method: auto, landmarks, grabcut or ellipse
     notes: tuple[str, ...] = ()
     feratt_version: str = __version__
 
@@ -183,6 +192,15 @@ class _Tables:
     sources: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     conversions: list[str] = field(default_factory=list)
+    landmarks: list[np.ndarray | None] = field(default_factory=list)
+
+    def landmark_array(self) -> np.ndarray:
+        """Every face's landmarks as one (N, 68, 2) float32 array, NaN where a face has none."""
+        points = no_landmarks(len(self.landmarks))
+        for row, face_points in enumerate(self.landmarks):
+            if face_points is not None:
+                points[row] = face_points
+        return points
 
     def add(self, face: BankFace) -> None:
         _update_digest(self.digest, face.image, face.mask, face.label, face.subject, face.source)
@@ -192,6 +210,7 @@ class _Tables:
         self.sources.append(face.source)
         self.methods.append(face.method)
         self.conversions.append(face.conversion)
+        self.landmarks.append(face.landmarks)
 
 
 class BankWriter:
@@ -234,11 +253,14 @@ class BankWriter:
         set_image_attrs(self._masks, truecolor=False)
         h5.create_dataset("labels", data=np.asarray(tables.labels, np.int16), track_times=False)
         h5.create_dataset("grey", data=np.asarray(tables.grey, bool), track_times=False)
+        landmarks = tables.landmark_array()
+        h5.create_dataset("landmarks", data=landmarks, compression="gzip", track_times=False)
         for name in ("subjects", "sources", "methods", "conversions"):
             write_strings(h5, name, getattr(tables, name))
         skipped_group = h5.create_group("skipped", track_order=True)
         write_strings(skipped_group, "path", [s.path for s in skipped])
         write_strings(skipped_group, "reason", [s.reason for s in skipped])
+        tables.digest.update(landmarks.tobytes())
         checksum = tables.digest.hexdigest()
         header = self._header
         attrs = {
@@ -255,6 +277,7 @@ class BankWriter:
             "margin": header.margin,
             "forehead": header.forehead,
             "masks_root": header.masks_root,
+            "mask_method": header.mask_method,
             "content_sha256": checksum,
         }
         for key, value in attrs.items():
@@ -390,6 +413,14 @@ class FaceBank:
     sources: list[str]
     methods: list[str]
     skipped: list[Skipped]
+    landmarks: np.ndarray  # (N, 68, 2) float32 in crop pixels, NaN rows for faces without points
+    stores_landmarks: bool = True  # False for a bank written before the landmarks dataset
+
+    @property
+    def aligned(self) -> bool:
+        """Whether most faces were cut out by their landmarks (eyes levelled), not around a mask."""
+        with_points = int(np.count_nonzero(~np.isnan(self.landmarks[:, 0, 0])))
+        return 2 * with_points > len(self)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], verify: bool = True) -> FaceBank:
@@ -404,13 +435,13 @@ class FaceBank:
         return bank
 
     @staticmethod
-    def framing(path: str | os.PathLike[str]) -> tuple[int, float] | None:
-        """(face size, margin) that the bank at `path` records; None when it cannot be read."""
+    def framing(path: str | os.PathLike[str]) -> tuple[int, float, float, bool] | None:
+        """(face size, margin, forehead, aligned) of the bank at `path`; None when it cannot be read."""
         try:
-            with h5py.File(path, "r") as h5:
-                return int(h5.attrs["face_size"]), float(h5.attrs["margin"])
-        except (OSError, KeyError, ValueError, TypeError):
+            bank = FaceBank.open(path, verify=False)
+        except FerattError:
             return None
+        return bank.size, bank.header.margin, bank.header.forehead, bank.aligned
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -455,6 +486,8 @@ class FaceBank:
         digest = _new_digest(self.classes)
         for i, image, mask in self.iter_faces():
             _update_digest(digest, image, mask, int(self.labels[i]), self.subjects[i], self.sources[i])
+        if self.stores_landmarks:
+            digest.update(self.landmarks.tobytes())
         return digest.hexdigest()
 
     def verify(self) -> None:
@@ -465,13 +498,16 @@ class FaceBank:
 
 def read_faces(
     path: str | os.PathLike[str], indices: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The images and masks of the faces at `indices` (sorted, distinct), and every face's label.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The images, masks and landmarks (NaN where none) of the faces at `indices` (sorted, distinct), and
+    every face's label.
 
     For a worker process: the file is opened here and closed again, never held across a fork.
     """
+    rows = list(indices)
     with _open_file(Path(path)) as h5:
-        return h5["images"][list(indices)], h5["masks"][list(indices)], h5["labels"][()]
+        points = h5["landmarks"][rows] if "landmarks" in h5 else no_landmarks(len(rows))
+        return h5["images"][rows], h5["masks"][rows], points, h5["labels"][()]
 
 
 def _check(holds: bool, path: Path, what: str) -> None:
@@ -539,6 +575,7 @@ def _header(h5: h5py.File, path: Path) -> BankHeader:
         masks_root=_attr(h5, "masks_root", str, ""),
         seed=_attr(h5, "seed", int, 0),
         protocol=_attr(h5, "protocol", str, "{}"),
+        mask_method=_attr(h5, "mask_method", str, "auto"),
         notes=notes,
         feratt_version=_attr(h5, "feratt_version", str, ""),
     )
@@ -611,6 +648,7 @@ def _read_metadata(h5: h5py.File, path: Path) -> FaceBank:
         if name in h5:
             _dataset(h5, path, name, count)
     tables = {name: _strings(h5, path, name, count) for name in _STRING_TABLES}
+    landmarks = _landmarks(h5, path, count, header.face_size)
     skipped_paths = _strings(h5, path, "skipped/path", None)
     skipped_reasons = _strings(h5, path, "skipped/reason", len(skipped_paths), "skipped/path")
     return FaceBank(
@@ -619,5 +657,27 @@ def _read_metadata(h5: h5py.File, path: Path) -> FaceBank:
         checksum=str(h5.attrs["content_sha256"]),
         labels=labels,
         skipped=[Skipped(p, r) for p, r in zip(skipped_paths, skipped_reasons, strict=True)],
+        landmarks=no_landmarks(count) if landmarks is None else landmarks,
+        stores_landmarks=landmarks is not None,
         **tables,
     )
+
+
+def _landmarks(h5: h5py.File, path: Path, count: int, size: int) -> np.ndarray | None:
+    """The bank's landmarks, checked (a face's points all given or all NaN, near its crop); None if absent."""
+    if "landmarks" not in h5:
+        return None
+    dataset = _dataset(h5, path, "landmarks", count)
+    _check(
+        dataset.shape[1:] == LANDMARK_SHAPE and dataset.dtype == np.float32,
+        path,
+        f"its landmarks are {' x '.join(map(str, dataset.shape))} {dataset.dtype}, not N x 68 x 2 float32",
+    )
+    points = dataset[()]
+    missing = np.isnan(points).reshape(count, -1)
+    _check(bool(np.all(missing.all(axis=1) | ~missing.any(axis=1))), path, "a face has only some landmarks")
+    given = points[~missing.any(axis=1)]
+    _check(
+        bool(np.all(np.abs(given) <= 4 * size)), path, f"its landmarks lie far outside the {size} px crops"
+    )
+    return points

@@ -83,10 +83,12 @@ def _create_once(path: Path, text: str) -> bool:
 def _framing_of(config: RenderConfig, bank: str | None) -> IndexFraming:
     """The framing of a render of `bank` with `config`; a bank that cannot be read leaves its defaults."""
     found = FaceBank.framing(bank) if bank else None
-    bank_size, bank_margin = found or (DEFAULT_BANK_SIZE, DEFAULT_BANK_MARGIN)
+    bank_size, bank_margin, forehead, aligned = found or (DEFAULT_BANK_SIZE, DEFAULT_BANK_MARGIN, 0.0, False)
     return IndexFraming(
         bank_size=bank_size,
         bank_margin=bank_margin,
+        bank_forehead=forehead,
+        aligned=aligned,
         size=config.size,
         fit_mask=config.fit_mask,
         grey=config.grey,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from feratt.codec import OMIT_NONE, encode
@@ -129,7 +129,8 @@ class IndexFraming(Framing):
 
     def framing(self) -> Framing:
         """The framing itself."""
-        return Framing(self.bank_size, self.bank_margin, self.size, self.fit_mask, self.grey)
+        own = {f.name: getattr(self, f.name) for f in fields(Framing) if f.name != "recorded"}
+        return Framing(**own)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Shard files: one HDF5 file of rendered samples of one subject, written atomically and fast.
 
-Every shard holds the datasets of SHARD_SCHEMA, one row per sample, and the attributes of ShardAttrs.
+Every shard holds the datasets of SHARD_SCHEMA, one row per sample, and the attributes of ShardAttrs;
+shards written since the renderer carried landmarks also hold those of OPTIONAL_SCHEMA.
 `schema_problems` is the one schema check that verification, training and evaluation share.
 """
 
@@ -44,6 +45,11 @@ SHARD_SCHEMA: dict[str, tuple[str, tuple[int | None, ...]]] = {
     "background_ids": ("object", ()),
 }
 
+#: Datasets that newer shards add, checked like SHARD_SCHEMA's when present; older shards lack them.
+OPTIONAL_SCHEMA: dict[str, tuple[str, tuple[int | None, ...]]] = {
+    "landmarks": ("float32", (68, 2)),
+}
+
 
 @dataclass
 class ShardData:
@@ -62,6 +68,9 @@ class ShardData:
     params: np.ndarray
     attrs: dict[str, object] = field(default_factory=dict)
     deflated: ChunkDeflater | None = None
+    #: (N, 68, 2) float32: each sample's face landmarks in sample pixels, NaN where the bank face has none;
+    #: None writes no landmarks dataset, as shards before it.
+    landmarks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -149,6 +158,8 @@ def write_shard(path: str | Path, data: ShardData, compression: str = "gzip", le
             h5.create_dataset("crops", data=data.crops.astype(np.float32), **small)
             h5.create_dataset("luminance_ratio", data=data.luminance_ratio.astype(np.float32), **small)
             h5.create_dataset("params", data=data.params.astype(np.float32), **small)
+            if data.landmarks is not None:
+                h5.create_dataset("landmarks", data=data.landmarks.astype(np.float32), **small)
             write_strings(h5, "background_ids", data.background_ids)
             h5.attrs["kind"] = SHARD_KIND
             h5.attrs["schema_version"] = SHARD_SCHEMA_VERSION
@@ -186,16 +197,18 @@ def layout_problems(
     h5: h5py.File, size: int | None = None, classes: int | None = None, samples: int | None = None
 ) -> list[str]:
     """What is wrong with an open shard: its kind and version, each dataset's dtype and shape (images
-    `size` x `size` when given), equal lengths (`samples` when given) and labels in [0, `classes`)."""
+    `size` x `size` when given; OPTIONAL_SCHEMA's only when present), equal lengths (`samples` when
+    given) and labels in [0, `classes`)."""
     if h5.attrs.get("kind") != SHARD_KIND:
         return ["not a feratt shard"]
     if h5.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
         return [f"schema version {h5.attrs.get('schema_version')}, expected {SHARD_SCHEMA_VERSION}"]
     problems = []
     count = samples
-    for name, (dtype, tail) in SHARD_SCHEMA.items():
+    optional = {name: spec for name, spec in OPTIONAL_SCHEMA.items() if name in h5}
+    for name, (dtype, tail) in {**SHARD_SCHEMA, **optional}.items():
         if name not in h5 or not isinstance(h5[name], h5py.Dataset):
-            problems.append(f"dataset {name} missing")
+            problems.append(f"dataset {name} {'is not a dataset' if name in optional else 'missing'}")
             continue
         dataset = h5[name]
         count = dataset.shape[0] if count is None and dataset.shape else count

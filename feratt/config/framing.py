@@ -1,7 +1,8 @@
 """How a model's training faces were framed, recorded so that inference frames new faces the same way.
 
-A training face went through two crops: the face bank's (the square around the face mask, padded by the
-bank's margin, at the bank's size) and the render's (the whole bank crop, or with `fit_mask` the square
+A training face went through two crops: the face bank's (for an aligned bank, the square around its 68
+landmarks with the eyes levelled, padded by the bank's margin; otherwise the square around the face
+mask, padded alike; at the bank's size) and the render's (the whole bank crop, or with `fit_mask` the square
 around the mask padded by that fraction, at the render's size). The render writes this record into its
 index.json, training copies it into every checkpoint, and `feratt export` into the ONNX metadata.
 """
@@ -31,6 +32,8 @@ class Framing:
     size: int = 128  # side of the rendered samples
     fit_mask: float | None = None  # the render's --fit-mask: None, the whole bank crop fills the frame
     grey: bool = False  # the render turned faces grey
+    aligned: bool = False  # the bank cut most faces out by their landmarks, eyes levelled
+    bank_forehead: float = 0.0  # the bank's --forehead: the mask's raise above the brows
     # False: not recorded where the model came from; these are the defaults. Never written.
     recorded: bool = field(default=True, metadata=TRANSIENT)
 
@@ -41,7 +44,7 @@ class Framing:
         )
         if not sizes_ok:
             raise FerattError(f"framing sizes must be whole numbers from 1 to {MAX_IMAGE_SIDE}, not {sizes}")
-        margins = [self.bank_margin] + ([] if self.fit_mask is None else [self.fit_mask])
+        margins = [self.bank_margin, self.bank_forehead] + ([] if self.fit_mask is None else [self.fit_mask])
         if not all(isinstance(m, int | float) and math.isfinite(m) and 0 <= m <= MAX_MARGIN for m in margins):
             raise FerattError(f"framing margins must be numbers from 0 to {MAX_MARGIN:g}, not {margins}")
 
@@ -49,7 +52,8 @@ class Framing:
         """One line: how faces are framed."""
         fit = "the whole bank crop" if self.fit_mask is None else f"the mask box padded by {self.fit_mask}"
         grey = ", grey" if self.grey else ""
-        bank = f"bank crop {self.bank_size} px with margin {self.bank_margin}"
+        how = "aligned by landmarks" if self.aligned else "around the mask"
+        bank = f"bank crop {self.bank_size} px {how} with margin {self.bank_margin}"
         return f"{bank}, then {fit} at {self.size} px{grey}"
 
 
@@ -70,7 +74,9 @@ def from_checkpoint(record: Any, in_size: int, where: str) -> Framing:
         )
         return defaults(in_size)
     names = {f.name for f in fields(Framing)} - {"recorded"}
-    if not isinstance(record, dict) or set(record) != names:
+    # Records written before feratt knew landmark alignment lack these two: their banks were not aligned.
+    optional = {"aligned", "bank_forehead"}
+    if not isinstance(record, dict) or not names - optional <= set(record) <= names:
         expected = ", ".join(sorted(names))
         raise FerattError(
             f"{where} holds a bad framing record: not a framing record (expected the keys {expected})"

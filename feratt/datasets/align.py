@@ -11,6 +11,25 @@ BROWS = slice(17, 27)
 CHIN = 8
 
 
+def _mirror_68() -> np.ndarray:
+    """The iBUG 68-point indices after a horizontal flip: each point's mirror partner (the subject's left
+    eye's outer corner, 45, becomes the right's, 36)."""
+    pairs = [(i, 16 - i) for i in range(8)]  # jaw
+    pairs += [(17 + i, 26 - i) for i in range(5)]  # brows
+    pairs += [(31, 35), (32, 34)]  # nostrils
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
+    pairs += [(60, 64), (61, 63), (65, 67)]  # inner lips
+    order = np.arange(68)
+    for a, b in pairs:
+        order[a], order[b] = b, a
+    return order
+
+
+#: Index i of a flipped face's points is the mirror of point MIRROR_68[i] of the unflipped face.
+MIRROR_68 = _mirror_68()
+
+
 def _square_box_affine(x0: float, y0: float, x1: float, y1: float, size: int) -> np.ndarray:
     """Affine (2x3) that maps the square around the box (x0, y0, x1, y1) onto a size x size image."""
     side = max(x1 - x0, y1 - y0, 1e-6)

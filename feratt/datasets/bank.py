@@ -12,8 +12,10 @@ from typing import Any, TypeVar
 from feratt.artifacts.bank import BankHeader, FaceBank, Skipped, safe_text, write_bank
 from feratt.atomic import atomic_write_bytes, check_writable, remove_temporaries
 from feratt.datasets.demo import DEMO_SOURCE
-from feratt.datasets.faces import BankOptions, FaceResult, build_faces
+from feratt.datasets.faces import MASK_CHOICES, BankOptions, FaceResult, build_faces
 from feratt.datasets.generic import DEFAULT_SUBJECT_REGEX
+from feratt.datasets.landmarks import describe as describe_landmarks
+from feratt.datasets.landmarks import require_landmarks
 from feratt.datasets.records import FaceListing, ReaderOptions
 from feratt.datasets.sources import list_faces
 from feratt.errors import FerattError
@@ -49,6 +51,7 @@ class BankRequest:
     demo_per_class: int = 2
     jobs: int = -1
     min_side: int = 32
+    mask_method: str = "auto"  # auto, landmarks, grabcut or ellipse; see feratt.datasets.faces
     preview: str | os.PathLike[str] | None = None
     overwrite: bool = False  # replace an existing file at `out` (or `preview`) that is not this bank
 
@@ -64,6 +67,13 @@ class BankRequest:
             raise FerattError(
                 f"the minimum image side must be at least 1 pixel, got {self.min_side}", field="min_side"
             )
+        if self.mask_method not in MASK_CHOICES:
+            choices = ", ".join(MASK_CHOICES)
+            raise FerattError(
+                f"the mask method must be one of {choices}, not {self.mask_method!r}", field="mask_method"
+            )
+        if self.mask_method == "landmarks":
+            require_landmarks("--mask-method landmarks", "mask_method")
         check_jobs(self.jobs)
         check_seed(self.seed)
 
@@ -187,6 +197,7 @@ def bank_header(listing: FaceListing, options: BankOptions) -> BankHeader:
         masks_root=safe_text(options.masks_root or ""),
         seed=options.seed,
         protocol=json.dumps(listing.protocol, sort_keys=True),
+        mask_method=options.mask_method,
     )
 
 
@@ -282,6 +293,8 @@ def build_bank(
     if request.format == "auto":
         log(f"detected format: {listing.format}")
     log(f"{len(listing.entries)} faces listed in {safe_text(listing.root)} ({len(listing.classes)} classes)")
+    if request.mask_method in ("auto", "landmarks"):
+        log(describe_landmarks())
     out = Path(request.out)
     _check_outputs(request, listing)
     with exclusive(out, what=f"face bank {out}"):

@@ -1,9 +1,11 @@
-"""Face detection, shared by the face bank and `feratt predict`: scikit-image's LBP cascade, or YuNet.
+"""Face detection, shared by the face bank and `feratt predict`: scikit-image's LBP cascade, dlib's HOG or
+CNN detector (the `feratt[landmarks]` extra), or OpenCV's YuNet.
 
 The face bank takes `detect_faces` (the cascade on a copy of at most 320 px, overlapping detections
-averaged), which its masks depend on and which must not change. `find_faces` is the detector for photos
-in the wild: the same cascade, on a larger copy by default, then non-maximum suppression and the
-false-positive filters that `bench/detection_bench.py` measured; or OpenCV's YuNet from a local model.
+averaged) for its GrabCut masks, which must not change. `find_faces` is the detector for photos in the
+wild: `auto` is dlib's HOG with 68 landmarks per face when the extra is installed, else the cascade on a
+larger copy, then non-maximum suppression and the false-positive filters that `bench/detection_bench.py`
+measured; or OpenCV's YuNet from a local model.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from feratt.datasets.boxes import FaceBox
+from feratt.datasets.landmarks import (
+    cnn_boxes,
+    hog_boxes,
+    landmarks_available,
+    require_landmarks,
+    with_points,
+)
 from feratt.errors import FerattError
 
 BANK_DETECTION_SIDE = 320  # the bank detects on a copy no larger than this: the cost grows with the area
@@ -22,25 +32,6 @@ _MIN_FACE = 24  # the LBP cascade's window, in pixels of the copy it runs on
 #: A box sharing this fraction of its area with a kept face is that face's hair or features found again
 #: (bench/detection_bench.py: 0.2 rather than 0.6 removed a false face in 60 scenes and lost none).
 _CONTAINED = 0.2
-
-
-@dataclass(frozen=True)
-class FaceBox:
-    """A detected face: top-left corner and size in pixels, and the detector's support for it."""
-
-    x: float
-    y: float
-    width: float
-    height: float
-    score: float = 1.0  # the cascade: detections merged into this box; YuNet: its confidence
-
-    @property
-    def area(self) -> float:
-        return self.width * self.height
-
-    def as_list(self) -> list[float]:
-        """[x, y, width, height], rounded to a tenth of a pixel, for JSON."""
-        return [round(float(v), 1) for v in (self.x, self.y, self.width, self.height)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,11 +103,21 @@ def detect_faces(image: np.ndarray) -> list[FaceBox]:
     return merge_overlapping(cascade_boxes(image, BANK_DETECTION_SIDE))
 
 
+#: The detectors `find_faces` offers. `auto`: with the landmarks extra, dlib's HOG (with landmarks), plus
+#: the faces only the filtered cascade finds (drawn faces, which HOG often misses; no landmarks);
+#: without it, the cascade.
+DETECTORS: tuple[str, ...] = ("auto", "hog", "cnn", "cascade", "yunet")
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
     """How `find_faces` looks for faces in a photo (defaults: the setting the detection bench chose)."""
 
-    side: int = 640  # the cascade runs on a copy no larger than this (bigger: smaller faces, slower)
+    detector: str = "auto"  # one of DETECTORS; a YuNet `model` with `auto` means yunet
+    side: int = 640  # the cascade and HOG run on a copy no larger than this (bigger: smaller faces, slower)
+    upsample: int = 1  # HOG and CNN: image doublings (1 finds faces down to about 40 px of the copy)
+    #: HOG's score threshold: 0.3 rather than 0 dropped a suit badge in the astronaut photo (score 0.12)
+    hog_threshold: float = 0.3
     min_neighbours: int = 4  # the cascade's own grouping: raw windows a detection needs
     overlap: float = 0.3  # detections overlapping more than this (IoU, or 0.6 of the smaller) are one face
     min_skin: float = 0.15  # the face's centre must hold this fraction of skin-coloured pixels (colour only)
@@ -132,18 +133,39 @@ class DetectorSettings:
             (0 <= self.min_skin <= 1, "the skin fraction must lie in [0, 1]", "min_skin"),
             (0 <= self.min_contrast <= 1, "the feature contrast must lie in [0, 1]", "min_contrast"),
             (0 <= self.min_score <= 1, "the detector score must lie in [0, 1]", "min_score"),
+            (-1 <= self.hog_threshold <= 3, "the HOG threshold must lie in [-1, 3]", "hog_threshold"),
         )
         for ok, message, name in checks:
             if not ok:
                 raise FerattError(message, field=name)
+        if self.detector not in DETECTORS:
+            raise FerattError(f"the detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
+        if not 0 <= self.upsample <= 2:
+            raise FerattError(f"the upsampling must be 0 to 2, not {self.upsample}", field="upsample")
         if self.model is not None and not os.path.isfile(self.model):
             raise FerattError(f"no YuNet model file at {self.model}", field="detector_model")
+        if self.detector == "yunet" and self.model is None:
+            raise FerattError("the yunet detector needs a local YuNet .onnx file", field="detector_model")
+        if self.detector in ("hog", "cnn"):
+            require_landmarks(f"the {self.detector} detector", "detector")
+
+    @property
+    def kind(self) -> str:
+        """The detector `find_faces` runs: `auto` resolved."""
+        if self.detector != "auto":
+            return self.detector
+        if self.model is not None:
+            return "yunet"
+        return "hog" if landmarks_available() else "cascade"
 
     @property
     def name(self) -> str:
         """A short description, for logs and benchmark tables."""
-        if self.model is not None:
+        kind = self.kind
+        if kind == "yunet":
             return f"yunet score>={self.min_score}"
+        if kind in ("hog", "cnn"):
+            return f"dlib {kind} side {self.side} upsample {self.upsample}"
         filters = f"skin>={self.min_skin} contrast>={self.min_contrast}"
         return f"lbp side {self.side} n>={self.min_neighbours} {filters}"
 
@@ -159,8 +181,7 @@ def suppress(boxes: list[FaceBox], overlap: float, merge: bool = True) -> list[F
     ranked = merge_overlapping(boxes, overlap) if merge else sorted(boxes, key=lambda b: (-b.score, -b.area))
     kept: list[FaceBox] = []
     for box in ranked:
-        inside = (_intersection(box, k) >= _CONTAINED * min(box.area, k.area) for k in kept)
-        if all(iou(box, k) < overlap for k in kept) and not any(inside):
+        if not any(_same_face(box, k, overlap) for k in kept):
             kept.append(box)
     return kept
 
@@ -243,13 +264,57 @@ def find_faces(image: np.ndarray, settings: DetectorSettings | None = None) -> l
     detection the filters drop can never suppress a true face.
     """
     settings = settings or DetectorSettings()
-    if settings.model is not None:
+    kind = settings.kind
+    if kind == "yunet":
         boxes = yunet_boxes(image, settings.model, settings.min_score)
+    elif kind in ("hog", "cnn"):
+        boxes = dlib_boxes(image, settings, kind)
     else:
-        raw = cascade_boxes(image, settings.side, settings.min_neighbours)
-        boxes = [b for b in merge_overlapping(raw, settings.overlap) if keeps_box(image, b, settings)]
-    boxes = suppress(boxes, settings.overlap, merge=False)
-    return sorted(boxes, key=lambda b: (-b.area, b.y, b.x))
+        boxes = filtered_cascade(image, settings)
+    boxes = sorted(suppress(boxes, settings.overlap, merge=False), key=lambda b: (-b.area, b.y, b.x))
+    if kind == "cascade":
+        return boxes  # the cascade's box (brows to mouth) is not the one the shape predictor was trained on
+    if landmarks_available():
+        boxes = [with_points(image, box) for box in boxes]
+    if settings.detector == "auto" and kind == "hog":
+        cascade = suppress(filtered_cascade(image, settings), settings.overlap, merge=False)
+        boxes = boxes + _unexplained(cascade, boxes, settings.overlap)
+        boxes.sort(key=lambda b: (-b.area, b.y, b.x))
+    return boxes
+
+
+def filtered_cascade(image: np.ndarray, settings: DetectorSettings) -> list[FaceBox]:
+    """The cascade's detections, overlapping ones averaged, that pass the skin and feature filters."""
+    raw = cascade_boxes(image, settings.side, settings.min_neighbours)
+    return [b for b in merge_overlapping(raw, settings.overlap) if keeps_box(image, b, settings)]
+
+
+def _unexplained(extra: list[FaceBox], kept: list[FaceBox], overlap: float) -> list[FaceBox]:
+    """The faces of `extra` that no face of `kept` accounts for (nor an earlier one of `extra`)."""
+    taken = list(kept)
+    for box in extra:
+        if not any(_same_face(box, k, overlap) for k in taken):
+            taken.append(box)
+    return taken[len(kept) :]
+
+
+def _same_face(a: FaceBox, b: FaceBox, overlap: float) -> bool:
+    """Whether two boxes overlap by `overlap` IoU, or share a fifth of the smaller's area (see suppress)."""
+    return iou(a, b) >= overlap or _intersection(a, b) >= _CONTAINED * min(a.area, b.area)
+
+
+def dlib_boxes(image: np.ndarray, settings: DetectorSettings, kind: str = "hog") -> list[FaceBox]:
+    """dlib's HOG or CNN faces, found on a copy no larger than `settings.side`, in `image`'s pixels."""
+    scale = min(1.0, settings.side / max(image.shape[:2]))
+    work = image
+    if scale < 1.0:
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        work = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if kind == "hog":
+        found = hog_boxes(work, settings.upsample, settings.hog_threshold)
+    else:
+        found = cnn_boxes(work, settings.upsample)
+    return [FaceBox(b.x / scale, b.y / scale, b.width / scale, b.height / scale, b.score) for b in found]
 
 
 @functools.lru_cache(maxsize=2)

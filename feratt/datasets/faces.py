@@ -1,4 +1,10 @@
-"""One face at a time: read it, choose its mask (file, landmarks or computed), crop and resize it."""
+"""One face at a time: read it, choose its mask (file, landmarks or computed), crop and resize it.
+
+The mask comes from, in order: a mask file; a landmark file (CK+); the 68 landmarks dlib finds (the
+`feratt[landmarks]` extra); GrabCut around a cascade detection; an ellipse. `mask_method` forces one of
+the computed kinds; a mask file always wins. Faces cut out by landmarks are aligned (eyes level) and
+keep their points, in crop pixels.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,9 @@ import numpy as np
 from feratt.artifacts.bank import BankFace, Skipped, safe_text
 from feratt.datasets import align
 from feratt.datasets.demo import DEMO_SOURCE, render_demo_face
-from feratt.datasets.facemask import compute_mask, to_grey, to_rgb
+from feratt.datasets.facemask import compute_mask, inscribed_ellipse, to_grey, to_rgb
 from feratt.datasets.imageio import IMAGE_EXTENSIONS, read_image, read_landmarks
+from feratt.datasets.landmarks import face_landmarks, landmarks_available
 from feratt.datasets.records import FaceEntry, FaceListing, FaceRecord
 from feratt.errors import BadInputFile
 from feratt.progress import Progress, no_progress
@@ -31,6 +38,11 @@ class BankOptions:
     masks_root: str | None = None
     seed: int = 0
     min_side: int = 32
+    mask_method: str = "auto"  # one of MASK_CHOICES
+
+
+#: What --mask-method chooses among: `auto` takes the order above.
+MASK_CHOICES: tuple[str, ...] = ("auto", "landmarks", "grabcut", "ellipse")
 
 
 @dataclass
@@ -94,11 +106,28 @@ def load_record(
     return record, notes
 
 
-def crop_face(record: FaceRecord, options: BankOptions) -> BankFace:
-    """Choose the mask (file, landmarks, or computed), then crop and resize the face around it."""
-    size = options.size
+def face_points(record: FaceRecord, mask_method: str) -> np.ndarray | None:
+    """The landmarks to cut the face out by: its landmark file's, else dlib's, as `mask_method` allows."""
+    if mask_method not in ("auto", "landmarks"):
+        return None
     if record.landmarks is not None:
-        affine, outline = align.landmark_alignment(record.landmarks, size, options.margin, options.forehead)
+        return record.landmarks
+    if record.mask is not None or not landmarks_available():
+        return None
+    return face_landmarks(record.image)
+
+
+def crop_face(record: FaceRecord, options: BankOptions) -> BankFace:
+    """Choose the mask (file, landmarks, or computed), then crop and resize the face around it.
+
+    Raises BadInputFile when `mask_method` is `landmarks` and no face is found.
+    """
+    size = options.size
+    points = face_points(record, options.mask_method)
+    crop_points = None
+    if points is not None:
+        affine, outline = align.landmark_alignment(points, size, options.margin, options.forehead)
+        crop_points = align.transform_points(affine, points).astype(np.float32)
         if record.mask is not None:
             mask, method = align.warp_mask(record.mask, affine, size), "file"
         else:
@@ -106,6 +135,10 @@ def crop_face(record: FaceRecord, options: BankOptions) -> BankFace:
     else:
         if record.mask is not None:
             source_mask, method = record.mask, "file"
+        elif options.mask_method == "landmarks":
+            raise BadInputFile(record.source, "the landmark detector found no face (--mask-method landmarks)")
+        elif options.mask_method == "ellipse":
+            source_mask, method = inscribed_ellipse(record.image.shape[:2]), "ellipse"
         else:
             source_mask, method = compute_mask(record.image)
         if method == "ellipse":
@@ -123,6 +156,7 @@ def crop_face(record: FaceRecord, options: BankOptions) -> BankFace:
         method=method,
         grey=record.image.ndim == 2,
         conversion=record.conversion or "",
+        landmarks=crop_points,
     )
 
 
@@ -131,9 +165,10 @@ def build_face(entry: FaceEntry, classes: tuple[str, ...], options: BankOptions)
     cv2.setNumThreads(1)  # the parallelism is across faces
     try:
         record, notes = load_record(entry, classes, options)
+        face = crop_face(record, options)
     except BadInputFile as exc:
         return FaceResult(None, [Skipped(exc.path, exc.reason)])
-    return FaceResult(crop_face(record, options), notes, record.notes)
+    return FaceResult(face, notes, record.notes)
 
 
 def build_faces(

@@ -164,6 +164,11 @@ def predict(
     _check(request, model)
     paths = expand_image_paths(request.images, videos=True)
     detector = request.detector if request.detect else None
+    if detector is not None and model.framing.aligned and detector.kind in ("cascade",):
+        log(
+            f"{model.source} was trained on faces aligned by their landmarks, which the cascade does not "
+            "give: faces are framed around GrabCut masks instead (install feratt[landmarks] for dlib's HOG)"
+        )
     result = PredictionResult(
         checkpoint=model.source,
         method=model.method,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from feratt import __version__
-from feratt.artifacts.bank import read_faces
+from feratt.artifacts.bank import LANDMARK_SHAPE, read_faces
 from feratt.artifacts.render import RenderSet
 from feratt.artifacts.render_records import BackgroundsRecord, PlanSettings, RenderRun, ShardRecord
 from feratt.artifacts.shard import (
@@ -25,6 +25,7 @@ from feratt.artifacts.shard import (
 from feratt.atomic import remove_temporaries
 from feratt.codec import encode
 from feratt.config.rendering import RenderConfig
+from feratt.datasets.align import MIRROR_68
 from feratt.errors import BadInputFile, FerattError
 from feratt.locks import Locked, exclusive
 from feratt.manifests.plan import ShardTask
@@ -61,13 +62,33 @@ class RenderJob:
     config_sha256: str
 
 
-def _load_faces(
-    bank: str, indices: tuple[int, ...]
-) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
-    """The images and masks of the faces a shard uses, and every face's label."""
+@dataclass
+class ShardFaces:
+    """The bank faces a shard uses, by face index, and every face's label."""
+
+    images: dict[int, np.ndarray]
+    masks: dict[int, np.ndarray]
+    landmarks: dict[int, np.ndarray]  # (68, 2) float32 in bank-crop pixels, NaN where the face has none
+    labels: np.ndarray
+
+
+def _load_faces(bank: str, indices: tuple[int, ...]) -> ShardFaces:
+    """The images, masks and landmarks of the faces a shard uses, and every face's label."""
     wanted = sorted(set(indices))
-    images, masks, labels = read_faces(bank, wanted)
-    return dict(zip(wanted, images, strict=True)), dict(zip(wanted, masks, strict=True)), labels
+    images, masks, points, labels = read_faces(bank, wanted)
+
+    def by_index(rows: np.ndarray) -> dict[int, np.ndarray]:
+        return dict(zip(wanted, rows, strict=True))
+
+    return ShardFaces(by_index(images), by_index(masks), by_index(points), labels)
+
+
+def place_landmarks(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(..., 2) bank-crop points in output pixels under a sample's 3x3 placement matrix; NaN stays NaN."""
+    # As warpAffine/warpPerspective apply it: pixel centres at integer coordinates in both frames; the
+    # third row is (0, 0, 1) unless the geometry is a perspective warp.
+    moved = points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    return (moved[..., :2] / moved[..., 2:]).astype(np.float32)
 
 
 def _backgrounds_for_shard(
@@ -94,7 +115,7 @@ def _backgrounds_for_shard(
 def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[tuple[str, str]]]:
     """Render one shard's samples; the content depends only on the seed and the shard's place in the plan."""
     config = job.config
-    faces, masks, labels = _load_faces(job.bank, task.faces)
+    faces = _load_faces(job.bank, task.faces)
     shard_rng = np.random.default_rng([job.seed, _SHARD_STREAM, task.first_sample])
     n = len(task)
     backgrounds, skipped = _backgrounds_for_shard(job, math.ceil(n / job.crops_per_background), shard_rng)
@@ -111,6 +132,7 @@ def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[
         crops=np.empty((n, 3), np.float32),
         luminance_ratio=np.empty(n, np.float32),
         params=np.empty((n, len(PARAM_FIELDS)), np.float32),
+        landmarks=np.empty((n, *LANDMARK_SHAPE), np.float32),
         deflated=ChunkDeflater(job.level) if job.compression == "gzip" else None,
     )
     for i, face_index in enumerate(task.faces):
@@ -120,13 +142,19 @@ def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[
         crop = sample_crop(height, width, config.background_scale, rng)
         params = sample_params(config, rng)
         background = apply_crop_pyramid(pyramid, crop, size)
-        sample = render_sample(faces[face_index], masks[face_index], background, params, config)
+        sample = render_sample(faces.images[face_index], faces.masks[face_index], background, params, config)
         data.images[i] = sample.image
         data.masks[i] = sample.mask
         data.faces[i] = sample.face
-        data.labels[i] = labels[face_index]
+        data.labels[i] = faces.labels[face_index]
         data.background_ids.append(background_id)
         data.matrices[i] = sample.matrix
+        points = faces.landmarks[face_index]
+        # A flipped face's points are renumbered, so that iBUG's numbering holds for the face as it appears
+        # (36 is the outer corner of the eye on the image's left).
+        data.landmarks[i] = place_landmarks(
+            points[MIRROR_68] if params.geometry.flip else points, sample.matrix
+        )
         data.crops[i] = (crop.x, crop.y, crop.side)
         data.luminance_ratio[i] = sample.luminance_ratio
         data.params[i] = params_to_vector(params)

@@ -1,0 +1,159 @@
+"""dlib's 68 landmarks (the feratt[landmarks] extra): on a real face, in the bank, and when it is absent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from feratt.artifacts.bank import FaceBank
+from feratt.datasets import align, landmarks
+from feratt.datasets.bank import build_bank
+from feratt.datasets.detect import DetectorSettings, find_faces
+from feratt.datasets.faces import BankOptions, crop_face
+from feratt.datasets.records import FaceRecord
+from feratt.errors import FerattError
+
+pytestmark = pytest.mark.skipif(
+    not landmarks.landmarks_available(), reason="needs the feratt[landmarks] extra (make test installs it)"
+)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def test_the_astronaut_gets_68_points_on_her_eyes_and_a_hull_on_her_face():
+    photo = data.astronaut()
+    points = landmarks.face_landmarks(photo)
+    assert points.shape == (68, 2)
+    grey = _grey(photo)
+    face = align.polygon_mask(points, 512)
+    # Each eye's outline (points 36-41, 42-47) encloses dark iris and lashes, darker than her face.
+    for eye in (slice(36, 42), slice(42, 48)):
+        inside = align.polygon_mask(points[eye], 512)
+        assert 40 <= inside.sum() <= 200
+        assert grey[inside].mean() < 0.75 * grey[face].mean()
+    # The eyes' inner corners (39, 42) sit between her eyes, level within a few pixels.
+    assert 205 <= points[39, 0] < points[42, 0] <= 245 and abs(points[39, 1] - points[42, 1]) < 5
+    # The hull, jaw to brows, lies on her skin and within her face (x 170-280, y 80-190 of the photo).
+    ycrcb = cv2.cvtColor(photo, cv2.COLOR_RGB2YCrCb)
+    skin = cv2.inRange(ycrcb, (0, 133, 77), (255, 173, 127)) > 0
+    assert skin[face].mean() > 0.95 and 5000 < face.sum() < 9000
+    rows, cols = np.nonzero(face)
+    assert cols.min() >= 170 and cols.max() <= 280 and rows.min() >= 80 and rows.max() <= 190
+
+
+def test_a_48_px_grey_face_is_found_on_an_upscaled_copy():
+    crop = cv2.resize(data.astronaut()[60:200, 160:290], (48, 48), interpolation=cv2.INTER_AREA)
+    points = landmarks.face_landmarks(_grey(crop))
+    assert points is not None
+    # The eyes in the 48 px crop: around row 14, the left one left of the right one.
+    eyes = points[36:48].mean(axis=0)
+    assert 10 <= eyes[1] <= 19 and 18 <= eyes[0] <= 30
+    assert points[36:42, 0].mean() < points[42:48, 0].mean()
+
+
+def test_a_bank_cut_by_landmarks_keeps_its_points_in_crop_pixels(tmp_path):
+    photo = data.astronaut()
+    face = crop_face(FaceRecord(photo, 0, "happy", "s", "astronaut", None, None, None), BankOptions(size=128))
+    assert face.method == "landmarks" and face.landmarks.dtype == np.float32
+    # The points are the detected ones carried into the crop: eyes level, the hull is the mask.
+    assert abs(face.landmarks[39, 1] - face.landmarks[42, 1]) < 0.01
+    outline = align.polygon_mask(face.landmarks.astype(np.float64), 128)
+    assert ((face.mask > 0) != outline).mean() < 0.01
+    grey = _grey(face.image)
+    for eye in (slice(36, 42), slice(42, 48)):
+        centre = np.round(face.landmarks[eye].mean(axis=0)).astype(int)
+        assert grey[centre[1], centre[0]] < 0.75 * grey[face.mask > 0].mean()
+    # Forced GrabCut keeps no points, and an ellipse neither.
+    for method in ("grabcut", "ellipse"):
+        forced = crop_face(
+            FaceRecord(photo, 0, "happy", "s", "astronaut", None, None, None), BankOptions(mask_method=method)
+        )
+        assert forced.method == method and forced.landmarks is None
+
+
+def test_grey_faces_are_found_by_auto_and_by_the_cascade():
+    from feratt.inference.scenes import astronaut_portrait, compose, demo_portrait, grey_portrait, matches
+
+    placed = [
+        (grey_portrait(demo_portrait(2, "surprise")), 60, 120, 150),
+        (grey_portrait(astronaut_portrait()), 380, 160, 140),
+    ]
+    for photo in ("coffee", "rocket", "chelsea", "brick"):
+        scene = compose(photo, (640, 480), placed)
+        grey = cv2.cvtColor(_grey(scene.image), cv2.COLOR_GRAY2RGB)
+        for image in (scene.image, grey):
+            for detector in ("auto", "cascade"):
+                found = find_faces(image, DetectorSettings(detector=detector))
+                assert matches(found, scene.faces) == (2, 0), (photo, detector)
+            # HOG gives the real face its 68 points.
+            [astronaut] = [b for b in find_faces(image) if b.x > 300]
+            assert astronaut.landmarks is not None and astronaut.landmarks.shape == (68, 2)
+
+
+_WITHOUT_DLIB = """
+import sys
+sys.modules["dlib"] = None  # an import of dlib now fails, as where the extra is not installed
+from feratt.cli import main
+sys.argv = ["feratt", *sys.argv[1:]]
+main()
+"""
+
+
+def _feratt_without_dlib(*args) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", _WITHOUT_DLIB, *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def without_dlib(monkeypatch):
+    """This process as it is without the extra: dlib cannot be imported."""
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    landmarks.landmarks_available.cache_clear()
+    yield
+    landmarks.landmarks_available.cache_clear()
+
+
+def test_without_the_extra_the_cascade_path_runs_and_says_so(without_dlib, tmp_path):
+    assert not landmarks.landmarks_available()
+    assert DetectorSettings().kind == "cascade"
+    [box] = find_faces(data.astronaut())
+    assert box.landmarks is None
+    lines = []
+    result = build_bank(
+        source="builtin:demo",
+        out=tmp_path / "b.h5",
+        demo_subjects=1,
+        demo_per_class=1,
+        jobs=1,
+        log=lines.append,
+    )
+    assert any(line.startswith("landmarks: not installed") for line in lines)
+    assert "landmarks" not in result.per_method
+    assert np.isnan(FaceBank.open(tmp_path / "b.h5").landmarks).all()
+    with pytest.raises(FerattError, match=r"feratt\[landmarks\]") as caught:
+        build_bank(source="builtin:demo", out=tmp_path / "c.h5", mask_method="landmarks")
+    assert caught.value.field == "mask_method"
+    for detector in ("hog", "cnn"):
+        with pytest.raises(FerattError, match=r"feratt\[landmarks\]"):
+            DetectorSettings(detector=detector)
+
+
+def test_without_the_extra_the_cli_says_which_path_it_took(tmp_path):
+    done = _feratt_without_dlib(
+        "faces", "builtin:demo", "--out", tmp_path / "b.h5", "--demo-subjects", 1, "--demo-per-class", 1
+    )
+    assert done.returncode == 0, done.stderr
+    assert "landmarks: not installed, faces without mask or landmark files get GrabCut masks" in done.stdout
+    refused = _feratt_without_dlib(
+        "faces", "builtin:demo", "--out", tmp_path / "c.h5", "--mask-method", "landmarks"
+    )
+    assert refused.returncode == 2 and not (tmp_path / "c.h5").exists()
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("Error:") and "feratt[landmarks]" in line
