@@ -19,16 +19,15 @@ in grey photos, small faces (40 to 80 px), faces rotated by 10 to 20 degrees eit
 partly covered (a flat rectangle over 25-30% of the head's box: its lower part or one side). Faces are
 the demo's 24 subjects x 7 classes and the astronaut (one face in eight), widths log-uniform; the
 detectors: the cascade with and without its filters, dlib's HOG at upsample 0 and 1 with score
-thresholds 0 and 0.3, `auto` (the default: HOG upsample 1, threshold 0.3, plus the filtered
+thresholds 0, 0.15 and 0.3, `auto` (the default: HOG upsample 1, threshold 0.15, plus the filtered
 cascade's other faces), dlib's CNN (upsample 0, on the first --cnn-scenes scenes of each family
 only: it takes seconds a photo on a CPU) and YuNet with --yunet.
 
 masks: the demo faces of the default bank (24 subjects x 7 classes x 2), whose true regions are known:
-the head (face, ears and hair, as `render_demo_face` returns it) and the face alone (the skin inside
-the face's outline, hair and ears excluded: recomputed here from `draw_face`'s geometry, and checked
-by recomputing the head region too). IoU, in the 160 px image's pixels, of the convex hull of the 68
-landmarks `face_landmarks` finds, of `compute_mask` (GrabCut around the cascade's face) and of the
-inscribed ellipse.
+the head (face, ears and hair) and the face alone (the skin inside the face's outline, hair and ears
+excluded), as `feratt.datasets.demo.draw_demo_face` draws them. IoU, in the 160 px image's pixels,
+of the convex hull of the 68 landmarks `face_landmarks` finds, of `compute_mask` (GrabCut around
+the cascade's face) and of the inscribed ellipse.
 
 bank: seconds per face of `build_bank(source="builtin:demo")` with mask_method landmarks and grabcut,
 at jobs 1 and 2 (--bank-subjects demo subjects, --bank-runs runs each, median).
@@ -132,6 +131,7 @@ class FamilyScene:
     family: str
     image: np.ndarray
     faces: tuple[FaceBox, ...]
+    kinds: tuple[str, ...]  # each face's kind: "drawn" (a demo face) or "astronaut" (the photographed one)
 
 
 def rotate_portrait(portrait: Portrait, degrees: float) -> Portrait:
@@ -182,9 +182,10 @@ def _apart(a: FaceBox, b: FaceBox, gap: float = 8.0) -> bool:
 
 
 def family_scene(
-    rng: np.random.Generator, family: str, colour: list[Portrait], grey: list[Portrait]
+    rng: np.random.Generator, family: str, colour: list[Portrait], grey: list[Portrait], drawn: int
 ) -> FamilyScene:
-    """One scene of `family`: 1 to 3 faces (3 to 6 small ones) at log-uniform widths, kept apart."""
+    """One scene of `family`: 1 to 3 faces (3 to 6 small ones) at log-uniform widths, kept apart; the
+    first `drawn` portraits are drawn faces, the rest the astronaut."""
     grey_photo = family == "grey in grey"
     photos = SCENE_PHOTOS if grey_photo else COLOUR_PHOTOS
     scene = background(photos[int(rng.integers(len(photos)))], SIZE)
@@ -195,10 +196,12 @@ def family_scene(
     low, high = (40.0, 80.0) if small else (80.0, 400.0)
     count = int(rng.integers(3, 7)) if small else int(rng.integers(1, 4))
     taken: list[FaceBox] = []
+    kinds: list[str] = []
     for _ in range(50 * count):
         if len(taken) == count:
             break
-        portrait = portraits[int(rng.integers(len(portraits)))]
+        index = int(rng.integers(len(portraits)))
+        portrait = portraits[index]
         if family == "rotated":
             degrees = float(rng.uniform(10.0, 20.0)) * (1 if rng.integers(2) else -1)
             portrait = rotate_portrait(portrait, degrees)
@@ -213,7 +216,8 @@ def family_scene(
         if family == "covered":
             cover(scene, box, rng)
         taken.append(box)
-    return FamilyScene(family, scene, tuple(taken))
+        kinds.append("drawn" if index < drawn else "astronaut")
+    return FamilyScene(family, scene, tuple(taken), tuple(kinds))
 
 
 def family_scenes(per_family: int, seed: int) -> list[FamilyScene]:
@@ -224,7 +228,9 @@ def family_scenes(per_family: int, seed: int) -> list[FamilyScene]:
     made = []
     for k, family in enumerate(FAMILIES):
         rng = np.random.default_rng([seed, k])
-        made += [family_scene(rng, family, colour, grey) for _ in range(per_family)]
+        made += [
+            family_scene(rng, family, colour, grey, drawn=24 * len(DEMO_CLASSES)) for _ in range(per_family)
+        ]
     return made
 
 
@@ -237,6 +243,7 @@ class Outcome:
     false: int
     faces: int
     seconds: float
+    found: tuple[str, ...]  # the kinds of the faces found
 
 
 def detect_all(detect: Callable[[np.ndarray], list], made: list[FamilyScene]) -> list[Outcome]:
@@ -246,7 +253,11 @@ def detect_all(detect: Callable[[np.ndarray], list], made: list[FamilyScene]) ->
         boxes = detect(scene.image)
         seconds = time.perf_counter() - started
         hits, false = matches(boxes, scene.faces)
-        outcomes.append(Outcome(scene.family, hits, false, len(scene.faces), seconds))
+        # matches() takes the true faces in order, greedily: a face is found when the prefix ending with
+        # it finds one more face than the prefix before it.
+        prefix = [matches(boxes, scene.faces[:k])[0] for k in range(len(scene.faces) + 1)]
+        found = tuple(kind for k, kind in enumerate(scene.kinds) if prefix[k + 1] > prefix[k])
+        outcomes.append(Outcome(scene.family, hits, false, len(scene.faces), seconds, found))
     return outcomes
 
 
@@ -259,7 +270,7 @@ def _false(outcomes: list[Outcome]) -> str:
     return f"{sum(o.false for o in outcomes) / len(outcomes):.2f}" if outcomes else "-"
 
 
-def family_tables(rows: list[tuple[str, list[Outcome]]], title: str) -> None:
+def family_tables(rows: list[tuple[str, list[Outcome]]], made: list[FamilyScene], title: str) -> None:
     header = " | ".join(FAMILIES)
     rule = "|---" + "|---:" * (len(FAMILIES) + 3) + "|"
     print(f"\n{title}: recall by family (found/faces), all families, false faces per image, ms per image\n")
@@ -269,6 +280,16 @@ def family_tables(rows: list[tuple[str, list[Outcome]]], title: str) -> None:
         cells = [_recall([o for o in outcomes if o.family == f]) for f in FAMILIES]
         ms = 1000 * statistics.median(o.seconds for o in outcomes)
         print(f"| {name} | {' | '.join(cells)} | {_recall(outcomes)} | {_false(outcomes)} | {ms:.0f} |")
+    print(f"\n{title}: recall by kind of face (drawn demo faces, the photographed astronaut), all families\n")
+    print("| detector | drawn | astronaut |")
+    print("|---|---:|---:|")
+    for name, outcomes in rows:
+        cells = []
+        for kind in ("drawn", "astronaut"):
+            total = sum(s.kinds.count(kind) for s in made)
+            hits = sum(o.found.count(kind) for o in outcomes)
+            cells.append(f"{hits / total:.2f} ({hits}/{total})" if total else "-")
+        print(f"| {name} | {' | '.join(cells)} |")
     print(f"\n{title}: false faces per image by family\n")
     print(f"| detector | {header} |")
     print("|---" + "|---:" * len(FAMILIES) + "|")
@@ -287,10 +308,10 @@ def run_families(args: argparse.Namespace) -> None:
         ("cascade, no filters", DetectorSettings(detector="cascade", min_skin=0.0, min_contrast=0.0)),
     ]
     for upsample in (0, 1):
-        for threshold in (0.0, 0.3):
+        for threshold in (0.0, 0.15, 0.3):
             hog = DetectorSettings(detector="hog", upsample=upsample, hog_threshold=threshold)
             settings.append((f"HOG upsample {upsample}, threshold {threshold}", hog))
-    settings.append(("auto (HOG up 1, thr 0.3, + filtered cascade)", DetectorSettings()))
+    settings.append(("auto (HOG up 1, thr 0.15, + filtered cascade)", DetectorSettings()))
     if args.yunet:
         settings.append(("YuNet, score >= 0.7", DetectorSettings(model=args.yunet)))
     rows = []
@@ -299,7 +320,7 @@ def run_families(args: argparse.Namespace) -> None:
         print(f"  {name}: done ({load()})", flush=True)
     if not args.yunet:
         print("  YuNet: not run: no model file (--yunet MODEL.onnx)")
-    family_tables(rows, "all scenes")
+    family_tables(rows, made, "all scenes")
     if args.cnn_scenes > 0:
         chosen = [i for i, s in enumerate(made) if i % args.family_scenes < args.cnn_scenes]
         subset = [made[i] for i in chosen]
@@ -307,65 +328,10 @@ def run_families(args: argparse.Namespace) -> None:
         outcomes = detect_all(lambda image: find_faces(image, cnn), subset)
         sub_rows = [(name, [outcomes_[i] for i in chosen]) for name, outcomes_ in rows]
         sub_rows.append(("CNN (MMOD) upsample 0", outcomes))
-        family_tables(sub_rows, f"CNN subset (the first {args.cnn_scenes} scenes of each family)")
+        family_tables(sub_rows, subset, f"CNN subset (the first {args.cnn_scenes} scenes of each family)")
 
 
 # --- masks against the demo faces' true regions ---------------------------------------------------------
-
-
-def demo_truth(subject: int, class_name: str, variant: int = 0, seed: int = 0) -> tuple:
-    """(image, head region, face-only region, recomputed head region) of one demo face.
-
-    Recomputes `draw_face`'s geometry with the same random draws: the face is its outline less the
-    hair in front of it (ears excluded); the head is recomputed too, to check the recomputation.
-    """
-    from feratt.datasets import demo
-    from feratt.datasets.align import to_uint8, warp_bilinear
-
-    source = demo.demo_source(subject, class_name, variant)
-    image, head = demo.render_demo_face(source, seed)
-    rng = np.random.default_rng([seed, subject, DEMO_CLASSES.index(class_name), variant])
-    demo.sample_expression(class_name, rng)  # the draws render_demo_face makes before draw_face
-    style = demo.subject_style(seed, subject)
-    size = demo.DEMO_SIZE
-    big = size * demo._SUPERSAMPLE
-    canvas = demo._Canvas(big, (big / 2, big * 0.5 + rng.normal(0, 0.01) * big), style.face_half_width * big)
-    aspect = style.face_half_height / style.face_half_width
-    outline = demo._face_outline(style) * [1, aspect]
-    hair = canvas.region(demo._hair_front(style) * [1, aspect]) & canvas.region(demo._hair_cap(aspect))
-    locks = [
-        np.array([[s * 0.88, -0.5], [s * 1.15, -0.5], [s * 1.1, 0.6], [s * 0.95, 0.6]]) * [1, aspect]
-        for s in (-1, 1)
-    ]
-    face = canvas.region(outline) & ~hair
-    # The head layer, as draw_face fills it.
-    black = (0, 0, 0)
-    if style.hair_style == 3:
-        canvas.fill(demo._ellipse(0, 0.0, 1.16, 1.0 * aspect), black, head=255)
-    else:
-        canvas.fill(demo._hair_cap(aspect), black, head=255)
-    canvas.fill(
-        np.array([[-0.42, 0.6 * aspect], [0.42, 0.6 * aspect], [0.46, 2.5], [-0.46, 2.5]]), black, head=0
-    )
-    canvas.fill(demo._ellipse(0, 2.3, 1.9, 0.85), black, head=0)
-    canvas.fill(np.array([[-0.5, 0.8 * aspect], [0.5, 0.8 * aspect], [0.6, 2.0], [-0.6, 2.0]]), black, head=0)
-    for s in (-1, 1):
-        canvas.fill(demo._ellipse(s * 0.97, 0.0, 0.13, 0.22), black, head=255)
-    canvas.fill(outline, black, head=255)
-    canvas.head[hair] = 255
-    if style.hair_style == 3:
-        for lock in locks:
-            face &= ~canvas.region(lock)
-            canvas.fill(lock, black, head=255)
-    pose = cv2.getRotationMatrix2D((big / 2, big / 2), rng.uniform(-8, 8), rng.uniform(0.95, 1.05))
-    pose[:, 2] += rng.uniform(-0.03, 0.03, 2) * big
-    layers = np.dstack([canvas.head, face.astype(np.uint8) * 255])
-    posed = to_uint8(warp_bilinear(layers, pose, big))
-    regions = [
-        cv2.resize(np.ascontiguousarray(posed[..., k]), (size, size), interpolation=cv2.INTER_AREA) >= 128
-        for k in (0, 1)
-    ]
-    return image, head, regions[1], regions[0]
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -375,18 +341,18 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_masks(args: argparse.Namespace) -> None:
     from feratt.datasets.align import polygon_mask
+    from feratt.datasets.demo import demo_source, draw_demo_face
     from feratt.datasets.facemask import compute_mask, inscribed_ellipse
     from feratt.datasets.landmarks import face_landmarks
 
     faces = [(s, c, v) for s in range(args.mask_subjects) for c in DEMO_CLASSES for v in range(2)]
     print(f"\n## masks: {len(faces)} demo faces ({args.mask_subjects} subjects x 7 classes x 2); {load()}")
     methods: dict[str, int] = {}
-    same = 0
     seconds: dict[str, list[float]] = {"landmarks": [], "grabcut": []}
     per_face = []
     for subject, class_name, variant in faces:
-        image, head, face, recomputed = demo_truth(subject, class_name, variant)
-        same += bool(np.array_equal(head, recomputed))
+        drawn = draw_demo_face(demo_source(subject, class_name, variant), 0)
+        image, head, face = drawn.image, drawn.head, drawn.face
         started = time.perf_counter()
         points = face_landmarks(image)
         seconds["landmarks"].append(time.perf_counter() - started)
@@ -399,7 +365,6 @@ def run_masks(args: argparse.Namespace) -> None:
             masks["landmarks"] = polygon_mask(points, image.shape[0])
         scores = {name: (mask_iou(mask, head), mask_iou(mask, face)) for name, mask in masks.items()}
         per_face.append((scores, method))
-    print(f"recomputed head region equal to render_demo_face's: {same}/{len(faces)} faces")
     print("compute_mask's method: " + ", ".join(f"{k} {v}" for k, v in sorted(methods.items())))
     found = [s for s, _ in per_face if "landmarks" in s]
     cascade = [s for s, m in per_face if m in ("grabcut", "prior")]

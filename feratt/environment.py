@@ -26,6 +26,7 @@ KEY_LIBRARIES: tuple[str, ...] = (
     "h5py",
     "scikit-learn",
     "onnxruntime",
+    "dlib-bin",
 )
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 

@@ -127,7 +127,10 @@ SPLIT_JSON = {
 }
 
 FRAMING = Framing(bank_size=96, size=64, fit_mask=0.05)
-FRAMING_JSON = {"bank_size": 96, "bank_margin": 0.2, "size": 64, "fit_mask": 0.05, "grey": False}
+FRAMING_JSON = {
+    "bank_size": 96, "bank_margin": 0.2, "size": 64, "fit_mask": 0.05, "grey": False,
+    "aligned": False, "bank_forehead": 0.0,
+}  # fmt: skip
 FACE = Prediction(
     path=Path("a.png"),
     face=1,

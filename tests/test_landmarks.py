@@ -157,3 +157,73 @@ def test_without_the_extra_the_cli_says_which_path_it_took(tmp_path):
     assert refused.returncode == 2 and not (tmp_path / "c.h5").exists()
     [line] = refused.stderr.strip().splitlines()
     assert line.startswith("Error:") and "feratt[landmarks]" in line
+
+
+def test_predict_frames_a_face_by_its_landmarks_for_a_model_of_an_aligned_bank(tmp_path):
+    from model_helpers import untrained_checkpoint
+
+    from feratt.config.framing import Framing
+    from feratt.inference.backends import open_model
+    from feratt.inference.classify import classify_faces
+    from feratt.inference.crops import frame_detection, model_input
+    from feratt.inference.predict import predict
+    from feratt.inference.scenes import astronaut_portrait, compose
+
+    scene = compose("coffee", (480, 360), [(astronaut_portrait(), 150, 60, 180)])
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
+    aligned = Framing(bank_size=96, size=64, fit_mask=0.05, aligned=True)
+    model = untrained_checkpoint(tmp_path / "m.pt", "baseline", framing=aligned)
+    lines = []
+    result = predict(checkpoint=model, images=[photo], device="cpu", log=lines.append)
+    assert len(result.predictions) == 1
+    assert lines == [] and result.detector.startswith("dlib hog")
+    # The model's input is the landmark framing of that face, not the GrabCut one.
+    [box] = find_faces(scene.image)
+    by_points = frame_detection(scene.image, box, aligned)
+    assert by_points.method == "landmarks"
+    unaligned = frame_detection(scene.image, box, Framing(bank_size=96, size=64, fit_mask=0.05))
+    assert unaligned.method in ("grabcut", "prior")
+    assert np.abs(by_points.image.astype(int) - unaligned.image.astype(int)).mean() > 5  # they differ
+    classifier = open_model(model, device="cpu")
+    [classified] = classify_faces(classifier, scene.image, DetectorSettings())
+    np.testing.assert_array_equal(classified.input, model_input(by_points.image, classifier.in_size))
+    # The cascade gives no landmarks: predict frames by GrabCut and says so.
+    lines.clear()
+    cascade = DetectorSettings(detector="cascade")
+    predict(checkpoint=model, images=[photo], device="cpu", detector=cascade, log=lines.append)
+    assert len(lines) == 1 and "aligned by their landmarks" in lines[0] and "GrabCut" in lines[0]
+
+
+def test_predict_command_takes_each_detector(tmp_path):
+    from cli_helpers import run
+    from model_helpers import untrained_checkpoint
+
+    model = untrained_checkpoint(tmp_path / "m.pt", "baseline")
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    for detector in ("auto", "hog", "cascade"):
+        result = run("predict", model, photo, "--detector", detector, "--json", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert '"face": 0' in result.output and '"face": 1' not in result.output, detector
+    refused = run("predict", model, photo, "--detector", "yunet", "--device", "cpu")
+    assert refused.exit_code == 2 and "YuNet" in refused.output
+
+
+def test_the_demo_faces_true_region_and_the_landmark_hull_agree():
+    from feratt.datasets.demo import demo_source, draw_demo_face, render_demo_face
+
+    found = 0
+    for subject in range(6):
+        drawn = draw_demo_face(demo_source(subject, "happy", 0), seed=0)
+        image, head = render_demo_face(demo_source(subject, "happy", 0), seed=0)
+        np.testing.assert_array_equal(drawn.image, image)  # the face layer changes no pixel
+        np.testing.assert_array_equal(drawn.head, head)
+        assert (drawn.face & ~drawn.head).sum() == 0 and 0.3 < drawn.face.sum() / drawn.head.sum() < 0.9
+        points = landmarks.face_landmarks(drawn.image)
+        if points is None:
+            continue
+        found += 1
+        hull = align.polygon_mask(points, drawn.image.shape[0])
+        assert (hull & drawn.face).sum() / (hull | drawn.face).sum() > 0.6  # jaw to brows, on the face
+    assert found >= 2

@@ -120,7 +120,8 @@ def test_export_command_and_its_refusals(exported, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         f"wrote {out}: baseline, 7 classes, input 64x64, outputs logits",
-        "framing: bank crop 160 px with margin 0.2, then the mask box padded by 0.05 at 64 px",
+        "framing: bank crop 160 px around the mask with margin 0.2, then the mask box padded by 0.05 "
+        "at 64 px",
     ]
     assert_user_error(run("export", checkpoint, out), f"--overwrite: {out} exists already")
     assert_user_error(run("export", checkpoint, tmp_path / "model.pt"), "must end in .onnx")
@@ -195,4 +196,5 @@ def test_an_old_checkpoint_exports_with_the_default_framing_and_a_warning(tmp_pa
     assert "warning: " in result.output and "assuming the face bank's defaults" in result.output
     assert encode(open_model(tmp_path / "old.onnx").framing) == {
         "bank_size": 160, "bank_margin": 0.2, "size": 64, "fit_mask": None, "grey": False,
+        "aligned": False, "bank_forehead": 0.0,
     }  # fmt: skip

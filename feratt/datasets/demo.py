@@ -305,13 +305,22 @@ def _draw_mouth(canvas: _Canvas, style: SubjectStyle, expr: Expression) -> None:
         canvas.line(_bezier(left, (upper_mid + lower_mid) / 2, right), lip * 0.4, 0.08)
 
 
+@dataclass(frozen=True)
+class DrawnFace:
+    """A drawn demo face and its true regions, for benchmarks and tests of the masks computed from it."""
+
+    image: np.ndarray  # RGB uint8
+    head: np.ndarray  # bool: face, ears and hair
+    face: np.ndarray  # bool: the face alone, jaw to hairline, less the hair in front of it
+
+
 def draw_face(
     style: SubjectStyle,
     expr: Expression,
     rng: np.random.Generator,
     size: int = DEMO_SIZE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one face; return the RGB image and the boolean head region (face, ears and hair)."""
+) -> DrawnFace:
+    """Draw one face, with its true head and face regions."""
     big = size * _SUPERSAMPLE
     unit = style.face_half_width * big
     centre = (big / 2, big * 0.5 + rng.normal(0, 0.01) * big)
@@ -348,9 +357,11 @@ def draw_face(
     _draw_mouth(canvas, style, expr)
     hair = canvas.region(_hair_front(style) * [1, aspect]) & canvas.region(_hair_cap(aspect))
     canvas.fill_region(hair, style.hair, head=255)
+    face = inside & ~hair
     if style.hair_style == 3:
         for side in (-1, 1):  # locks falling in front of the ears
             lock = np.array([[side * 0.88, -0.5], [side * 1.15, -0.5], [side * 1.1, 0.6], [side * 0.95, 0.6]])
+            face &= ~canvas.region(lock * [1, aspect])
             canvas.fill(lock * [1, aspect], style.hair, head=255)
 
     angle = rng.uniform(-8, 8)
@@ -358,9 +369,11 @@ def draw_face(
     shift = rng.uniform(-0.03, 0.03, 2) * big
     pose = cv2.getRotationMatrix2D((big / 2, big / 2), angle, scale)
     pose[:, 2] += shift
-    layers = np.dstack([canvas.rgb, canvas.cover, canvas.head])
+    # Each layer is warped on its own: the face layer leaves the others' bytes as they were without it.
+    layers = np.dstack([canvas.rgb, canvas.cover, canvas.head, face.astype(np.uint8) * 255])
     posed = to_uint8(warp_bilinear(layers, pose, big))
-    rgb, cover, head = posed[..., :3], posed[..., 3], np.ascontiguousarray(posed[..., 4])
+    rgb, cover = posed[..., :3], posed[..., 3]
+    head, face_layer = np.ascontiguousarray(posed[..., 4]), np.ascontiguousarray(posed[..., 5])
 
     backdrop = _BACKDROPS[rng.integers(len(_BACKDROPS))] * rng.uniform(0.85, 1.15, 3)
     ramp = np.linspace(-1, 1, big, dtype=np.float32)
@@ -373,8 +386,10 @@ def draw_face(
 
     image = cv2.resize(composite, (size, size), interpolation=cv2.INTER_AREA)
     image = image + rng.normal(0, 2.0, image.shape)
-    region = cv2.resize(head, (size, size), interpolation=cv2.INTER_AREA) >= 128
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), region
+    head_region, face_region = (
+        cv2.resize(layer, (size, size), interpolation=cv2.INTER_AREA) >= 128 for layer in (head, face_layer)
+    )
+    return DrawnFace(np.clip(np.rint(image), 0, 255).astype(np.uint8), head_region, face_region)
 
 
 def demo_source(subject: int, class_name: str, variant: int) -> str:
@@ -388,12 +403,18 @@ def parse_demo_source(source: str) -> tuple[int, str, int]:
     return int(subject[1:]) - 1, class_name, int(variant)
 
 
-def render_demo_face(source: str, seed: int, size: int = DEMO_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Draw the demo face that `source` names; return the image and its true head region."""
+def draw_demo_face(source: str, seed: int, size: int = DEMO_SIZE) -> DrawnFace:
+    """Draw the demo face that `source` names, with its true head and face regions."""
     subject, class_name, variant = parse_demo_source(source)
     rng = np.random.default_rng([seed, subject, DEMO_CLASSES.index(class_name), variant])
     expr = sample_expression(class_name, rng)
     return draw_face(subject_style(seed, subject), expr, rng, size)
+
+
+def render_demo_face(source: str, seed: int, size: int = DEMO_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the demo face that `source` names; return the image and its true head region."""
+    drawn = draw_demo_face(source, seed, size)
+    return drawn.image, drawn.head
 
 
 def list_demo(options: ReaderOptions) -> FaceListing:

@@ -81,7 +81,9 @@ def describe(target: Path) -> list[str]:
         + ", ".join(f"{s} {n}" for s, n in sorted(per_subject.items()))
     )
     with open_shard(paths[0]) as h5:
-        for name in (*IMAGE_FIELDS, "labels", "matrices", "params"):
+        for name in (*IMAGE_FIELDS, "labels", "matrices", "params", "landmarks"):
+            if name not in h5:  # landmarks: shards written before them
+                continue
             dataset = h5[name]
             compression = dataset.compression or "none"
             if dataset.compression_opts is not None:
