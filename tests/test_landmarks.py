@@ -227,3 +227,10 @@ def test_the_demo_faces_true_region_and_the_landmark_hull_agree():
         hull = align.polygon_mask(points, drawn.image.shape[0])
         assert (hull & drawn.face).sum() / (hull | drawn.face).sum() > 0.6  # jaw to brows, on the face
     assert found >= 2
+
+
+def test_the_cnn_detector_finds_the_astronaut_with_her_landmarks():
+    [box] = find_faces(data.astronaut(), DetectorSettings(detector="cnn", upsample=0))
+    # Her face (brows to chin) lies in x 180-270, y 70-180 of the 512 x 512 photo.
+    assert 160 <= box.x <= 190 and 60 <= box.y <= 90 and 80 <= box.width <= 110
+    assert box.landmarks is not None and 205 <= box.landmarks[39, 0] < box.landmarks[42, 0] <= 245
