@@ -85,7 +85,7 @@ def test_grey_faces_are_found_by_auto_and_by_the_cascade():
         (grey_portrait(demo_portrait(2, "surprise")), 60, 120, 150),
         (grey_portrait(astronaut_portrait()), 380, 160, 140),
     ]
-    for photo in ("coffee", "rocket", "chelsea", "brick"):
+    for photo in ("rocket", "brick"):  # tests/test_detect.py takes `auto` through all four photos
         scene = compose(photo, (640, 480), placed)
         grey = cv2.cvtColor(_grey(scene.image), cv2.COLOR_GRAY2RGB)
         for image in (scene.image, grey):
