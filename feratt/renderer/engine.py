@@ -25,11 +25,11 @@ from feratt.artifacts.shard import (
 from feratt.atomic import remove_temporaries
 from feratt.codec import encode
 from feratt.config.rendering import RenderConfig
-from feratt.datasets.align import MIRROR_68
 from feratt.errors import BadInputFile, FerattError
 from feratt.locks import Locked, exclusive
 from feratt.manifests.plan import ShardTask
 from feratt.progress import Progress
+from feratt.renderer import functional as F
 from feratt.renderer.backgrounds import (
     BackgroundSet,
     apply_crop_pyramid,
@@ -81,14 +81,6 @@ def _load_faces(bank: str, indices: tuple[int, ...]) -> ShardFaces:
         return dict(zip(wanted, rows, strict=True))
 
     return ShardFaces(by_index(images), by_index(masks), by_index(points), labels)
-
-
-def place_landmarks(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """(..., 2) bank-crop points in output pixels under a sample's 3x3 placement matrix; NaN stays NaN."""
-    # As warpAffine/warpPerspective apply it: pixel centres at integer coordinates in both frames; the
-    # third row is (0, 0, 1) unless the geometry is a perspective warp.
-    moved = points.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
-    return (moved[..., :2] / moved[..., 2:]).astype(np.float32)
 
 
 def _backgrounds_for_shard(
@@ -149,11 +141,8 @@ def render_shard_data(job: RenderJob, task: ShardTask) -> tuple[ShardData, list[
         data.labels[i] = faces.labels[face_index]
         data.background_ids.append(background_id)
         data.matrices[i] = sample.matrix
-        points = faces.landmarks[face_index]
-        # A flipped face's points are renumbered, so that iBUG's numbering holds for the face as it appears
-        # (36 is the outer corner of the eye on the image's left).
-        data.landmarks[i] = place_landmarks(
-            points[MIRROR_68] if params.geometry.flip else points, sample.matrix
+        data.landmarks[i] = F.place_landmarks(
+            faces.landmarks[face_index], sample.matrix, params.geometry.flip
         )
         data.crops[i] = (crop.x, crop.y, crop.side)
         data.luminance_ratio[i] = sample.luminance_ratio

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from scipy.special import ndtri
 
+from feratt.datasets.align import MIRROR_68
 from feratt.renderer.params import GeometryParams
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -80,6 +81,18 @@ def geometry_matrix(params: GeometryParams, in_size: float, out_size: int) -> np
     if not offsets.any():
         return matrix
     return _affine_from_triangle(n, offsets[:3]) @ matrix
+
+
+def place_landmarks(points: np.ndarray, matrix: np.ndarray, flip: bool) -> np.ndarray:
+    """(68, 2) bank-crop landmarks in output pixels under a sample's 3x3 placement matrix; NaN stays NaN.
+
+    As warpAffine/warpPerspective move pixels: pixel centres at integer coordinates in both frames,
+    with the projective divide. A flipped face's points are renumbered by iBUG's mirror, so that the
+    numbering holds for the face as it appears (36 is the outer corner of the eye on the image's left).
+    """
+    ordered = points[MIRROR_68] if flip else points
+    moved = ordered.astype(np.float64) @ matrix[:, :2].T + matrix[:, 2]
+    return (moved[..., :2] / moved[..., 2:]).astype(np.float32)
 
 
 def mask_square(mask: np.ndarray, margin: float) -> tuple[float, float, float]:
