@@ -52,10 +52,11 @@ import cv2
 import numpy as np
 
 from feratt.datasets.demo import DEMO_CLASSES
-from feratt.datasets.detect import DetectorSettings, FaceBox, detect_faces, find_faces
+from feratt.datasets.detect import DetectorSettings, FaceBox, detect_faces, find_faces, is_grey
 from feratt.inference.scenes import (
     SCENE_PHOTOS,
     Portrait,
+    apart,
     astronaut_portrait,
     background,
     demo_portrait,
@@ -164,21 +165,8 @@ def cover(scene: np.ndarray, box: FaceBox, rng: np.random.Generator) -> None:
         x1 = x0 + fraction * box.width
     else:
         x0 = x1 - fraction * box.width
-    colour = rng.integers(0, 256, 3) if not _grey_scene(scene) else np.repeat(rng.integers(0, 256), 3)
+    colour = rng.integers(0, 256, 3) if not is_grey(scene) else np.repeat(rng.integers(0, 256), 3)
     scene[round(y0) : round(y1), round(x0) : round(x1)] = colour.astype(np.uint8)
-
-
-def _grey_scene(scene: np.ndarray) -> bool:
-    return bool(np.array_equal(scene[..., 0], scene[..., 1]) and np.array_equal(scene[..., 1], scene[..., 2]))
-
-
-def _apart(a: FaceBox, b: FaceBox, gap: float = 8.0) -> bool:
-    return (
-        a.x + a.width + gap <= b.x
-        or b.x + b.width + gap <= a.x
-        or a.y + a.height + gap <= b.y
-        or b.y + b.height + gap <= a.y
-    )
 
 
 def family_scene(
@@ -210,7 +198,7 @@ def family_scene(
         if width >= SIZE[0] or height >= SIZE[1]:
             continue
         x, y = float(rng.uniform(0, SIZE[0] - width)), float(rng.uniform(0, SIZE[1] - height))
-        if not all(_apart(FaceBox(x, y, width, height), other) for other in taken):
+        if not all(apart(FaceBox(x, y, width, height), other) for other in taken):
             continue
         box = paste(scene, portrait, x, y, width)
         if family == "covered":

@@ -1,6 +1,7 @@
 """Helpers shared by the command-line tests: run a command, check a user error, make inputs."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import cv2
@@ -82,3 +83,20 @@ def train_tiny(render: Path, run_dir: Path, method: str, *extra, folds: str = "0
     )  # fmt: skip
     train(render=render, run=run_dir, config=config, folds=folds, device="cpu", **fields)
     return run_dir
+
+
+def reseal(render: Path, relpath: str) -> None:
+    """Record a changed shard's new size and sha256 in its sidecar and manifest, as a forger would, so
+    that only the schema check can find it out."""
+    shard = render / relpath
+    digest, size = hashlib.sha256(shard.read_bytes()).hexdigest(), shard.stat().st_size
+    sidecar = shard.with_suffix(".json")
+    record = json.loads(sidecar.read_text())
+    record.update(sha256=digest, bytes=size)
+    sidecar.write_text(json.dumps(record))
+    manifest = render / "manifests" / f"{record['subject']}.json"
+    listed = json.loads(manifest.read_text())
+    for entry in listed["shards"]:
+        if entry["path"] == relpath:
+            entry.update(sha256=digest, bytes=size)
+    manifest.write_text(json.dumps(listed))

@@ -71,6 +71,13 @@ def _replace(h5, name, data, **kwargs):
     h5.create_dataset(name, data=data, **kwargs)
 
 
+def _some_points(faces, point):
+    """Landmarks NaN but for face 3, whose 68 points are all `point` (x, y)."""
+    points = np.full((faces, 68, 2), np.nan, np.float32)
+    points[3] = point
+    return points
+
+
 def _strings(values):
     return np.array(values, dtype=object)
 
@@ -130,6 +137,22 @@ DAMAGES = {
         "face 4 has label 7, outside the 7 classes",
     ),
     "negative label": (lambda h5: h5["labels"].__setitem__(0, -1), "face 0 has label -1"),
+    "landmarks of the wrong shape": (
+        lambda h5: _replace(h5, "landmarks", np.zeros((30, 5, 2), np.float32)),
+        "its landmarks are 30 x 5 x 2 float32, not N x 68 x 2 float32",
+    ),
+    "fewer landmarks": (
+        lambda h5: _replace(h5, "landmarks", np.zeros((29, 68, 2), np.float32)),
+        "it has 30 images but 29 landmarks",
+    ),
+    "a face with some landmarks": (
+        lambda h5: _replace(h5, "landmarks", _some_points(30, [2.0, np.nan])),
+        "a face has only some landmarks",
+    ),
+    "landmarks far outside the crop": (
+        lambda h5: _replace(h5, "landmarks", _some_points(30, [1e6, 1e6])),
+        "its landmarks lie far outside the 32 px crops",
+    ),
     "float labels": (
         lambda h5: _replace(h5, "labels", h5["labels"][()].astype(np.float32)),
         "its labels are not integers",

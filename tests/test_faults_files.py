@@ -8,7 +8,6 @@ did not change.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from cli_helpers import assert_user_error, hashes, render_tiny, run
+from cli_helpers import assert_user_error, hashes, render_tiny, reseal, run
 from model_helpers import untrained_checkpoint, write_rgb
 from skimage import data
 
@@ -38,23 +37,6 @@ def model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def face(tmp_path_factory) -> Path:
     return write_rgb(tmp_path_factory.mktemp("face") / "face.png", data.astronaut()[20:240, 150:370])
-
-
-def reseal(render: Path, relpath: str) -> None:
-    """Record a changed shard's new size and sha256 in its sidecar and manifest, as a forger would, so
-    that only the schema check can find it out."""
-    shard = render / relpath
-    digest, size = hashlib.sha256(shard.read_bytes()).hexdigest(), shard.stat().st_size
-    sidecar = shard.with_suffix(".json")
-    record = json.loads(sidecar.read_text())
-    record.update(sha256=digest, bytes=size)
-    sidecar.write_text(json.dumps(record))
-    manifest = render / "manifests" / f"{record['subject']}.json"
-    listed = json.loads(manifest.read_text())
-    for entry in listed["shards"]:
-        if entry["path"] == relpath:
-            entry.update(sha256=digest, bytes=size)
-    manifest.write_text(json.dumps(listed))
 
 
 def _replace(h5: h5py.File, name: str, **dataset) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import shutil
 from pathlib import Path
@@ -12,7 +10,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from cli_helpers import write_backgrounds, write_demo_bank
+from cli_helpers import reseal, write_backgrounds, write_demo_bank
 
 from feratt.artifacts.bank import FaceBank, read_faces
 from feratt.artifacts.render import RenderSet
@@ -157,22 +155,6 @@ def test_a_render_with_landmarks_verifies(rendered):
     assert verify_render(rendered) == []
 
 
-def reseal(out: Path, shard: Path) -> None:
-    """Record a rewritten shard's size and sha256 in its sidecar and its subject's manifest."""
-    digest, size = hashlib.sha256(shard.read_bytes()).hexdigest(), shard.stat().st_size
-    relpath = str(shard.relative_to(out))
-    sidecar = shard.with_suffix(".json")
-    record = json.loads(sidecar.read_text())
-    record.update(sha256=digest, bytes=size)
-    sidecar.write_text(json.dumps(record))
-    manifest = out / "manifests" / f"{record['subject']}.json"
-    listed = json.loads(manifest.read_text())
-    for entry in listed["shards"]:
-        if entry["path"] == relpath:
-            entry.update(sha256=digest, bytes=size)
-    manifest.write_text(json.dumps(listed))
-
-
 @pytest.fixture
 def old_render(rendered, tmp_path) -> Path:
     """A copy of the render whose shards lack `landmarks`, as renders before it wrote them."""
@@ -181,7 +163,7 @@ def old_render(rendered, tmp_path) -> Path:
     for shard in RenderSet(out).shard_files():
         with h5py.File(shard, "r+") as h5:
             del h5["landmarks"]
-        reseal(out, shard)
+        reseal(out, str(shard.relative_to(out)))
     return out
 
 

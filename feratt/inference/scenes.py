@@ -143,13 +143,14 @@ def random_scene(
             continue
         x, y = float(rng.uniform(0, size[0] - width)), float(rng.uniform(0, size[1] - height))
         box = FaceBox(x, y, width, height)
-        if all(_apart(box, other) for other in taken):
+        if all(apart(box, other) for other in taken):
             placed.append((portrait, x, y, width))
             taken.append(box)
     return compose(photo, size, placed)
 
 
-def _apart(a: FaceBox, b: FaceBox, gap: float = 8.0) -> bool:
+def apart(a: FaceBox, b: FaceBox, gap: float = 8.0) -> bool:
+    """Whether two boxes are `gap` pixels apart or more, side by side or one above the other."""
     return (
         a.x + a.width + gap <= b.x
         or b.x + b.width + gap <= a.x
